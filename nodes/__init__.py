@@ -1,0 +1,20 @@
+"""ComfyUI glue: V3 node classes over standin_core. Imported only inside ComfyUI (see the pack's __init__)."""
+from comfy_api.latest import ComfyExtension, io
+
+from .paths import register_model_folders
+
+register_model_folders()
+
+
+def _node_list() -> list[type[io.ComfyNode]]:
+    from . import apply, cache, faces, loaders
+    return [*loaders.NODES, *faces.NODES, *apply.NODES, *cache.NODES]
+
+
+class StandInExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return _node_list()
+
+
+async def comfy_entrypoint() -> StandInExtension:
+    return StandInExtension()

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Create .venv with everything the pack, its tests and its demo need, on a CPU machine.
+# torch/torchvision are pinned HERE (never in requirements.txt): 2.14.1 + 0.29.1 is the pair whose torchvision
+# imports on CPU (facexlib needs torchvision.ops.nms).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+.venv/bin/python -m pip install -q -c <(printf 'torch==2.14.1\ntorchvision==0.29.1\n') -r requirements.txt -r requirements-test.txt
+.venv/bin/python -c "import torch, torchvision, facexlib, cv2; print('setup ok: torch', torch.__version__, 'torchvision', torchvision.__version__, 'opencv', cv2.__version__)"

@@ -1,0 +1,70 @@
+"""Stand-In's restricted self-attention for the video tokens.
+
+    Out_V = Attention(Q_V', [K_V', K_I'], [V_V, V_I])
+
+Video queries attend to the video keys and to the reference keys; reference queries never see video keys (that is
+the reference pass, :mod:`standin_core.reference`). Tensors are [batch, tokens, heads * head_dim] as in Wan.
+
+``strength`` s weights every reference key as if it were present s times: the reference columns of the softmax get
+the logit bias log(s). s = 1 is the paper exactly (no bias), s = 0 drops the reference keys, which is the base
+model exactly, and the share of attention that goes to the reference, s*R / (V + s*R), grows monotonically with s.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+AttentionFn = Callable[..., torch.Tensor]
+"""attention(q, k, v, heads, mask=None) -> [B, Sq, heads*head_dim]; q/k/v are [B, S, heads*head_dim]."""
+
+
+def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
+                   mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Plain multi-head scaled dot-product attention; ``mask`` is an additive bias broadcast to [B, heads, Sq, Sk]."""
+    batch, q_len, width = q.shape
+    head_dim = width // heads
+
+    def split(t):
+        return t.view(t.shape[0], t.shape[1], heads, head_dim).transpose(1, 2)
+
+    if mask is not None and mask.ndim == 2:
+        mask = mask[None, None]
+    out = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=mask)
+    return out.transpose(1, 2).reshape(batch, q_len, width)
+
+
+def reference_logit_bias(video_len: int, ref_len: int, strength: float, dtype: torch.dtype,
+                         device) -> torch.Tensor:
+    """Additive key bias [1, video_len + ref_len]: 0 on video keys, log(strength) on reference keys."""
+    bias = torch.zeros(1, video_len + ref_len, dtype=dtype, device=device)
+    bias[:, video_len:] = math.log(strength)
+    return bias
+
+
+def restricted_attention(video_queries: torch.Tensor, video_keys: torch.Tensor, video_values: torch.Tensor,
+                         ref_keys: Optional[torch.Tensor], ref_values: Optional[torch.Tensor], heads: int,
+                         strength: float = 1.0, attention: AttentionFn = sdpa_attention) -> torch.Tensor:
+    """Video queries over [video keys; reference keys].
+
+    ``ref_keys``/``ref_values`` are [1 or B, R, width] (one reference serves every batch row: cond, uncond, and
+    every sample of the batch). ``None`` or ``strength == 0`` is the base model's self-attention.
+    """
+    if strength < 0 or not math.isfinite(strength):
+        raise ValueError(f"Stand-In strength must be a finite number >= 0, got {strength}")
+    if ref_keys is None or strength == 0:
+        return attention(video_queries, video_keys, video_values, heads)
+    batch = video_queries.shape[0]
+    if ref_keys.shape[0] not in (1, batch):
+        raise ValueError(f"reference K/V batch {ref_keys.shape[0]} does not match video batch {batch}")
+    ref_keys = ref_keys.to(video_keys).expand(batch, -1, -1)
+    ref_values = ref_values.to(video_values).expand(batch, -1, -1)
+    keys = torch.cat([video_keys, ref_keys], dim=1)
+    values = torch.cat([video_values, ref_values], dim=1)
+    if strength == 1:
+        return attention(video_queries, keys, values, heads)
+    bias = reference_logit_bias(video_keys.shape[1], ref_keys.shape[1], strength, video_queries.dtype,
+                                video_queries.device)
+    return attention(video_queries, keys, values, heads, mask=bias)

@@ -1,0 +1,132 @@
+"""The reference branch: the image tokens alone through the DiT blocks at timestep 0, recording each block's K/V.
+
+Because image queries never attend to video keys and every other module treats tokens independently, running the
+image tokens as their own sequence gives exactly the image half of the paper's joint sequence. As in the official
+code, the image tokens skip the text cross-attention. Per block:
+
+    x_I = x_I + gate_msa * o(Attention(Q_I', K_I', V_I))        Q_I' = RoPE(norm_q(W_q h + lora_q(h))), h = modulated norm1(x_I)
+    x_I = x_I + gate_mlp * ffn(norm2(x_I) * (1 + scale_mlp) + shift_mlp)
+
+with the six modulation vectors of t = 0. K_I' = RoPE(norm_k(W_k h + lora_k(h))) and V_I = W_v h + lora_v(h) are
+what the video tokens attend to.
+
+Every function takes the real block (anything with ``norm1``, ``norm2``, ``ffn`` and a ``self_attn`` holding
+``q, k, v, o, norm_q, norm_k``) and calls its modules, never a copy of their weights, so quantised, offloaded or
+LoRA-patched weights behave exactly as in the model's own forward.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from .attention import AttentionFn, restricted_attention, sdpa_attention
+from .positions import apply_rope as default_apply_rope
+from .weights import BlockLoRA
+
+
+@dataclass(frozen=True)
+class ReferenceKV:
+    """One block's reference keys (after norm and RoPE) and values, [1, R, width] each."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+
+    @property
+    def nbytes(self) -> int:
+        return self.keys.numel() * self.keys.element_size() + self.values.numel() * self.values.element_size()
+
+    def to(self, device=None, dtype=None, non_blocking: bool = False) -> "ReferenceKV":
+        return ReferenceKV(self.keys.to(device=device, dtype=dtype, non_blocking=non_blocking),
+                           self.values.to(device=device, dtype=dtype, non_blocking=non_blocking))
+
+
+def zero_timestep_embedding(freq_dim: int, dtype=torch.float32, device=None) -> torch.Tensor:
+    """The sinusoidal embedding of t = 0, [1, freq_dim]: cos(0) = 1 on the first half, sin(0) = 0 on the second."""
+    half = freq_dim // 2
+    return torch.cat([torch.ones(1, half), torch.zeros(1, freq_dim - half)], dim=1).to(device=device, dtype=dtype)
+
+
+def zero_timestep_modulation(time_embedding: Callable, time_projection: Callable, freq_dim: int, width: int,
+                             dtype=torch.float32, device=None) -> torch.Tensor:
+    """e0 at t = 0, shaped [1, 6, width] (shift/scale/gate for attention, then for the FFN)."""
+    embedded = time_embedding(zero_timestep_embedding(freq_dim, dtype=dtype, device=device))
+    return time_projection(embedded).unflatten(1, (6, width))
+
+
+def project_qkv(self_attn, x: torch.Tensor, rotations: torch.Tensor, heads: int, lora: Optional[BlockLoRA] = None,
+                apply_rope: Callable = default_apply_rope) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k (normed, rotated) and v of ``x`` [B, S, width] through the block's own projections.
+
+    With ``lora`` the low-rank terms are added BEFORE the q/k RMS norms (as the official weights expect).
+    """
+    batch, seq = x.shape[:2]
+    queries, keys, values = self_attn.q(x), self_attn.k(x), self_attn.v(x)
+    if lora is not None:
+        queries = queries + lora.q(x)
+        keys = keys + lora.k(x)
+        values = values + lora.v(x)
+    queries = apply_rope(self_attn.norm_q(queries).view(batch, seq, heads, -1), rotations).view(batch, seq, -1)
+    keys = apply_rope(self_attn.norm_k(keys).view(batch, seq, heads, -1), rotations).view(batch, seq, -1)
+    return queries, keys, values
+
+
+def reference_block(block, ref_tokens: torch.Tensor, modulation: torch.Tensor, ref_rotations: torch.Tensor,
+                    lora: BlockLoRA, heads: int, attention: AttentionFn = sdpa_attention,
+                    apply_rope: Callable = default_apply_rope, need_output: bool = True
+                    ) -> tuple[Optional[torch.Tensor], ReferenceKV]:
+    """One DiT block on the reference tokens [1, R, width] at t = 0.
+
+    ``modulation`` is the block's modulation parameter plus e0 at t = 0, [1, 6, width]. Returns the updated tokens
+    (``None`` when ``need_output`` is False, e.g. after the last block, whose output nobody reads) and the block's
+    reference K/V.
+    """
+    shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation.chunk(6, dim=1)
+    attn_in = torch.addcmul(shift_msa, block.norm1(ref_tokens), 1 + scale_msa)
+    queries, keys, values = project_qkv(block.self_attn, attn_in, ref_rotations, heads, lora, apply_rope)
+    kv = ReferenceKV(keys, values)
+    if not need_output:
+        return None, kv
+    attended = block.self_attn.o(attention(queries, keys, values, heads))
+    ref_tokens = torch.addcmul(ref_tokens, attended, gate_msa)
+    ffn_out = block.ffn(torch.addcmul(shift_mlp, block.norm2(ref_tokens), 1 + scale_mlp))
+    return torch.addcmul(ref_tokens, ffn_out, gate_mlp), kv
+
+
+def build_reference_kv(blocks: Sequence, ref_tokens: torch.Tensor, zero_modulation: torch.Tensor,
+                       ref_rotations: torch.Tensor, loras: Sequence[BlockLoRA], heads: int,
+                       attention_for_block: Optional[Callable[[int], AttentionFn]] = None,
+                       apply_rope: Callable = default_apply_rope,
+                       block_modulation: Callable = lambda block: block.modulation) -> list[ReferenceKV]:
+    """The whole reference pass: K/V of every block for the reference tokens [1, R, width].
+
+    ``zero_modulation`` is e0 at t = 0 [1, 6, width]; ``block_modulation(block)`` returns the block's modulation
+    parameter ready to add (the ComfyUI glue casts it to the compute device/dtype there).
+    """
+    if len(loras) != len(blocks):
+        raise ValueError(f"{len(loras)} Stand-In LoRA blocks for a model with {len(blocks)} blocks")
+    kv_per_block = []
+    for index, (block, lora) in enumerate(zip(blocks, loras)):
+        attention = attention_for_block(index) if attention_for_block is not None else sdpa_attention
+        modulation = block_modulation(block).to(zero_modulation) + zero_modulation
+        last = index == len(blocks) - 1
+        ref_tokens, kv = reference_block(block, ref_tokens, modulation, ref_rotations, lora, heads, attention,
+                                         apply_rope, need_output=not last)
+        kv_per_block.append(kv)
+    return kv_per_block
+
+
+def video_self_attention(self_attn, x: torch.Tensor, rotations: torch.Tensor, heads: int,
+                         ref_kv: Optional[ReferenceKV], strength: float = 1.0,
+                         attention: AttentionFn = sdpa_attention,
+                         apply_rope: Callable = default_apply_rope) -> torch.Tensor:
+    """The video tokens' self-attention with Stand-In: base projections, keys/values extended by the reference.
+
+    With ``ref_kv=None`` or ``strength=0`` this is the model's plain self-attention, operation for operation.
+    """
+    queries, keys, values = project_qkv(self_attn, x, rotations, heads, None, apply_rope)
+    ref_keys = ref_kv.keys if ref_kv is not None else None
+    ref_values = ref_kv.values if ref_kv is not None else None
+    out = restricted_attention(queries, keys, values, ref_keys, ref_values, heads, strength, attention)
+    return self_attn.o(out)
