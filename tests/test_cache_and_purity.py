@@ -1,0 +1,103 @@
+"""The reference K/V cache (keys, modes, accounting, invalidation) and the purity of standin_core."""
+import ast
+from pathlib import Path
+
+import pytest
+import torch
+
+from standin_core import CacheKey, ReferenceKV, ReferenceKVCache, kv_cache_bytes, tensor_fingerprint
+
+CORE = Path(__file__).resolve().parents[1] / "standin_core"
+COMFY_MODULES = {"comfy", "comfy_api", "comfy_extras", "comfy_execution", "folder_paths", "nodes", "server",
+                 "execution", "node_helpers", "latent_preview"}
+
+
+def entry(depth=3, tokens=4, width=8, dtype=torch.float32, value=1.0):
+    return [ReferenceKV(torch.full((1, tokens, width), value, dtype=dtype), torch.full((1, tokens, width), -value, dtype=dtype))
+            for _ in range(depth)]
+
+
+def key(**changes):
+    fields = dict(reference="abc", weights=1, model_state=0, device="cpu", dtype="float32")
+    fields.update(changes)
+    return CacheKey(**fields)
+
+
+def test_entry_is_reused_only_under_an_equal_key():
+    cache = ReferenceKVCache("on")
+    builds = []
+
+    def build():
+        builds.append(1)
+        return entry(value=len(builds))
+
+    first = cache.get_or_build(key(), build)
+    assert cache.get_or_build(key(), build) is first
+    for changed in (dict(reference="abd"), dict(weights=2), dict(model_state=1), dict(dtype="bfloat16"),
+                    dict(device="cuda:0")):
+        got = cache.get_or_build(key(**changed), build)
+        assert got[0].keys[0, 0, 0].item() == len(builds)  # rebuilt, not stale
+    assert len(builds) == 6 and cache.hits == 1
+
+
+def test_off_mode_never_keeps_anything():
+    cache = ReferenceKVCache("off")
+    cache.get_or_build(key(), entry)
+    cache.get_or_build(key(), entry)
+    assert (cache.builds, cache.hits, cache.nbytes) == (2, 0, 0)
+
+
+def test_offload_mode_stores_on_the_storage_device():
+    cache = ReferenceKVCache("offload", storage_device=torch.device("cpu"))
+    got = cache.get_or_build(key(), lambda: entry(dtype=torch.bfloat16))
+    again = cache.get_or_build(key(), lambda: pytest.fail("should be cached"))
+    assert all(torch.equal(a.keys, b.keys) for a, b in zip(got, again))
+    assert cache.describe().startswith("Stand-In K/V cache (offload): 3 layers")
+
+
+def test_memory_accounting_by_hand():
+    cache = ReferenceKVCache("on")
+    cache.get_or_build(key(), lambda: entry(depth=5, tokens=7, width=16, dtype=torch.bfloat16))
+    assert cache.bytes_per_layer == [2 * 7 * 16 * 2] * 5
+    assert cache.nbytes == 5 * 2 * 7 * 16 * 2 == kv_cache_bytes(5, 7, 16, 2)
+    # the paper's setting: Wan 14B, 40 blocks, 1024 reference tokens, width 5120, bf16 -> 0.78 GiB
+    assert kv_cache_bytes(40, 1024, 5120, 2) == 838_860_800
+
+
+def test_clear_invalidates():
+    cache = ReferenceKVCache("on")
+    cache.get_or_build(key(), entry)
+    cache.clear()
+    assert cache.key is None and cache.nbytes == 0
+    cache.get_or_build(key(), entry)
+    assert cache.builds == 2
+
+
+def test_bad_mode():
+    with pytest.raises(ValueError, match="cache mode"):
+        ReferenceKVCache("sometimes")
+
+
+def test_fingerprint_sees_values_shape_and_dtype():
+    a = torch.arange(12.0).reshape(3, 4)
+    assert tensor_fingerprint(a) == tensor_fingerprint(a.clone())
+    b = a.clone()
+    b[1, 1] += 1e-6
+    assert tensor_fingerprint(a) != tensor_fingerprint(b)
+    assert tensor_fingerprint(a) != tensor_fingerprint(a.reshape(4, 3))
+    assert tensor_fingerprint(a) != tensor_fingerprint(a.double())
+    assert tensor_fingerprint(a.bfloat16()) != tensor_fingerprint(a.half())
+
+
+def test_standin_core_never_imports_comfyui():
+    offenders = []
+    for path in sorted(CORE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in COMFY_MODULES]
+    assert list(CORE.rglob("*.py")), "standin_core has no modules?"
+    assert offenders == []

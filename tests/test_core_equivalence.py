@@ -1,0 +1,154 @@
+"""The core's two-pass Stand-In (reference pass + video pass) equals the paper's joint sequence, run naively."""
+import pytest
+import torch
+
+from naive_wan import NaiveWan
+from standin_core import (ReferenceKVCache, CacheKey, build_reference_kv, reference_positions, rope_rotations,
+                          standin_weights_from_state_dict, tensor_fingerprint, token_grid, video_positions,
+                          video_self_attention, zero_timestep_modulation)
+
+torch.set_grad_enabled(False)
+
+
+def random_standin_weights(dim, depth, rank=8, seed=1, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(seed)
+    sd = {}
+    for i in range(depth):
+        for p in "qkv":
+            sd[f"blocks.{i}.self_attn.{p}_loras.down.weight"] = (torch.randn(rank, dim, generator=gen) * 0.2).to(dtype)
+            sd[f"blocks.{i}.self_attn.{p}_loras.up.weight"] = (torch.randn(dim, rank, generator=gen) * 0.2).to(dtype)
+    return standin_weights_from_state_dict(sd), sd
+
+
+def naive_loras(sd, depth):
+    """Plain matmul LoRAs per block for the joint reference: h @ down^T @ up^T."""
+    def lora(i, p):
+        down = sd[f"blocks.{i}.self_attn.{p}_loras.down.weight"].float()
+        up = sd[f"blocks.{i}.self_attn.{p}_loras.up.weight"].float()
+        return lambda h: h @ down.T @ up.T
+    return [{p: lora(i, p) for p in "qkv"} for i in range(depth)]
+
+
+def reference_kv(model, latent_shape, ref_latent, weights):
+    ref_tokens, (_, ref_h, ref_w) = model.patchify(ref_latent)
+    _, video_h, video_w = token_grid(latent_shape[2:])
+    zero_mod = zero_timestep_modulation(model.time_embedding, model.time_projection, model.freq_dim, model.dim)
+    ref_rot = rope_rotations(reference_positions(ref_h, ref_w, video_h, video_w), model.dim // model.heads)
+    return build_reference_kv(model.blocks, ref_tokens, zero_mod, ref_rot, weights.blocks, model.heads)
+
+
+def two_pass(model, latent, t, context, ref_latent, weights, strength=1.0, kv=None):
+    """Stand-In as the pack runs it: reference K/V once, then the model's own forward with patched self-attention."""
+    if kv is None:
+        kv = reference_kv(model, latent.shape, ref_latent, weights)
+    video_rot = rope_rotations(video_positions(*token_grid(latent.shape[2:])), model.dim // model.heads)
+
+    def patched(i, block, h, grid):
+        return video_self_attention(block.self_attn, h, video_rot, model.heads, kv[i], strength)
+
+    return model.forward_video(latent, t, context, patched)
+
+
+CASES = [  # (batch, latent T, H, W), reference latent (H, W): odd token grids, non-square references
+    ((2, 3, 8, 12), (8, 8)),
+    ((3, 2, 14, 10), (6, 10)),
+    ((2, 1, 6, 18), (10, 4)),
+]
+
+
+@pytest.mark.parametrize("latent_shape,ref_hw", CASES)
+def test_two_pass_equals_joint_sequence(latent_shape, ref_hw):
+    batch, frames, height, width = latent_shape
+    model = NaiveWan(depth=3)
+    weights, sd = random_standin_weights(model.dim, 3)
+    gen = torch.Generator().manual_seed(7)
+    latent = torch.randn(batch, 16, frames, height, width, generator=gen)
+    ref_latent = torch.randn(1, 16, 1, *ref_hw, generator=gen)
+    t = torch.linspace(900.0, 100.0, batch)  # every row at its own timestep
+    context = torch.randn(batch, 5, 24, generator=gen)
+
+    joint = model.joint_forward(latent, t, context, ref_latent, naive_loras(sd, 3))
+    ours = two_pass(model, latent, t, context, ref_latent, weights)
+    base = model.forward_video(latent, t, context)
+
+    assert ours.shape == joint.shape == latent.shape
+    assert (ours - joint).abs().max().item() < 1e-5
+    # The reference really changes the output (otherwise the comparison above would prove nothing).
+    assert (joint - base).abs().max().item() > 1e-3  # 100x the tolerance above
+
+
+def test_reference_position_offset_matters():
+    """A reference placed one token off (the known deviation of another port) is detectably different."""
+    model = NaiveWan(depth=2)
+    weights, sd = random_standin_weights(model.dim, 2)
+    gen = torch.Generator().manual_seed(3)
+    latent, ref_latent = torch.randn(1, 16, 2, 8, 8, generator=gen), torch.randn(1, 16, 1, 8, 8, generator=gen)
+    t, context = torch.tensor([500.0]), torch.randn(1, 4, 24, generator=gen)
+    joint = model.joint_forward(latent, t, context, ref_latent, naive_loras(sd, 2))
+
+    ref_tokens, _ = model.patchify(ref_latent)
+    zero_mod = zero_timestep_modulation(model.time_embedding, model.time_projection, model.freq_dim, model.dim)
+    shifted = reference_positions(4, 4, 4, 4) + torch.tensor([0.0, 1.0, 1.0])
+    kv = build_reference_kv(model.blocks, ref_tokens, zero_mod, rope_rotations(shifted, 32), weights.blocks, 2)
+    off_by_one = two_pass(model, latent, t, context, ref_latent, weights, kv=kv)
+    assert (off_by_one - joint).abs().max().item() > 1e-4
+
+
+def test_strength_zero_is_base_model():
+    model = NaiveWan(depth=3)
+    weights, _ = random_standin_weights(model.dim, 3)
+    gen = torch.Generator().manual_seed(11)
+    latent, ref_latent = torch.randn(2, 16, 2, 8, 10, generator=gen), torch.randn(1, 16, 1, 8, 8, generator=gen)
+    t, context = torch.tensor([700.0, 700.0]), torch.randn(2, 6, 24, generator=gen)
+    base = model.forward_video(latent, t, context)
+    zero = two_pass(model, latent, t, context, ref_latent, weights, strength=0.0)
+    assert (zero - base).abs().max().item() < 1e-6
+
+
+def test_strength_is_monotone_and_matches_logit_bias_joint():
+    """strength s == the joint sequence with log(s) added to the video->image logits; effect grows with s."""
+    model = NaiveWan(depth=2)
+    weights, sd = random_standin_weights(model.dim, 2)
+    gen = torch.Generator().manual_seed(5)
+    latent, ref_latent = torch.randn(1, 16, 2, 8, 8, generator=gen), torch.randn(1, 16, 1, 8, 8, generator=gen)
+    t, context = torch.tensor([400.0]), torch.randn(1, 4, 24, generator=gen)
+    base = model.forward_video(latent, t, context)
+    kv = reference_kv(model, latent.shape, ref_latent, weights)
+    distances = []
+    for s in (0.0, 0.25, 0.5, 1.0, 1.5, 2.5):
+        ours = two_pass(model, latent, t, context, ref_latent, weights, strength=s, kv=kv)
+        if s > 0:
+            bias = torch.log(torch.tensor(s)).item()
+            joint = model.joint_forward(latent, t, context, ref_latent, naive_loras(sd, 2), strength_mask_bias=bias)
+            assert (ours - joint).abs().max().item() < 1e-5
+        distances.append((ours - base).norm().item())
+    assert distances[0] < 1e-5
+    assert all(a < b for a, b in zip(distances, distances[1:])), distances
+
+
+def test_cached_and_uncached_sampling_are_bit_identical():
+    """A few Euler-like steps, cond+uncond batched: cache on (one build) == cache off (a build per call)."""
+    model = NaiveWan(depth=3)
+    weights, _ = random_standin_weights(model.dim, 3)
+    gen = torch.Generator().manual_seed(2)
+    noise, ref_latent = torch.randn(1, 16, 2, 8, 8, generator=gen), torch.randn(1, 16, 1, 8, 8, generator=gen)
+    context = torch.randn(2, 5, 24, generator=gen)
+    key = CacheKey(reference=tensor_fingerprint(ref_latent), weights=id(weights), model_state=0,
+                   device="cpu", dtype="float32")
+
+    def sample(cache):
+        x = noise.clone()
+        sigmas = torch.linspace(1.0, 0.0, 5)
+        for s0, s1 in zip(sigmas[:-1], sigmas[1:]):
+            kv = cache.get_or_build(key, lambda: reference_kv(model, x.shape, ref_latent, weights))
+            out = two_pass(model, x.expand(2, -1, -1, -1, -1), torch.full((2,), s0.item() * 1000), context,
+                           ref_latent, weights, kv=kv)
+            cond, uncond = out.chunk(2)
+            x = x + (s1 - s0) * (uncond + 3.0 * (cond - uncond))
+        return x
+
+    cached, uncached = ReferenceKVCache("on"), ReferenceKVCache("off")
+    a, b = sample(cached), sample(uncached)
+    assert torch.equal(a, b)
+    assert (cached.builds, cached.hits) == (1, 3)
+    assert (uncached.builds, uncached.hits) == (4, 0)

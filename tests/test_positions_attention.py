@@ -1,0 +1,104 @@
+"""RoPE positions, rotation tables and the restricted attention against hand-computed and naive references."""
+import math
+
+import pytest
+import torch
+
+from naive_wan import naive_apply_rope, naive_attention, rope_for, rope_table
+from standin_core import (apply_rope, reference_positions, restricted_attention, rope_rotations, token_grid,
+                          video_positions, wan_rope_axes)
+
+
+def test_token_grid_pads_odd_latents():
+    assert token_grid((21, 60, 104)) == (21, 30, 52)  # 832x480x81
+    assert token_grid((1, 64, 64)) == (1, 32, 32)  # 512x512 reference
+    assert token_grid((3, 61, 7)) == (3, 31, 4)
+    with pytest.raises(ValueError):
+        token_grid((0, 4, 4))
+
+
+def test_video_and_reference_positions_by_hand():
+    video = video_positions(2, 2, 3)
+    assert video.tolist()[:4] == [[0, 0, 0], [0, 0, 1], [0, 0, 2], [0, 1, 0]]
+    assert video.tolist()[-1] == [1, 1, 2]
+    ref = reference_positions(2, 3, video_height=30, video_width=52)  # non-square reference
+    assert ref.tolist() == [[-1, 30, 52], [-1, 30, 53], [-1, 30, 54], [-1, 31, 52], [-1, 31, 53], [-1, 31, 54]]
+
+
+def test_paper_geometry():
+    """480x832x81 -> 30x52 token grid; a 512x512 reference occupies rows 30..61 and cols 52..83 at time -1."""
+    _, h, w = token_grid((21, 60, 104))
+    ref = reference_positions(32, 32, h, w)
+    assert ref.shape == (1024, 3)
+    assert ref[:, 0].unique().tolist() == [-1]
+    assert (ref[:, 1].min().item(), ref[:, 1].max().item()) == (30, 61)
+    assert (ref[:, 2].min().item(), ref[:, 2].max().item()) == (52, 83)
+
+
+def test_wan_axes_split():
+    assert wan_rope_axes(128) == (44, 42, 42)
+    assert sum(wan_rope_axes(32)) == 32
+
+
+@pytest.mark.parametrize("head_dim", [32, 128])
+def test_rope_matches_complex_rotation(head_dim):
+    positions = torch.cat([video_positions(3, 4, 5), reference_positions(2, 3, 4, 5)]).long()
+    x = torch.randn(2, positions.shape[0], 2 * head_dim)
+    expected = naive_apply_rope(x, rope_for(positions, rope_table(head_dim)), heads=2)
+    ours = apply_rope(x.view(2, -1, 2, head_dim), rope_rotations(positions.float(), head_dim)).reshape(x.shape)
+    assert (ours - expected).abs().max().item() < 1e-5
+
+
+def test_rope_keeps_input_dtype():
+    rot = rope_rotations(video_positions(1, 2, 2), 8)
+    out = apply_rope(torch.randn(1, 4, 1, 8, dtype=torch.bfloat16), rot)
+    assert out.dtype == torch.bfloat16
+
+
+def _qkv(batch, s, r, width=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, n, width, generator=g) for n in (s, s, s)] + \
+           [torch.randn(1, r, width, generator=g) for _ in range(2)]
+
+
+def test_restricted_attention_is_joint_attention_for_video_rows():
+    q, k, v, rk, rv = _qkv(2, 10, 4)
+    ours = restricted_attention(q, k, v, rk, rv, heads=4)
+    expected = naive_attention(q, torch.cat([k, rk.expand(2, -1, -1)], 1), torch.cat([v, rv.expand(2, -1, -1)], 1), 4)
+    assert (ours - expected).abs().max().item() < 1e-6
+
+
+def test_strength_zero_and_none_are_plain_attention():
+    q, k, v, rk, rv = _qkv(2, 10, 4)
+    plain = restricted_attention(q, k, v, None, None, heads=4)
+    assert torch.equal(restricted_attention(q, k, v, rk, rv, heads=4, strength=0.0), plain)
+    assert (plain - naive_attention(q, k, v, 4)).abs().max().item() < 1e-6
+
+
+@pytest.mark.parametrize("copies", [2, 3])
+def test_integer_strength_equals_repeated_reference_keys(copies):
+    """Strength s weighs each reference key as if it were there s times: an independent check of the logit bias."""
+    q, k, v, rk, rv = _qkv(1, 9, 5)
+    ours = restricted_attention(q, k, v, rk, rv, heads=2, strength=float(copies))
+    repeated = naive_attention(q, torch.cat([k] + [rk] * copies, 1), torch.cat([v] + [rv] * copies, 1), 2)
+    assert (ours - repeated).abs().max().item() < 1e-6
+
+
+def test_reference_share_of_attention_grows_with_strength():
+    q, k, v, rk, rv = _qkv(1, 12, 6)
+    rv = rv + 10.0  # make the reference values easy to see in the output
+    means = [restricted_attention(q, k, v, rk, rv, heads=4, strength=s).mean().item() for s in (0, 0.1, 0.5, 1, 2, 4)]
+    assert all(a < b for a, b in zip(means, means[1:]))
+
+
+@pytest.mark.parametrize("bad", [-0.5, math.inf, math.nan])
+def test_invalid_strength_is_refused(bad):
+    q, k, v, rk, rv = _qkv(1, 4, 2)
+    with pytest.raises(ValueError, match="strength"):
+        restricted_attention(q, k, v, rk, rv, heads=2, strength=bad)
+
+
+def test_reference_batch_mismatch_is_refused():
+    q, k, v, rk, rv = _qkv(3, 4, 2)
+    with pytest.raises(ValueError, match="batch"):
+        restricted_attention(q, k, v, rk.expand(2, -1, -1), rv.expand(2, -1, -1), heads=2)
