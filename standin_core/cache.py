@@ -4,6 +4,7 @@ K_I and V_I of every block depend only on:
   * the reference latent (its values, shape and dtype),
   * the Stand-In weights,
   * the base model's weights as patched at sampling time (a style LoRA changes the reference pass too),
+  * the video's token grid (the reference's RoPE rows/cols start just past it),
   * the device and dtype the pass ran in.
 Not on the prompt and not on the timestep (the reference runs at t = 0 and, as in the official code, without text
 cross-attention), so one entry serves cond and uncond rows and every denoising step. :class:`CacheKey` holds exactly
@@ -37,6 +38,7 @@ class CacheKey:
     reference: str  # tensor_fingerprint of the reference latent
     weights: Hashable  # identity of the Stand-In weight set
     model_state: Hashable  # identity of the base weights + their patches (e.g. ComfyUI's patches_uuid)
+    video_grid: tuple  # (rows, cols) of the video token grid: the reference positions depend on it
     device: str
     dtype: str
 

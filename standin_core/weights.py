@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -56,13 +56,12 @@ class BlockLoRA:
         return BlockLoRA(self.q.to(device, dtype), self.k.to(device, dtype), self.v.to(device, dtype))
 
 
-@dataclass
+@dataclass(eq=False)
 class StandInWeights:
     """A validated Stand-In weight set. ``blocks[i]`` belongs to DiT block i."""
 
     blocks: list[BlockLoRA]
     source: str = "<memory>"
-    _device_copies: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def depth(self) -> int:
@@ -106,15 +105,10 @@ class StandInWeights:
                 ". Use the Stand-In file trained for this Wan model (Wan2.1 14B T2V: Stand-In_wan2.1_T2V_14B.ckpt; "
                 "Wan2.2 A14B: the _high file for the high-noise expert and the _low file for the low-noise expert).")
 
-    def on(self, device, dtype=None) -> list[BlockLoRA]:
-        """The blocks on ``device`` (and ``dtype`` if given), converted once and kept for reuse."""
-        key = (str(torch.device(device)), dtype)
-        if key not in self._device_copies:
-            self._device_copies[key] = [b.to(device, dtype) for b in self.blocks]
-        return self._device_copies[key]
-
-    def release_device_copies(self) -> None:
-        self._device_copies.clear()
+    def blocks_on(self, device, dtype=None) -> list[BlockLoRA]:
+        """The blocks moved to ``device`` (and ``dtype`` if given). Nothing is kept here: the caller owns the copy
+        for as long as it needs it (a sampling run), so the weights are never held twice at rest."""
+        return [block.to(device, dtype) for block in self.blocks]
 
 
 def _guess_model(width: int) -> str:

@@ -61,3 +61,9 @@ def comfy():
     """The pack loaded inside a real ComfyUI (tests marked ``comfyui`` only)."""
     import_comfyui()
     return load_pack()
+
+
+@pytest.fixture(scope="session")
+def standin_pack(comfy):
+    """Alias of ``comfy`` for test modules that import ComfyUI's own ``comfy`` package by name."""
+    return comfy

@@ -18,7 +18,7 @@ def entry(depth=3, tokens=4, width=8, dtype=torch.float32, value=1.0):
 
 
 def key(**changes):
-    fields = dict(reference="abc", weights=1, model_state=0, device="cpu", dtype="float32")
+    fields = dict(reference="abc", weights=1, model_state=0, video_grid=(30, 52), device="cpu", dtype="float32")
     fields.update(changes)
     return CacheKey(**fields)
 
@@ -33,11 +33,11 @@ def test_entry_is_reused_only_under_an_equal_key():
 
     first = cache.get_or_build(key(), build)
     assert cache.get_or_build(key(), build) is first
-    for changed in (dict(reference="abd"), dict(weights=2), dict(model_state=1), dict(dtype="bfloat16"),
+    for changed in (dict(reference="abd"), dict(weights=2), dict(model_state=1), dict(video_grid=(30, 40)), dict(dtype="bfloat16"),
                     dict(device="cuda:0")):
         got = cache.get_or_build(key(**changed), build)
         assert got[0].keys[0, 0, 0].item() == len(builds)  # rebuilt, not stale
-    assert len(builds) == 6 and cache.hits == 1
+    assert len(builds) == 7 and cache.hits == 1
 
 
 def test_off_mode_never_keeps_anything():

@@ -133,7 +133,7 @@ def test_cached_and_uncached_sampling_are_bit_identical():
     gen = torch.Generator().manual_seed(2)
     noise, ref_latent = torch.randn(1, 16, 2, 8, 8, generator=gen), torch.randn(1, 16, 1, 8, 8, generator=gen)
     context = torch.randn(2, 5, 24, generator=gen)
-    key = CacheKey(reference=tensor_fingerprint(ref_latent), weights=id(weights), model_state=0,
+    key = CacheKey(reference=tensor_fingerprint(ref_latent), weights=id(weights), model_state=0, video_grid=(4, 4),
                    device="cpu", dtype="float32")
 
     def sample(cache):

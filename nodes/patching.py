@@ -1,0 +1,297 @@
+"""How Stand-In rides on a ComfyUI Wan ModelPatcher. The one module here that knows ComfyUI's Wan internals.
+
+Everything is local to a cloned ModelPatcher, under the key ``"standin"``:
+  * an object patch of ``diffusion_model.blocks.{i}.self_attn.forward`` per block (:class:`VideoSelfAttention`):
+    the video tokens' self-attention, through the block's own q/k/v/o modules and ComfyUI's attention function,
+    with the reference K/V of this call appended; with no reference for this call it runs the original forward;
+  * a DIFFUSION_MODEL wrapper (:class:`ReferencePass`): on each model call inside the identity range, takes the
+    reference K/V from the run's cache (or builds them: the reference pass) and hands them to the blocks for this
+    call through ``transformer_options``;
+  * an OUTER_SAMPLE wrapper (:class:`SamplingRun`): gives every sampling run a fresh :class:`RunState` (its cache,
+    its sigma range) and frees it when the run ends.
+The video tensor keeps its shape, so VACE, other patches and samplers see an ordinary Wan forward.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+import comfy.ldm.common_dit
+import comfy.ldm.wan.model as wan
+import comfy.model_management
+import comfy.model_patcher
+import comfy.patcher_extension
+
+from ..standin_core import (CacheKey, ReferenceKV, ReferenceKVCache, StandInWeights, build_reference_kv,
+                            reference_positions, tensor_fingerprint, token_grid, video_self_attention,
+                            zero_timestep_modulation)
+from ..standin_core.cache import format_bytes, kv_cache_bytes
+
+log = logging.getLogger("standin")
+
+KEY = "standin"
+CALL_KEY = "standin_call"  # transformer_options: the reference K/V for this model call
+RUN_KEY = "standin_run"  # transformer_options: the sampling run's state
+CACHE_MODE_KEY = "standin_cache_mode"  # transformer_options: "on" | "off" | "offload" (StandInKVCache)
+SUPPORTED_MODELS = ("WanModel", "VaceWanModel")
+
+
+@dataclass(frozen=True)
+class StandInSettings:
+    """What ApplyStandInToWanModel fixed: weights, the reference in the model's latent space, strength, range."""
+
+    weights: StandInWeights
+    reference: torch.Tensor  # [1, C, 1, H, W], already through the model's latent format (process_in)
+    reference_fingerprint: str
+    strength: float
+    start_percent: float
+    end_percent: float
+
+    def reference_tokens(self, patch_size) -> int:
+        _, rows, cols = token_grid(self.reference.shape[2:], patch_size)
+        return rows * cols
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """Handed to the patched blocks for one model call."""
+
+    kv: list[ReferenceKV]
+    strength: float
+
+
+class RunState:
+    """One sampling run: the K/V cache, the sigma range where identity applies, the LoRA's device copy."""
+
+    def __init__(self, cache: ReferenceKVCache, sigma_start: float, sigma_end: float, model_state):
+        self.cache = cache
+        self.sigma_start = sigma_start
+        self.sigma_end = sigma_end
+        self.model_state = model_state
+        self._loras = None
+
+    def active_at(self, sigmas: Optional[torch.Tensor]) -> bool:
+        if sigmas is None:
+            return True
+        sigma = float(sigmas.reshape(-1)[0])
+        return self.sigma_end <= sigma <= self.sigma_start
+
+    def loras(self, weights: StandInWeights, device):
+        if self._loras is None or self._loras[0] != device:
+            self._loras = (device, weights.blocks_on(device))
+        return self._loras[1]
+
+    def drop_loras(self) -> None:
+        self._loras = None
+
+    def release(self) -> None:
+        self.cache.clear()
+        self.drop_loras()
+
+
+def diffusion_model_of(model) -> torch.nn.Module:
+    return model.get_model_object("diffusion_model")
+
+
+def check_wan_model(model) -> torch.nn.Module:
+    """The model's WanModel, or a ValueError saying what was expected."""
+    dm = diffusion_model_of(model)
+    name = type(dm).__name__
+    if name not in SUPPORTED_MODELS:
+        raise ValueError(
+            f"Stand-In needs a Wan text-to-video model ({' or '.join(SUPPORTED_MODELS)}, loaded with 'Load Diffusion "
+            f"Model'), but this MODEL is a {name}. Use Wan2.1 T2V 14B, Wan2.1 VACE 14B or a Wan2.2 A14B T2V expert.")
+    if getattr(dm, "model_type", "t2v") != "t2v":
+        raise ValueError(
+            f"Stand-In supports Wan text-to-video models; this one is Wan '{dm.model_type}' (image-to-video). The "
+            "Stand-In weights were trained on Wan2.1 T2V 14B; load the T2V (or VACE) model instead.")
+    return dm
+
+
+def prepare_reference(model, latent: dict) -> torch.Tensor:
+    """The reference LATENT as the model sees it: one frame, batch 1, through the model's latent format."""
+    samples = latent.get("samples") if isinstance(latent, dict) else None
+    if not isinstance(samples, torch.Tensor):
+        raise ValueError("reference_latent must be a LATENT (connect EncodeReferenceFace or a VAE Encode of one image)")
+    if samples.ndim == 4:  # an image latent [B, C, H, W]
+        samples = samples.unsqueeze(2)
+    if samples.ndim != 5:
+        raise ValueError(f"reference_latent has shape {tuple(samples.shape)}; expected [1, C, 1, H, W]")
+    if samples.shape[0] != 1 or samples.shape[2] != 1:
+        raise ValueError(
+            f"reference_latent must be ONE image (batch 1, one latent frame), got batch {samples.shape[0]} with "
+            f"{samples.shape[2]} frames. Encode a single photo (EncodeReferenceFace), or pick one with 'Latent From Batch'.")
+    dm = diffusion_model_of(model)
+    channels = dm.patch_embedding.weight.shape[1]
+    if samples.shape[1] != channels:
+        raise ValueError(f"reference_latent has {samples.shape[1]} channels but this Wan model expects {channels}: "
+                         "encode the reference with this model's own VAE (Wan2.1 VAE for Wan2.1/2.2 14B).")
+    latent_format = model.get_model_object("latent_format")
+    return latent_format.process_in(samples.float()).to(comfy.model_management.intermediate_device())
+
+
+def apply_standin(model, weights: StandInWeights, latent: dict, strength: float, start_percent: float,
+                  end_percent: float):
+    """A clone of ``model`` with Stand-In installed; ``model`` itself is left untouched."""
+    dm = check_wan_model(model)
+    weights.validate_for(dm.dim, len(dm.blocks), model_name=f"this {type(dm).__name__}")
+    if not 0.0 <= start_percent <= end_percent <= 1.0:
+        raise ValueError(f"start_percent ({start_percent}) must be <= end_percent ({end_percent}), both in 0..1")
+    reference = prepare_reference(model, latent)
+    settings = StandInSettings(weights, reference, tensor_fingerprint(reference), float(strength),
+                               float(start_percent), float(end_percent))
+    patched = model.clone()
+    remove_standin(patched)
+    for index, block in enumerate(dm.blocks):
+        patched.add_object_patch(f"diffusion_model.blocks.{index}.self_attn.forward",
+                                 VideoSelfAttention(block.self_attn, index))
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, ReferencePass(settings))
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, KEY, SamplingRun(settings))
+    log.info("Stand-In applied: %s; reference %s; strength %.2f, steps %.0f%%..%.0f%%", weights.describe(),
+             tuple(reference.shape), strength, 100 * start_percent, 100 * end_percent)
+    return patched
+
+
+def remove_standin(model) -> None:
+    """Take Stand-In off a (cloned) model: applying twice replaces, never stacks."""
+    for wrapper_type in (comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, comfy.patcher_extension.WrappersMP.OUTER_SAMPLE):
+        model.remove_wrappers_with_key(wrapper_type, KEY)
+    for name in [n for n, patch in model.object_patches.items() if isinstance(patch, VideoSelfAttention)]:
+        del model.object_patches[name]
+
+
+def standin_settings(model) -> Optional[StandInSettings]:
+    for wrapper in model.get_wrappers(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, KEY):
+        if isinstance(wrapper, SamplingRun):
+            return wrapper.settings
+    return None
+
+
+def set_cache_mode(model, mode: str):
+    patched = model.clone()
+    patched.model_options.setdefault("transformer_options", {})[CACHE_MODE_KEY] = mode
+    return patched
+
+
+def expected_cache_bytes(model) -> Optional[int]:
+    """Size of the reference K/V cache this model will build (None without Stand-In)."""
+    settings = standin_settings(model)
+    if settings is None:
+        return None
+    dm = diffusion_model_of(model)
+    dtype = getattr(model.model, "manual_cast_dtype", None) or model.model_dtype()
+    return kv_cache_bytes(len(dm.blocks), settings.reference_tokens(dm.patch_size), dm.dim,
+                          torch.empty((), dtype=dtype).element_size())
+
+
+class VideoSelfAttention:
+    """Object patch for one block's ``self_attn.forward``: ComfyUI calls it as fn(x, freqs, transformer_options)."""
+
+    def __init__(self, self_attn: torch.nn.Module, index: int):
+        self.self_attn = self_attn
+        self.index = index
+
+    def __call__(self, x, freqs, transformer_options={}):
+        call: Optional[ModelCall] = transformer_options.get(CALL_KEY)
+        if call is None:
+            return type(self.self_attn).forward(self.self_attn, x, freqs, transformer_options=transformer_options)
+        return video_self_attention(self.self_attn, x, freqs, self.self_attn.num_heads, call.kv[self.index],
+                                    call.strength, comfy_attention(transformer_options), wan.apply_rope1)
+
+
+def comfy_attention(transformer_options: dict):
+    """ComfyUI's own attention (the function Wan uses), so sage/flash/overrides chain as in the base model."""
+    def attention(q, k, v, heads, mask=None):
+        return wan.optimized_attention(q, k, v, heads=heads, mask=mask, transformer_options=transformer_options)
+    return attention
+
+
+class ReferencePass:
+    """DIFFUSION_MODEL wrapper: the reference K/V for this call (cached per run), handed to the patched blocks."""
+
+    def __init__(self, settings: StandInSettings):
+        self.settings = settings
+
+    def __call__(self, executor, *args, **kwargs):
+        in_kwargs = "transformer_options" in kwargs
+        options = kwargs["transformer_options"] if in_kwargs else args[5]
+        run: Optional[RunState] = options.get(RUN_KEY)
+        if run is None:  # called outside a sampling run (e.g. a bare model call): no cache to keep
+            run = RunState(ReferenceKVCache("off"), float("inf"), 0.0, None)
+        if self.settings.strength == 0 or not run.active_at(options.get("sigmas")):
+            return executor(*args, **kwargs)
+        x, dm = args[0], executor.class_obj
+        _, rows, cols = token_grid(x.shape[2:], dm.patch_size)
+        key = CacheKey(self.settings.reference_fingerprint, id(self.settings.weights), run.model_state,
+                       (rows, cols), str(x.device), str(x.dtype))
+        kv = run.cache.get_or_build(key, lambda: self.reference_pass(dm, x, options, run), device=x.device)
+        if run.cache.builds == 1 and run.cache.hits == 0 and run.cache.mode != "off":
+            log.info("%s (reference K/V built once for this run)", run.cache.describe())
+        options = dict(options)
+        options[CALL_KEY] = ModelCall(kv, self.settings.strength)
+        if in_kwargs:
+            kwargs["transformer_options"] = options
+        else:
+            args = (*args[:5], options, *args[6:])
+        return executor(*args, **kwargs)
+
+    def reference_pass(self, dm, x: torch.Tensor, options: dict, run: RunState) -> list[ReferenceKV]:
+        """The reference tokens through every block at t = 0 (see standin_core.reference)."""
+        device, dtype = x.device, x.dtype
+        reference = comfy.ldm.common_dit.pad_to_patch_size(self.settings.reference.to(device, dtype), dm.patch_size)
+        tokens = dm.patch_embedding(reference.float()).to(dtype)
+        _, ref_rows, ref_cols = tokens.shape[2:]
+        tokens = tokens.flatten(2).transpose(1, 2)
+        _, rows, cols = token_grid(x.shape[2:], dm.patch_size)
+        positions = reference_positions(ref_rows, ref_cols, rows, cols).to(device)
+        rotations = dm.rope_embedder(positions[None]).movedim(1, 2)
+        zero_modulation = zero_timestep_modulation(dm.time_embedding, dm.time_projection, dm.freq_dim, dm.dim,
+                                                   dtype=dtype, device=device)
+
+        def attention_for_block(index):
+            return comfy_attention({**options, "block_index": index, "standin_reference_pass": True})
+
+        kv = build_reference_kv(
+            dm.blocks, tokens, zero_modulation, rotations, run.loras(self.settings.weights, device), dm.num_heads,
+            attention_for_block, wan.apply_rope1,
+            block_modulation=lambda block: comfy.model_management.cast_to(block.modulation, dtype=dtype, device=device))
+        if run.cache.mode != "off":
+            run.drop_loras()  # built once for this run: the LoRA's device copy is no longer needed
+        return kv
+
+
+class SamplingRun:
+    """OUTER_SAMPLE wrapper: a fresh RunState for each sampling run, freed when the run ends."""
+
+    def __init__(self, settings: StandInSettings):
+        self.settings = settings
+
+    def __call__(self, executor, *args, **kwargs):
+        guider = executor.class_obj
+        original = guider.model_options
+        guider.model_options = comfy.model_patcher.create_model_options_clone(original)
+        options = guider.model_options.setdefault("transformer_options", {})
+        mode = options.get(CACHE_MODE_KEY, "on")
+        storage = comfy.model_management.unet_offload_device() if mode == "offload" else None
+        sampling = guider.model_patcher.get_model_object("model_sampling")
+        run = RunState(ReferenceKVCache(mode, storage), float(sampling.percent_to_sigma(self.settings.start_percent)),
+                       float(sampling.percent_to_sigma(self.settings.end_percent)), guider.model_patcher.patches_uuid)
+        options[RUN_KEY] = run
+        try:
+            return executor(*args, **kwargs)
+        finally:
+            log.debug("Stand-In run finished: %s", run.cache.describe())
+            run.release()
+            guider.model_options = original
+
+
+def describe_cache(model, mode: str) -> str:
+    size = expected_cache_bytes(model)
+    if size is None:
+        return f"cache {mode}: Stand-In is not applied to this MODEL yet (the setting still holds once it is)"
+    where = {"on": "on the compute device", "offload": "on the offload device between steps",
+             "off": "not kept (recomputed every model call)"}[mode]
+    return f"cache {mode}: reference K/V {format_bytes(size)} {where}"

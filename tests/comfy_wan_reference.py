@@ -1,0 +1,104 @@
+"""Test helpers for the ComfyUI tier: tiny real Wan models, and the paper's joint sequence built from their modules.
+
+``joint_forward`` is the official formulation written out independently of the pack: ONE sequence [video; image]
+per sample through the real model's own submodules (patch embedding, time embedding, q/k/v/o, norms, cross
+attention, FFN, head, VACE blocks), with the Stand-In LoRA on image tokens only, the official RoPE positions (as
+complex rotations) and the restricted self-attention as an explicit mask. Image tokens skip the text
+cross-attention and get no VACE hints, as in the official code.
+"""
+import torch
+
+from naive_wan import naive_apply_rope, naive_attention, rope_for, rope_table
+
+
+def tiny_wan_state_dict(vace=False, dim=256, layers=3, seed=0):
+    import comfy.ops
+    from comfy.ldm.wan.model import VaceWanModel, WanModel
+    kwargs = dict(patch_size=(1, 2, 2), text_len=512, in_dim=16, dim=dim, ffn_dim=2 * dim, freq_dim=256,
+                  text_dim=4096, out_dim=16, num_heads=dim // 128, num_layers=layers, cross_attn_norm=True,
+                  eps=1e-6, operations=comfy.ops.disable_weight_init, device="cpu", dtype=torch.float32)
+    model = VaceWanModel(vace_layers=1, vace_in_dim=96, **kwargs) if vace else WanModel(model_type="t2v", **kwargs)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("norm_q.weight") or name.endswith("norm_k.weight") or name.endswith("norm3.weight"):
+                param.copy_(1.0 + 0.1 * torch.randn(param.shape, generator=gen))
+            elif param.ndim == 1:
+                param.copy_(0.05 * torch.randn(param.shape, generator=gen))
+            else:
+                fan_in = param[0].numel() if param.ndim > 1 else 1
+                param.copy_(torch.randn(param.shape, generator=gen) * (0.7 / fan_in ** 0.5))
+    return model.state_dict()
+
+
+def standin_state_dict_for(dim, depth, rank=16, seed=1, scale=0.3):
+    gen = torch.Generator().manual_seed(seed)
+    sd = {}
+    for i in range(depth):
+        for p in "qkv":
+            sd[f"blocks.{i}.self_attn.{p}_loras.down.weight"] = torch.randn(rank, dim, generator=gen) * scale / dim ** 0.5
+            sd[f"blocks.{i}.self_attn.{p}_loras.up.weight"] = torch.randn(dim, rank, generator=gen) * scale / rank ** 0.5
+    return sd
+
+
+def _grid(f, h, w, t0=0, h0=0, w0=0):
+    t, y, x = torch.meshgrid(torch.arange(t0, t0 + f), torch.arange(h0, h0 + h), torch.arange(w0, w0 + w), indexing="ij")
+    return torch.stack([t, y, x], -1).reshape(-1, 3)
+
+
+@torch.no_grad()
+def joint_forward(dm, x, timestep, context, reference, standin_sd, vace_context=None, vace_strength=None):
+    """The official joint-sequence forward of Stand-In on ComfyUI WanModel ``dm`` (weights as currently loaded).
+
+    ``reference`` is the reference latent already in the model's latent space, [1, 16, 1, h, w].
+    """
+    from comfy.ldm.wan.model import sinusoidal_embedding_1d
+    batch, dim, heads = x.shape[0], dm.dim, dm.num_heads
+    video = dm.patch_embedding(x.float())
+    grid = tuple(video.shape[2:])
+    video = video.flatten(2).transpose(1, 2)
+    image = dm.patch_embedding(reference.float())
+    _, hi, wi = image.shape[2:]
+    image = image.flatten(2).transpose(1, 2).expand(batch, -1, -1)
+    s, r = video.shape[1], image.shape[1]
+
+    e = dm.time_embedding(sinusoidal_embedding_1d(dm.freq_dim, timestep.flatten()))
+    e0_video = dm.time_projection(e).unflatten(1, (6, dim))
+    e0_image = dm.time_projection(dm.time_embedding(sinusoidal_embedding_1d(dm.freq_dim, torch.zeros(1)))).unflatten(1, (6, dim))
+    context = dm.text_embedding(context)
+
+    rot = rope_for(torch.cat([_grid(*grid), _grid(1, hi, wi, -1, grid[1], grid[2])]), rope_table(dim // heads))
+    is_image = torch.cat([torch.zeros(s, dtype=torch.bool), torch.ones(r, dtype=torch.bool)])[None, :, None]
+    mask = torch.zeros(s + r, s + r)
+    mask[s:, :s] = float("-inf")
+
+    if vace_context is not None:
+        comfy_freqs = dm.rope_encode(*x.shape[2:], device=x.device, dtype=x.dtype)
+        c = dm.vace_patch_embedding(vace_context[0].float()).flatten(2).transpose(1, 2)
+        video_orig = video
+
+    tokens = torch.cat([video, image], dim=1)
+    for index, block in enumerate(dm.blocks):
+        mod = torch.where(is_image[..., None], (block.modulation + e0_image)[:, None], (block.modulation + e0_video)[:, None])
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.unbind(2)
+        h = block.norm1(tokens) * (1 + scale_msa) + shift_msa
+        sa = block.self_attn
+
+        def lora(p):
+            down = standin_sd[f"blocks.{index}.self_attn.{p}_loras.down.weight"]
+            up = standin_sd[f"blocks.{index}.self_attn.{p}_loras.up.weight"]
+            return torch.where(is_image, (h.to(down.dtype) @ down.T @ up.T).to(h.dtype), 0.0)
+
+        q = naive_apply_rope(sa.norm_q(sa.q(h) + lora("q")), rot, heads)
+        k = naive_apply_rope(sa.norm_k(sa.k(h) + lora("k")), rot, heads)
+        v = sa.v(h) + lora("v")
+        tokens = tokens + gate_msa * sa.o(naive_attention(q, k, v, heads, mask))
+        cross = block.cross_attn(block.norm3(tokens[:, :s]), context, context_img_len=None)
+        tokens = tokens + torch.cat([cross, torch.zeros_like(tokens[:, s:])], dim=1)
+        tokens = tokens + gate_mlp * block.ffn(block.norm2(tokens) * (1 + scale_mlp) + shift_mlp)
+        if vace_context is not None and index in dm.vace_layers_mapping:
+            hint, c = dm.vace_blocks[dm.vace_layers_mapping[index]](c, x=video_orig, e=e0_video, freqs=comfy_freqs,
+                                                                     context=context, context_img_len=None)
+            tokens = torch.cat([tokens[:, :s] + hint * vace_strength[0], tokens[:, s:]], dim=1)
+    out = dm.head(tokens[:, :s], e.reshape(batch, -1, dim))
+    return dm.unpatchify(out, grid)

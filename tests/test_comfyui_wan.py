@@ -1,0 +1,237 @@
+"""Stand-In through the pack's nodes on a tiny REAL ComfyUI WanModel / VaceWanModel (CPU, float32).
+
+Compared against the paper's joint sequence built from the same model's modules (tests/comfy_wan_reference.py).
+Runs only when COMFYUI_PATH points to a ComfyUI tree.
+"""
+import pytest
+import torch
+
+from comfy_wan_reference import joint_forward, standin_state_dict_for, tiny_wan_state_dict
+
+pytestmark = pytest.mark.comfyui
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def env(standin_pack):
+    import comfy.sd
+    from standin_pack.nodes import apply, cache, loaders, patching
+    from standin_pack.standin_core import standin_weights_from_state_dict
+
+    class Env:
+        pass
+
+    env = Env()
+    env.comfy, env.apply, env.cache, env.loaders, env.patching = comfy, apply, cache, loaders, patching
+    env.base = comfy.sd.load_diffusion_model_state_dict(tiny_wan_state_dict())
+    env.vace = comfy.sd.load_diffusion_model_state_dict(tiny_wan_state_dict(vace=True, seed=3))
+    env.standin_sd = standin_state_dict_for(256, 3)
+    env.weights = standin_weights_from_state_dict(env.standin_sd, source="tiny-standin")
+    gen = torch.Generator().manual_seed(42)
+    env.ref_raw = torch.randn(1, 16, 1, 6, 10, generator=gen)  # non-square reference
+    env.ref = {"samples": env.ref_raw}
+    env.noise = torch.randn(1, 16, 3, 8, 12, generator=gen)
+    env.cond = torch.randn(1, 7, 4096, generator=gen)
+    env.uncond = torch.randn(1, 7, 4096, generator=gen)
+    return env
+
+
+def apply(env, model=None, strength=1.0, start=0.0, end=1.0):
+    model = env.base if model is None else model
+    return env.apply.ApplyStandInToWanModel.execute(model, env.weights, env.ref, strength, start, end).args[0]
+
+
+def processed_reference(env, model):
+    return model.get_model_object("latent_format").process_in(env.ref_raw)
+
+
+def forward(env, model, x, sigma, context, **extra):
+    """One call of the model's diffusion model as ComfyUI makes it (object patches loaded, wrappers in options)."""
+    import comfy.model_management
+    comfy.model_management.load_models_gpu([model])
+    dm = model.model.diffusion_model
+    options = {"wrappers": model.wrappers}
+    t = model.model.model_sampling.timestep(sigma)
+    with torch.no_grad():
+        return dm(x, t, context, transformer_options=options, **extra), t
+
+
+def sample(env, model, steps=3, cfg=3.0, noise=None, latent=None, negative=True, **cond_extra):
+    import comfy.sample
+    noise = env.noise if noise is None else noise
+    latent = torch.zeros_like(noise) if latent is None else latent
+    positive = [[env.cond, dict(cond_extra)]]
+    negative_c = [[env.uncond, dict(cond_extra)]] if negative else [[env.cond * 0, dict(cond_extra)]]
+    with torch.inference_mode():
+        return comfy.sample.sample(model, noise, steps, cfg, "euler", "simple", positive, negative_c, latent,
+                                   denoise=1.0, disable_pbar=True, seed=0)
+
+
+class JointModel:
+    """A clone of a model whose diffusion model is replaced by the joint-sequence reference (a test-only wrapper)."""
+
+    def __init__(self, env, model):
+        import comfy.patcher_extension
+        self.calls = 0
+        ref = processed_reference(env, model)
+
+        def wrapper(executor, x, timestep, context, clip_fea, time_dim_concat, transformer_options, **kw):
+            self.calls += 1
+            return joint_forward(executor.class_obj, x, timestep, context, ref, env.standin_sd,
+                                 vace_context=kw.get("vace_context"), vace_strength=kw.get("vace_strength"))
+
+        self.model = model.clone()
+        self.model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_joint", wrapper)
+
+
+def test_plain_forward_equals_joint_sequence(env):
+    patched = apply(env)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 16, 3, 8, 12, generator=gen)
+    context = torch.randn(2, 7, 4096, generator=gen)
+    ours, t = forward(env, patched, x, torch.tensor([0.8, 0.3]), context)
+    expected = joint_forward(patched.model.diffusion_model, x, t, context, processed_reference(env, patched), env.standin_sd)
+    base, _ = forward(env, env.base, x, torch.tensor([0.8, 0.3]), context)
+    assert (ours - expected).abs().max().item() < TOL
+    assert (ours - base).abs().max().item() > 100 * TOL
+
+
+def test_ksampler_run_equals_joint_sequence(env):
+    ours = sample(env, apply(env))
+    joint = JointModel(env, env.base)
+    expected = sample(env, joint.model)
+    assert joint.calls == 3  # cond and uncond batched in one call per step
+    assert (ours - expected).abs().max().item() < TOL
+    assert (ours - sample(env, env.base)).abs().max().item() > 100 * TOL
+
+
+def test_vace_model_with_vace_conditioning_equals_joint_sequence(env):
+    gen = torch.Generator().manual_seed(9)
+    vace = dict(vace_frames=[torch.randn(1, 32, 3, 8, 12, generator=gen)],
+                vace_mask=[torch.rand(1, 64, 3, 8, 12, generator=gen)], vace_strength=[0.8])
+    ours = sample(env, apply(env, env.vace), **vace)
+    joint = JointModel(env, env.vace)
+    expected = sample(env, joint.model, **vace)
+    assert joint.calls == 3
+    assert (ours - expected).abs().max().item() < TOL
+    assert (ours - sample(env, env.vace, **vace)).abs().max().item() > 100 * TOL
+
+
+def test_cache_on_equals_cache_off_bitwise(env):
+    patched = apply(env)
+    on = env.cache.StandInKVCache.execute(patched, "on").args[0]
+    off = env.cache.StandInKVCache.execute(patched, "off").args[0]
+    offload = env.cache.StandInKVCache.execute(patched, "offload").args[0]
+    result_on = sample(env, on, steps=4)
+    assert torch.equal(result_on, sample(env, off, steps=4))
+    assert torch.equal(result_on, sample(env, offload, steps=4))
+
+
+def test_cache_builds_once_per_run_and_is_freed(env, monkeypatch):
+    builds = []
+    original = env.patching.ReferencePass.reference_pass
+    runs = []
+
+    def counting(self, dm, x, options, run):
+        builds.append(run)
+        runs.append(run)
+        return original(self, dm, x, options, run)
+
+    monkeypatch.setattr(env.patching.ReferencePass, "reference_pass", counting)
+    sample(env, apply(env), steps=4)
+    assert len(builds) == 1
+    assert runs[0].cache.nbytes == 0 and runs[0].cache.key is None  # freed at the end of the run
+    sample(env, env.cache.StandInKVCache.execute(apply(env), "off").args[0], steps=4)
+    assert len(builds) == 1 + 4
+    sample(env, apply(env), steps=2, negative=True, cfg=3.0)
+    assert len(builds) == 6  # a new run builds again
+
+
+def test_strength_zero_and_range_outside_equal_base(env):
+    base = sample(env, env.base)
+    assert torch.equal(sample(env, apply(env, strength=0.0)), base)
+    assert torch.equal(sample(env, apply(env, start=1.0, end=1.0)), base)
+    partial = sample(env, apply(env, start=0.0, end=0.5))
+    full = sample(env, apply(env))
+    assert not torch.equal(partial, base) and not torch.equal(partial, full)
+
+
+def test_original_model_untouched(env):
+    before = sample(env, env.base)
+    patched = apply(env)
+    sample(env, patched)
+    assert torch.equal(sample(env, env.base), before)
+    dm = env.base.model.diffusion_model
+    assert all(not isinstance(b.self_attn.__dict__.get("forward"), env.patching.VideoSelfAttention) for b in dm.blocks)
+    assert not env.base.get_wrappers("diffusion_model", "standin")
+
+
+def test_applying_twice_replaces(env):
+    once = sample(env, apply(env))
+    twice = sample(env, env.apply.ApplyStandInToWanModel.execute(apply(env, strength=0.3), env.weights, env.ref, 1.0, 0.0, 1.0).args[0])
+    assert torch.equal(once, twice)
+
+
+def test_style_lora_before_or_after_and_joint(env):
+    import comfy.sd
+    gen = torch.Generator().manual_seed(5)
+    lora = {}
+    for i in range(3):
+        for proj in ("self_attn.q", "self_attn.v", "cross_attn.k", "ffn.0"):
+            out_f, in_f = env.base.model.diffusion_model.state_dict()[f"blocks.{i}.{proj}.weight"].shape
+            lora[f"diffusion_model.blocks.{i}.{proj}.lora_A.weight"] = torch.randn(4, in_f, generator=gen) * 0.05
+            lora[f"diffusion_model.blocks.{i}.{proj}.lora_B.weight"] = torch.randn(out_f, 4, generator=gen) * 0.05
+    with_lora = comfy.sd.load_lora_for_models(env.base, None, lora, 1.0, 0)[0]
+    after = comfy.sd.load_lora_for_models(apply(env), None, lora, 1.0, 0)[0]
+    before = apply(env, with_lora)
+    result_after, result_before = sample(env, after), sample(env, before)
+    assert torch.equal(result_after, result_before)
+    joint = JointModel(env, with_lora)
+    assert (result_before - sample(env, joint.model)).abs().max().item() < TOL
+    assert (result_before - sample(env, apply(env))).abs().max().item() > 100 * TOL
+
+
+def test_cfg_one_and_batch_two(env):
+    gen = torch.Generator().manual_seed(8)
+    noise = torch.randn(2, 16, 2, 8, 8, generator=gen)
+    ours = sample(env, apply(env), cfg=1.0, noise=noise)
+    joint = JointModel(env, env.base)
+    expected = sample(env, joint.model, cfg=1.0, noise=noise)
+    assert joint.calls == 3  # cfg 1: cond only
+    assert (ours - expected).abs().max().item() < TOL
+
+
+def test_different_prompt_lengths_run_separately(env):
+    """cond and uncond of different lengths are two model calls; one cache still serves both."""
+    import comfy.sample
+    patched = apply(env)
+    positive = [[env.cond, {}]]
+    negative = [[env.uncond[:, :4], {}]]
+    with torch.inference_mode():
+        ours = comfy.sample.sample(patched, env.noise, 2, 3.0, "euler", "simple", positive, negative,
+                                   torch.zeros_like(env.noise), disable_pbar=True, seed=0)
+        joint = JointModel(env, env.base)
+        expected = comfy.sample.sample(joint.model, env.noise, 2, 3.0, "euler", "simple", positive, negative,
+                                       torch.zeros_like(env.noise), disable_pbar=True, seed=0)
+    assert joint.calls == 4
+    assert (ours - expected).abs().max().item() < TOL
+
+
+def test_clear_errors(env):
+    from standin_pack.standin_core import StandInWeightsError, standin_weights_from_state_dict
+    wrong_width = standin_weights_from_state_dict(standin_state_dict_for(128, 3))
+    with pytest.raises(StandInWeightsError, match="width 128"):
+        env.apply.ApplyStandInToWanModel.execute(env.base, wrong_width, env.ref, 1.0, 0.0, 1.0)
+    with pytest.raises(ValueError, match="ONE image"):
+        env.apply.ApplyStandInToWanModel.execute(env.base, env.weights, {"samples": torch.zeros(1, 16, 2, 8, 8)}, 1.0, 0.0, 1.0)
+    with pytest.raises(ValueError, match="channels"):
+        env.apply.ApplyStandInToWanModel.execute(env.base, env.weights, {"samples": torch.zeros(1, 4, 1, 8, 8)}, 1.0, 0.0, 1.0)
+    with pytest.raises(ValueError, match="start_percent"):
+        env.apply.ApplyStandInToWanModel.execute(env.base, env.weights, env.ref, 1.0, 0.8, 0.2)
+
+
+def test_cache_node_states_size(env):
+    patched = apply(env)
+    info = env.cache.StandInKVCache.execute(patched, "on").args[1]
+    # 3 blocks x (K and V) x 15 reference tokens (6x10 latent -> 3x5) x width 256 x 4 bytes = 92,160 B
+    assert "90.00 KiB" in info and "on the compute device" in info
