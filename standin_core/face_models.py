@@ -109,7 +109,9 @@ def _load(model_name: str, folders: Folders, device, allow_download: bool):
         raise
     except Exception as error:  # corrupt / truncated / wrong file: say which one and how to fix it
         file_name, url = weights_file(model_name)
-        raise RuntimeError(f"could not load face model '{file_name}' from {root}: {error}. The file may be truncated "
+        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        raise RuntimeError(f"could not load face model '{file_name}' from {root} ({type(error).__name__}: {reason}). "
+                           f"The file may be truncated "
                            f"or not the facexlib release; download it again from {url}") from error
     return model.eval()
 

@@ -1,0 +1,192 @@
+"""facexlib models loaded offline through standin_core.face_models, with weights generated here; the demo command.
+
+The weight files are random (no download is possible here) but saved under the official names, so the real
+facexlib loading path (init_detection_model / init_parsing_model with model_rootpath) runs end to end.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from standin_core import face_models, faces, prepare_reference
+
+pytest.importorskip("facexlib")
+skimage_data = pytest.importorskip("skimage.data")
+from facexlib.detection.retinaface import RetinaFace  # noqa: E402
+from facexlib.parsing.bisenet import BiSeNet  # noqa: E402
+
+URLS = {
+    "retinaface_resnet50": "https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_Resnet50_Final.pth",
+    "retinaface_mobile0.25":
+        "https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_mobilenet0.25_Final.pth",
+    "bisenet": "https://github.com/xinntao/facexlib/releases/download/v0.2.0/parsing_bisenet.pth",
+}
+
+
+@pytest.fixture(scope="module")
+def weights_dir(tmp_path_factory):
+    """mobile0.25 RetinaFace and BiSeNet with random weights, under facexlib's file names."""
+    folder = tmp_path_factory.mktemp("facexlib")
+    torch.manual_seed(0)
+    detector = RetinaFace(network_name="mobile0.25", half=False, device="cpu")
+    torch.save(detector.state_dict(), folder / "detection_mobilenet0.25_Final.pth")
+    parser = BiSeNet(num_class=19)
+    with torch.no_grad():
+        for parameter in parser.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.01)
+    torch.save(parser.state_dict(), folder / "parsing_bisenet.pth")
+    return folder
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt by facexlib to download fails the test."""
+    import facexlib.utils.misc as misc
+
+    def refuse(url, *args, **kwargs):
+        raise AssertionError(f"tried to download {url}")
+    monkeypatch.setattr(misc, "download_url_to_file", refuse)
+
+
+def assert_same_weights(model, path):
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    state = model.state_dict()
+    assert set(state) == set(saved)
+    for key, value in saved.items():
+        torch.testing.assert_close(state[key], value, rtol=0, atol=0)
+
+
+def test_loads_mobilenet_retinaface_and_bisenet_offline(weights_dir, no_network):
+    detector = face_models.load_face_detector(str(weights_dir), "retinaface_mobile0.25")
+    parser = face_models.load_face_parser([str(weights_dir / "missing"), str(weights_dir)])
+    assert type(detector).__name__ == "RetinaFace" and not detector.training
+    assert type(parser).__name__ == "BiSeNet" and not parser.training
+    assert_same_weights(detector, weights_dir / "detection_mobilenet0.25_Final.pth")
+    assert_same_weights(parser, weights_dir / "parsing_bisenet.pth")
+
+
+def test_loads_resnet50_retinaface_offline(tmp_path, no_network):
+    model = RetinaFace(network_name="resnet50", half=False, device="cpu")  # 110 MB: generated, never committed
+    torch.save(model.state_dict(), tmp_path / "detection_Resnet50_Final.pth")
+    loaded = face_models.load_face_detector(tmp_path)
+    assert loaded.cfg["name"] == "Resnet50"
+    assert_same_weights(loaded, tmp_path / "detection_Resnet50_Final.pth")
+
+
+@pytest.mark.parametrize("name", sorted(URLS))
+def test_missing_weights_name_file_folder_and_url_and_download_nothing(tmp_path, no_network, name):
+    file_name = os.path.basename(URLS[name])
+    load = face_models.load_face_parser if name == "bisenet" else face_models.load_face_detector
+    with pytest.raises(face_models.MissingFaceWeightsError) as error:
+        load(str(tmp_path), name)
+    message = str(error.value)
+    assert f"'{file_name}'" in message and str(tmp_path) in message and URLS[name] in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_only_when_allowed(tmp_path, monkeypatch, weights_dir):
+    import facexlib.utils.misc as misc
+    fetched = []
+
+    def fake_download(url, destination, *args, **kwargs):  # stands in for the network: copies the generated file
+        fetched.append((url, destination))
+        Path(destination).write_bytes((weights_dir / os.path.basename(url)).read_bytes())
+    monkeypatch.setattr(misc, "download_url_to_file", fake_download)
+    model = face_models.load_face_parser(str(tmp_path), allow_download=True)
+    assert fetched == [(URLS["bisenet"], str(tmp_path / "parsing_bisenet.pth"))]
+    assert_same_weights(model, weights_dir / "parsing_bisenet.pth")
+
+
+def test_corrupt_file_says_which_and_where_from(tmp_path, no_network):
+    (tmp_path / "parsing_bisenet.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match="(?s)parsing_bisenet.pth.*download it again from https://github.com/xinntao"):
+        face_models.load_face_parser(tmp_path)
+
+
+def test_unknown_model_names_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown face detector"):
+        face_models.load_face_detector(tmp_path, "bisenet")
+    with pytest.raises(ValueError, match="unknown face parser"):
+        face_models.load_face_parser(tmp_path, "parsenet")
+
+
+def test_bisenet_parser_normalises_and_takes_the_main_head(weights_dir):
+    from torchvision.transforms.functional import normalize
+    model = face_models.load_face_parser(weights_dir)
+    rgb = np.ascontiguousarray(skimage_data.astronaut()[40:232, 130:322])  # any size works; small keeps it fast
+    pixels = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
+    for normalization in (face_models.REFERENCE_NORMALIZATION, face_models.IMAGENET_NORMALIZATION):
+        with torch.no_grad():
+            expected = model(normalize(pixels, *normalization))[0].argmax(1)[0].numpy()
+        parse_map = face_models.bisenet_parser(model, normalization)(rgb)
+        assert parse_map.shape == rgb.shape[:2] and parse_map.dtype == np.uint8 and parse_map.max() < 19
+        np.testing.assert_array_equal(parse_map, expected)
+
+
+def test_retinaface_detector_gets_bgr_and_returns_boxes_with_scores(weights_dir):
+    model = face_models.load_face_detector(weights_dir, "retinaface_mobile0.25")
+    rgb = np.ascontiguousarray(skimage_data.astronaut()[:256, 100:356])
+    with torch.no_grad():
+        expected = model.detect_faces(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), conf_threshold=0.5)
+    found = face_models.retinaface_detector(model, confidence=0.5)(rgb)
+    assert found.shape == (len(expected), 5)
+    np.testing.assert_allclose(found, expected[:, :5], rtol=1e-5)
+    assert face_models.retinaface_detector(model, confidence=1.01)(rgb).shape == (0, 5)
+
+
+def test_cascade_finds_the_astronaut_face():
+    boxes = face_models.cascade_detector()(skimage_data.astronaut())
+    truth = np.array([175, 70, 265, 160])  # the face, read off the photo
+
+    def iou(box):
+        ix = max(0, min(box[2], truth[2]) - max(box[0], truth[0]))
+        iy = max(0, min(box[3], truth[3]) - max(box[1], truth[1]))
+        union = (box[2] - box[0]) * (box[3] - box[1]) + 90 * 90 - ix * iy
+        return ix * iy / union
+    assert max(iou(box) for box in boxes) > 0.6
+
+
+def test_modules_import_no_facexlib_skimage_or_comfy():
+    code = ("import sys; import standin_core.faces, standin_core.face_models, standin_core.face_masks, "
+            "standin_core.prepare_reference; print(sorted(m for m in ('facexlib', 'skimage', 'comfy', 'torchvision') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------------------------------------ demo command
+
+def test_demo_without_weights_uses_the_bundled_detector_and_says_parse_was_skipped(tmp_path, capsys):
+    assert prepare_reference.main(["--demo", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "LBP" in out and "background removal SKIPPED" in out and "parsing_bisenet.pth" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1_input.png", "2_detection.png", "3_square.png",
+                                                          "5_mask.png", "6_reference.png"]
+    reference = cv2.imread(str(tmp_path / "6_reference.png"))
+    expected = faces.prepare_reference(skimage_data.astronaut(), face_models.cascade_detector(), None).image
+    np.testing.assert_array_equal(reference[:, :, ::-1], expected)
+
+
+def test_demo_with_weights_and_a_photo_file(tmp_path, weights_dir, capsys, no_network):
+    photo = tmp_path / "photo.png"  # 16-bit RGBA PNG
+    rgba = np.dstack([skimage_data.astronaut(), np.full((512, 512), 255, np.uint8)]).astype(np.uint16) * 257
+    cv2.imwrite(str(photo), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
+    out_dir = tmp_path / "steps"
+    assert prepare_reference.main([str(photo), "--out", str(out_dir), "--weights-dir", str(weights_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "facexlib retinaface_mobile0.25" in out and "parser: facexlib bisenet" in out
+    assert (out_dir / "4_parse.png").is_file() and cv2.imread(str(out_dir / "6_reference.png")).shape == (512, 512, 3)
+
+
+def test_demo_explicit_detector_without_weights_fails_clearly(tmp_path, capsys):
+    code = prepare_reference.main(["--demo", "--out", str(tmp_path / "o"), "--weights-dir", str(tmp_path),
+                                   "--detector", "retinaface_resnet50"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "detection_Resnet50_Final.pth" in err and URLS["retinaface_resnet50"] in err
