@@ -132,9 +132,9 @@ def test_retinaface_detector_gets_bgr_and_returns_boxes_with_scores(weights_dir)
     model = face_models.load_face_detector(weights_dir, "retinaface_mobile0.25")
     rgb = np.ascontiguousarray(skimage_data.astronaut()[:256, 100:356])
     with torch.no_grad():
-        expected = model.detect_faces(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), conf_threshold=0.5)
-    found = face_models.retinaface_detector(model, confidence=0.5)(rgb)
-    assert found.shape == (len(expected), 5)
+        expected = model.detect_faces(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), conf_threshold=0.45)
+    found = face_models.retinaface_detector(model, confidence=0.45)(rgb)
+    assert len(expected) > 0 and found.shape == (len(expected), 5)  # random weights: scores just under 0.5
     np.testing.assert_allclose(found, expected[:, :5], rtol=1e-5)
     assert face_models.retinaface_detector(model, confidence=1.01)(rgb).shape == (0, 5)
 
