@@ -1,0 +1,150 @@
+"""Face tools: EncodeReferenceFace (photo -> the reference Stand-In sees) and StandInFaceMask (per-frame face masks).
+
+The work is done by standin_core (faces, face_masks, face_models); these classes validate, load the facexlib models
+from models/facexlib (never downloading unless the user allows it) and convert between ComfyUI types and arrays.
+"""
+import logging
+
+import comfy.model_management
+import comfy.utils
+import folder_paths
+import torch
+from comfy_api.latest import io
+
+from ..standin_core import face_masks, face_models, faces
+from .paths import FACEXLIB_FOLDER
+
+log = logging.getLogger("standin")
+
+_LOADED = {}  # (model name, weight file, device) -> facexlib model, so a graph loads each model once
+
+
+def _facexlib_model(name: str, allow_download: bool):
+    folders = folder_paths.get_folder_paths(FACEXLIB_FOLDER)
+    device = comfy.model_management.get_torch_device()
+    key = (name, face_models.find_weights(name, folders), str(device))
+    if key[1] is None or key not in _LOADED:
+        load = face_models.load_face_parser if name in face_models.PARSERS else face_models.load_face_detector
+        model = load(folders, name, device, allow_download)
+        key = (name, face_models.find_weights(name, folders), str(device))
+        _LOADED[key] = model
+    return _LOADED[key]
+
+
+def _detector_and_parser(detector: str, allow_download: bool, normalization):
+    detect = face_models.retinaface_detector(_facexlib_model(detector, allow_download))
+    parse = face_models.bisenet_parser(_facexlib_model("bisenet", allow_download), normalization)
+    return detect, parse
+
+
+def _detector_input():
+    return io.Combo.Input(
+        "detector", options=list(face_models.DETECTORS), default=face_models.DETECTORS[0],
+        tooltip=("facexlib RetinaFace. resnet50: detection_Resnet50_Final.pth (best); mobile0.25: "
+                 "detection_mobilenet0.25_Final.pth (small, faster). Put the file in ComfyUI/models/facexlib/."))
+
+
+def _download_input():
+    return io.Boolean.Input(
+        "allow_download", default=False,
+        tooltip=("Off: a missing facexlib weight file stops the run with the file name, folder and URL. On: missing "
+                 "files are downloaded from the facexlib GitHub releases into models/facexlib."))
+
+
+class EncodeReferenceFace(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="EncodeReferenceFace",
+            display_name="Encode Stand-In Reference Face",
+            category="Stand-In",
+            description=(
+                "Prepares a reference photo exactly as Stand-In was trained (largest face, 1.5x square crop, 512x512, "
+                "background replaced by white using face parsing) and encodes it with the Wan VAE into the one-frame "
+                "reference latent for ApplyStandInToWanModel. Preview prepared_image to see what the model sees. "
+                "Needs detection and parsing weights in models/facexlib unless subject mode is on."),
+            inputs=[
+                io.Image.Input("image", tooltip="One reference photo (a batch of one). The face should be visible; "
+                                                "larger and sharper faces keep the identity better."),
+                io.Vae.Input("vae", tooltip="The Wan VAE of the model you sample with (Wan2.1 VAE for Wan2.1/2.2 14B)."),
+                io.Int.Input("face_index", default=-1, min=-1, max=63,
+                             tooltip="Which face when the photo has several: -1 = the largest, 0 = the leftmost, "
+                                     "1 = the next one to the right, ..."),
+                io.Boolean.Input("subject_mode", default=False, label_on="any subject", label_off="face",
+                                 tooltip="Off (face): detect, crop and parse the face. On (any subject): for cartoons, "
+                                         "animals or objects: no detection, no parsing, the whole image padded to a "
+                                         "white square; needs no face weights."),
+                io.Boolean.Input("remove_neck_cloth_hat", default=False,
+                                 tooltip="Off: only the background becomes white (the official Stand-In code). On: "
+                                         "neck, necklace, clothes and hat become white too (the official ComfyUI "
+                                         "preprocessor's default); hair is kept."),
+                _detector_input(),
+                _download_input(),
+            ],
+            outputs=[
+                io.Latent.Output(display_name="reference_latent",
+                                 tooltip="The prepared face through the VAE: one latent frame (raw, not normalised)."),
+                io.Image.Output(display_name="prepared_image", tooltip="The 512x512 reference the model sees."),
+                io.Mask.Output(display_name="mask", tooltip="1 where the photo shows, 0 where it was made white."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, image, vae, face_index=-1, subject_mode=False, remove_neck_cloth_hat=False,
+                detector=face_models.DETECTORS[0], allow_download=False) -> io.NodeOutput:
+        if image.ndim != 4 or image.shape[0] != 1:
+            raise ValueError(f"EncodeReferenceFace takes one reference photo, got a batch of {image.shape[0]} images: "
+                             "pick one with 'Get Image from Batch' (ImageFromBatch)")
+        detect = parse = None
+        if not subject_mode:
+            detect, parse = _detector_and_parser(detector, allow_download, face_models.REFERENCE_NORMALIZATION)
+        result = faces.prepare_reference(image, detect, parse, face_index=face_index, subject_mode=subject_mode,
+                                         remove_neck_cloth_hat=remove_neck_cloth_hat)
+        log.info("Stand-In reference: %s, face %s, window %s", result.path, result.face_box, result.crop_window)
+        prepared = torch.from_numpy(result.image).float().div(255.0).unsqueeze(0)
+        mask = torch.from_numpy(result.mask).unsqueeze(0)
+        latent = vae.encode(prepared[..., :3])
+        return io.NodeOutput({"samples": latent}, prepared, mask)
+
+
+class StandInFaceMask(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="StandInFaceMask",
+            display_name="Stand-In Face Mask (per frame)",
+            category="Stand-In",
+            description=(
+                "One mask per video frame covering the face (skin, brows, eyes, glasses, ears, nose, mouth, lips), "
+                "as the official Stand-In face swap builds its inpainting mask: largest face per frame, face parsing, "
+                "dilation and feathering. Frames without a face get an empty mask."),
+            inputs=[
+                io.Image.Input("images", tooltip="Video frames (an IMAGE batch)."),
+                io.Int.Input("dilation", default=face_masks.DILATION, min=0, max=128,
+                             tooltip="Grow the face region by an elliptic kernel of this size (pixels of the 512x512 "
+                                     "face crop); 0 = off. Official: 10."),
+                io.Int.Input("feather", default=face_masks.FEATHER, min=0, max=255,
+                             tooltip="Soften the mask edge with a Gaussian blur of this size (512x512 crop pixels, "
+                                     "made odd); 0 = hard edge. Official: 21."),
+                _detector_input(),
+                _download_input(),
+            ],
+            outputs=[io.Mask.Output(display_name="face_masks", tooltip="Masks [frames, H, W] in 0..1.")],
+        )
+
+    @classmethod
+    def execute(cls, images, dilation=face_masks.DILATION, feather=face_masks.FEATHER,
+                detector=face_models.DETECTORS[0], allow_download=False) -> io.NodeOutput:
+        if images.ndim != 4 or images.shape[0] == 0:
+            raise ValueError(f"StandInFaceMask needs an IMAGE batch [frames, H, W, C], got shape {tuple(images.shape)}")
+        detect, parse = _detector_and_parser(detector, allow_download, face_models.IMAGENET_NORMALIZATION)
+        bar = comfy.utils.ProgressBar(images.shape[0])
+
+        def progress(done: int, total: int) -> None:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            bar.update_absolute(done, total)
+        masks = face_masks.face_masks(images, detect, parse, dilation=dilation, feather=feather, progress=progress)
+        return io.NodeOutput(torch.from_numpy(masks))
+
+
+NODES = [EncodeReferenceFace, StandInFaceMask]

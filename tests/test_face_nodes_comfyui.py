@@ -1,0 +1,151 @@
+"""EncodeReferenceFace and StandInFaceMask inside a real ComfyUI (COMFYUI_PATH), with facexlib weights generated here.
+
+The VAE is a recording stand-in: the node's contract is to pass the prepared [1, 512, 512, 3] image to
+``vae.encode`` and return its result as the LATENT; the Wan VAE itself is ComfyUI's.
+"""
+import asyncio
+import importlib
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.comfyui
+skimage_data = pytest.importorskip("skimage.data")
+
+
+@pytest.fixture(scope="module")
+def nodes_faces(comfy):
+    return importlib.import_module("standin_pack.nodes.faces")
+
+
+@pytest.fixture(scope="module")
+def core(comfy):
+    return (importlib.import_module("standin_pack.standin_core.faces"),
+            importlib.import_module("standin_pack.standin_core.face_models"))
+
+
+@pytest.fixture(scope="module")
+def weights_dir(tmp_path_factory):
+    from facexlib.detection.retinaface import RetinaFace
+    from facexlib.parsing.bisenet import BiSeNet
+    folder = tmp_path_factory.mktemp("facexlib_weights")
+    torch.manual_seed(0)
+    torch.save(RetinaFace(network_name="mobile0.25", half=False, device="cpu").state_dict(),
+               folder / "detection_mobilenet0.25_Final.pth")
+    torch.save(BiSeNet(num_class=19).state_dict(), folder / "parsing_bisenet.pth")
+    return folder
+
+
+@pytest.fixture
+def facexlib_folder(comfy, monkeypatch, nodes_faces, tmp_path):
+    """Point ComfyUI's registered 'facexlib' folder at a folder of the test's choice (empty by default)."""
+    import folder_paths
+
+    def use(folder):
+        monkeypatch.setitem(folder_paths.folder_names_and_paths, "facexlib", ([str(folder)], {".pth"}))
+        return folder
+    monkeypatch.setattr(nodes_faces, "_LOADED", {})
+    return use
+
+
+class RecordingVAE:
+    def __init__(self):
+        self.seen = []
+
+    def encode(self, pixels):
+        self.seen.append(pixels.clone())
+        return torch.full((1, 16, 1, pixels.shape[1] // 8, pixels.shape[2] // 8), 0.25)
+
+
+def comfy_image(rgb):
+    return torch.from_numpy(np.ascontiguousarray(rgb)).float().div(255).unsqueeze(0)
+
+
+def test_schemas_are_complete_and_registered(comfy, nodes_faces):
+    assert [node.define_schema().node_id for node in nodes_faces.NODES] == ["EncodeReferenceFace", "StandInFaceMask"]
+    for node in nodes_faces.NODES:
+        schema = node.GET_SCHEMA()  # ComfyUI's own validation of the schema
+        assert schema.category == "Stand-In" and len(schema.description) > 40
+        assert all(item.tooltip for item in schema.inputs), [i.id for i in schema.inputs if not i.tooltip]
+        assert all(item.tooltip for item in schema.outputs)
+        node.INPUT_TYPES()
+    extension = asyncio.run(comfy.nodes.comfy_entrypoint())
+    ids = {node.define_schema().node_id for node in asyncio.run(extension.get_node_list())}
+    assert {"EncodeReferenceFace", "StandInFaceMask"} <= ids
+    import folder_paths
+    assert folder_paths.get_folder_paths("facexlib"), "the pack registers models/facexlib"
+
+
+def test_subject_mode_needs_no_weights_and_encodes_the_prepared_image(nodes_faces, core, facexlib_folder, tmp_path):
+    faces, _ = core
+    facexlib_folder(tmp_path)  # empty: subject mode must not touch it
+    photo = skimage_data.astronaut()[:, 100:420]
+    vae = RecordingVAE()
+    latent, prepared, mask = nodes_faces.EncodeReferenceFace.execute(comfy_image(photo), vae, subject_mode=True).result
+    expected = faces.prepare_reference(photo, None, None, subject_mode=True)
+    assert prepared.shape == (1, 512, 512, 3) and prepared.dtype == torch.float32
+    torch.testing.assert_close(prepared, comfy_image(expected.image), rtol=0, atol=0)
+    assert len(vae.seen) == 1
+    torch.testing.assert_close(vae.seen[0], prepared, rtol=0, atol=0)
+    assert set(latent) == {"samples"} and latent["samples"].shape == (1, 16, 1, 64, 64)
+    assert mask.shape == (1, 512, 512)  # 320 px wide: 96 white columns on each side
+    assert mask[0, :, :95].max() == 0 and mask[0, :, 97:415].min() == 1 and mask[0, :, 417:].max() == 0
+
+
+def test_face_mode_with_weights_in_models_facexlib(nodes_faces, core, facexlib_folder, weights_dir):
+    _, face_models = core
+    facexlib_folder(weights_dir)
+    photo = comfy_image(skimage_data.astronaut())
+    for _ in range(2):
+        latent, prepared, mask = nodes_faces.EncodeReferenceFace.execute(
+            photo, RecordingVAE(), detector="retinaface_mobile0.25").result
+        assert prepared.shape == (1, 512, 512, 3) and mask.shape == (1, 512, 512)
+        assert 0 <= float(prepared.min()) and float(prepared.max()) <= 1
+        white = mask[0] == 0  # every pixel outside the mask is pure white
+        assert torch.all(prepared[0][white] == 1.0)
+    assert sorted(key[0] for key in nodes_faces._LOADED) == ["bisenet", "retinaface_mobile0.25"], "loaded once"
+
+
+def test_missing_weights_name_the_file_the_folder_and_the_url(nodes_faces, core, facexlib_folder, tmp_path):
+    _, face_models = core
+    facexlib_folder(tmp_path)
+    with pytest.raises(face_models.MissingFaceWeightsError) as error:
+        nodes_faces.EncodeReferenceFace.execute(comfy_image(skimage_data.astronaut()), RecordingVAE())
+    message = str(error.value)
+    assert "detection_Resnet50_Final.pth" in message and str(tmp_path) in message
+    assert "https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_Resnet50_Final.pth" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_batch_of_references_is_refused(nodes_faces, facexlib_folder, tmp_path):
+    facexlib_folder(tmp_path)
+    batch = torch.rand(2, 64, 64, 3)
+    with pytest.raises(ValueError, match="Get Image from Batch"):
+        nodes_faces.EncodeReferenceFace.execute(batch, RecordingVAE(), subject_mode=True)
+
+
+def test_face_mask_node_tracks_the_face_with_progress(comfy, nodes_faces, core, facexlib_folder, weights_dir,
+                                                      monkeypatch):
+    """Real weights files are loaded; detection is swapped for the bundled cascade (random RetinaFace finds no
+    real face) and parsing for 'all skin', so the masks must be the official windows around the moving face."""
+    import comfy.utils
+    _, face_models = core
+    facexlib_folder(weights_dir)
+    monkeypatch.setattr(face_models, "retinaface_detector", lambda model, confidence=0.5: face_models.cascade_detector())
+    monkeypatch.setattr(face_models, "bisenet_parser",
+                        lambda model, normalization: (lambda rgb: np.ones(rgb.shape[:2], np.uint8)))
+    calls = []
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", lambda value, total, preview, node_id=None:
+                        calls.append((value, total)))
+    astronaut = skimage_data.astronaut()
+    frames = np.full((4, 512, 704, 3), 128, np.uint8)
+    for index, shift in enumerate((0, 64, 192)):
+        frames[index, :, shift:shift + 512] = astronaut
+    (masks,) = nodes_faces.StandInFaceMask.execute(comfy_image(frames)[0], detector="retinaface_mobile0.25").result
+    assert masks.shape == (4, 512, 704) and masks.dtype == torch.float32
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert masks[3].max() == 0
+    centres = [float(torch.nonzero(m)[:, 1].float().mean()) for m in masks[:3]]
+    assert abs(centres[1] - centres[0] - 64) <= 8 and abs(centres[2] - centres[0] - 192) <= 8
+    assert set(torch.unique(masks[:3]).tolist()) == {0.0, 1.0}
