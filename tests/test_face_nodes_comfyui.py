@@ -93,8 +93,7 @@ def test_subject_mode_needs_no_weights_and_encodes_the_prepared_image(nodes_face
     assert mask[0, :, :95].max() == 0 and mask[0, :, 97:415].min() == 1 and mask[0, :, 417:].max() == 0
 
 
-def test_face_mode_with_weights_in_models_facexlib(nodes_faces, core, facexlib_folder, weights_dir):
-    _, face_models = core
+def test_face_mode_with_weights_in_models_facexlib(nodes_faces, facexlib_folder, weights_dir):
     facexlib_folder(weights_dir)
     photo = comfy_image(skimage_data.astronaut())
     for _ in range(2):
