@@ -1,0 +1,83 @@
+"""The benchmark's analytic cost model against hand-computed values, and a smoke run of the timing script (CI tier)."""
+import pytest
+
+from benchmarks import analytic as a
+
+# Tiny config: d=4, D=2, f=8, 1 input/output channel, patch 1x1x1, text_dim 4, freq_dim 2; S=3, R=2, L=1, r=1.
+SHAPE = a.WanShape(dim=4, depth=2, heads=2, ffn=8, in_channels=1, out_channels=1, patch=(1, 1, 1), text_dim=4,
+                   freq_dim=2)
+WORK = a.Workload(video_tokens=3, ref_tokens=2, text_len=1, lora_rank=1, steps=2, rows_per_call=2)
+
+
+def test_video_block_by_hand():
+    parts = a.video_block_flops(SHAPE, 3, 1)
+    assert parts == {
+        "self_qkvo": 4 * 2 * 3 * 4 * 4,  # 384
+        "self_attention": 2 * 2 * 3 * 3 * 4,  # 144
+        "cross_q_o": 2 * 2 * 3 * 4 * 4,  # 192
+        "cross_k_v": 2 * 2 * 1 * 4 * 4,  # 64
+        "cross_attention": 2 * 2 * 3 * 1 * 4,  # 48
+        "ffn": 2 * 2 * 3 * 4 * 8,  # 384
+    }
+    assert sum(parts.values()) == 1216
+
+
+def test_base_cached_reference_by_hand():
+    # outside the blocks: patch 24 + text 64 + time 240 + head 24 = 352
+    assert sum(a.embedding_flops(SHAPE, 3, 1).values()) == 352
+    assert a.base_row_flops(SHAPE, WORK) == 2 * 1216 + 352 == 2784
+    assert a.cached_extra_row_flops(SHAPE, WORK) == 2 * 4 * 3 * 2 * 4 == 192  # D * 4 S R d
+    # reference pass: blocks 0..D-2 = 256 (qkvo) + 96 (3 LoRAs of 32) + 64 (attention) + 256 (FFN) = 672;
+    # last block k,v = 128 + 2 LoRAs 64 = 192; patch 16 + t=0 embedding 240 = 256
+    assert a.reference_pass_flops(SHAPE, WORK) == 672 + 192 + 256 == 1120
+    assert a.floor_overhead(SHAPE, WORK) == pytest.approx(192 / 2784)
+
+
+def test_run_costs_by_hand():
+    run = a.run_cost(SHAPE, WORK)  # 2 steps x 1 call x 2 rows
+    assert run.calls == 2
+    assert run.base == 2 * 2 * 2784 == 11136
+    assert run.cached == 11136 + 2 * 2 * 192 + 1120 == 13024  # one build
+    assert run.uncached == 11136 + 2 * (2 * 192 + 1120) == 14144  # one shared reference pass per call
+    naive = a.run_cost(SHAPE, a.scaled_workload(WORK, ref_passes_per_call=2))
+    assert naive.uncached == 11136 + 2 * (2 * 192 + 2 * 1120)
+    assert run.cached_overhead == pytest.approx(13024 / 11136 - 1)
+
+
+def test_linear_only_convention_by_hand():
+    assert a.base_row_flops(SHAPE, WORK, count_attention=False) == 2784 - 2 * (144 + 48) == 2400
+    assert a.cached_extra_row_flops(SHAPE, WORK, count_attention=False) == 0
+    assert a.reference_pass_flops(SHAPE, WORK, count_attention=False) == 1120 - 64 == 1056
+    per = a.per_forward_overheads(SHAPE, WORK, count_attention=False)
+    assert per == {"cached": 0.0, "uncached": pytest.approx(1056 / 2400)}
+
+
+def test_cache_bytes_and_lora_count():
+    assert a.kv_cache_bytes(SHAPE, WORK, 2) == 2 * 2 * 2 * 4 * 2 == 64
+    # the paper's anchors: the official file holds 157,286,400 LoRA values; the bf16 cache is 800 MiB
+    assert a.lora_parameters(a.WAN21_14B, 128) == 157_286_400
+    assert a.kv_cache_bytes(a.WAN21_14B, a.PAPER_WORKLOAD, 2) == 40 * 2 * 1024 * 5120 * 2
+
+
+def test_paper_setting():
+    work = a.PAPER_WORKLOAD
+    assert work.video_tokens == 32760 and work.ref_tokens == 1024
+    linear = a.per_forward_overheads(a.WAN21_14B, work, count_attention=False)
+    full = a.per_forward_overheads(a.WAN21_14B, work)
+    assert linear["uncached"] == pytest.approx(0.026, abs=0.001)  # the paper's +2.6% FLOPs, linear layers counted
+    assert full["cached"] == pytest.approx(0.0164, abs=0.0002)  # video queries x 1,024 extra keys in 40 blocks
+    assert full["uncached"] > linear["uncached"]
+    assert "paper" in "\n".join(a.paper_report())
+
+
+def test_timing_script_smoke(capsys):
+    torch = pytest.importorskip("torch")
+    from benchmarks import standin_bench
+    argv = ["--dim", "64", "--heads", "1", "--ffn", "96", "--depth", "2", "--frames", "2", "--height", "4",
+            "--width", "8", "--ref-height", "1", "--ref-width", "2", "--text-len", "5", "--rank", "4",
+            "--steps", "2", "--rounds", "1", "--warmup", "0", "--kernel-reps", "1", "--kv-layout", "prealloc"]
+    assert standin_bench.main(argv) == 0
+    out = capsys.readouterr().out
+    for needle in ("cached overhead", "uncached overhead", "floor", "K/V cache", "peak memory", "machine:"):
+        assert needle in out
+    assert torch.is_inference_mode_enabled() is False
