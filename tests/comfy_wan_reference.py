@@ -9,36 +9,7 @@ cross-attention and get no VACE hints, as in the official code.
 import torch
 
 from naive_wan import naive_apply_rope, naive_attention, rope_for, rope_table
-
-
-def tiny_wan_state_dict(vace=False, dim=256, layers=3, seed=0):
-    import comfy.ops
-    from comfy.ldm.wan.model import VaceWanModel, WanModel
-    kwargs = dict(patch_size=(1, 2, 2), text_len=512, in_dim=16, dim=dim, ffn_dim=2 * dim, freq_dim=256,
-                  text_dim=4096, out_dim=16, num_heads=dim // 128, num_layers=layers, cross_attn_norm=True,
-                  eps=1e-6, operations=comfy.ops.disable_weight_init, device="cpu", dtype=torch.float32)
-    model = VaceWanModel(vace_layers=1, vace_in_dim=96, **kwargs) if vace else WanModel(model_type="t2v", **kwargs)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("norm_q.weight") or name.endswith("norm_k.weight") or name.endswith("norm3.weight"):
-                param.copy_(1.0 + 0.1 * torch.randn(param.shape, generator=gen))
-            elif param.ndim == 1:
-                param.copy_(0.05 * torch.randn(param.shape, generator=gen))
-            else:
-                fan_in = param[0].numel() if param.ndim > 1 else 1
-                param.copy_(torch.randn(param.shape, generator=gen) * (0.7 / fan_in ** 0.5))
-    return model.state_dict()
-
-
-def standin_state_dict_for(dim, depth, rank=16, seed=1, scale=0.3):
-    gen = torch.Generator().manual_seed(seed)
-    sd = {}
-    for i in range(depth):
-        for p in "qkv":
-            sd[f"blocks.{i}.self_attn.{p}_loras.down.weight"] = torch.randn(rank, dim, generator=gen) * scale / dim ** 0.5
-            sd[f"blocks.{i}.self_attn.{p}_loras.up.weight"] = torch.randn(dim, rank, generator=gen) * scale / rank ** 0.5
-    return sd
+from tiny_models import standin_state_dict_for, tiny_wan_state_dict  # noqa: F401  (re-exported for the tests)
 
 
 def _grid(f, h, w, t0=0, h0=0, w0=0):
@@ -79,7 +50,8 @@ def joint_forward(dm, x, timestep, context, reference, standin_sd, vace_context=
 
     tokens = torch.cat([video, image], dim=1)
     for index, block in enumerate(dm.blocks):
-        mod = torch.where(is_image[..., None], (block.modulation + e0_image)[:, None], (block.modulation + e0_video)[:, None])
+        modulation = block.modulation.to(torch.float32)  # stored weights may be fp8/bf16
+        mod = torch.where(is_image[..., None], (modulation + e0_image)[:, None], (modulation + e0_video)[:, None])
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.unbind(2)
         h = block.norm1(tokens) * (1 + scale_msa) + shift_msa
         sa = block.self_attn

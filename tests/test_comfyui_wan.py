@@ -117,6 +117,17 @@ def test_vace_model_with_vace_conditioning_equals_joint_sequence(env):
     assert (ours - sample(env, env.vace, **vace)).abs().max().item() > 100 * TOL
 
 
+@pytest.mark.parametrize("weight_dtype", [torch.float8_e4m3fn, torch.bfloat16])
+def test_low_precision_weights_equal_joint_sequence(env, weight_dtype):
+    """fp8/bf16 stored weights (computed in fp32 through comfy.ops casting): still exactly the joint formulation."""
+    import comfy.sd
+    low = comfy.sd.load_diffusion_model_state_dict(tiny_wan_state_dict(), model_options={"dtype": weight_dtype})
+    ours = sample(env, apply(env, low))
+    joint = JointModel(env, low)
+    assert (ours - sample(env, joint.model)).abs().max().item() < TOL
+    assert torch.isfinite(ours).all()
+
+
 def test_cache_on_equals_cache_off_bitwise(env):
     patched = apply(env)
     on = env.cache.StandInKVCache.execute(patched, "on").args[0]
@@ -228,6 +239,23 @@ def test_clear_errors(env):
         env.apply.ApplyStandInToWanModel.execute(env.base, env.weights, {"samples": torch.zeros(1, 4, 1, 8, 8)}, 1.0, 0.0, 1.0)
     with pytest.raises(ValueError, match="start_percent"):
         env.apply.ApplyStandInToWanModel.execute(env.base, env.weights, env.ref, 1.0, 0.8, 0.2)
+
+
+def test_models_it_does_not_fit(env):
+    import comfy.ops
+    import comfy.sd
+    from comfy.ldm.wan.model import WanModel
+    i2v = WanModel(model_type="i2v", patch_size=(1, 2, 2), in_dim=36, dim=256, ffn_dim=512, freq_dim=256, text_dim=4096,
+                   out_dim=16, num_heads=2, num_layers=3, cross_attn_norm=True, operations=comfy.ops.disable_weight_init)
+    for param in i2v.parameters():
+        torch.nn.init.normal_(param, std=0.02)
+    i2v_model = comfy.sd.load_diffusion_model_state_dict(i2v.state_dict())
+    with pytest.raises(ValueError, match="image-to-video"):
+        env.apply.ApplyStandInToWanModel.execute(i2v_model, env.weights, env.ref, 1.0, 0.0, 1.0)
+    not_wan = env.base.clone()
+    not_wan.add_object_patch("diffusion_model", torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="needs a Wan text-to-video model .* this MODEL is a Linear"):
+        env.apply.ApplyStandInToWanModel.execute(not_wan, env.weights, env.ref, 1.0, 0.0, 1.0)
 
 
 def test_cache_node_states_size(env):
