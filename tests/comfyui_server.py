@@ -1,0 +1,219 @@
+"""A real ComfyUI server for the ``comfyui`` test tier, shared by every test module that needs one.
+
+``serving()`` starts ``main.py --cpu`` from COMFYUI_PATH as a subprocess with a throwaway base directory: the
+repository is linked in as ``custom_nodes/ComfyUI-StandIn``, and test-made weights go into its model folders (a
+tiny real Wan T2V model, Stand-In files in the official .ckpt layout and as .safetensors, and a Stand-In file of the
+wrong width in models/loras). Text encoders are too big for a test, so a TEST-ONLY custom node file written next to
+the pack (``standin_test_helpers.py``, scaffolding, not part of the pack) makes seeded CONDITIONING and latents.
+One server serves the whole pytest session; it is stopped when the last user releases it.
+"""
+import atexit
+import contextlib
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+
+from comfy_wan_reference import standin_state_dict_for, tiny_wan_state_dict
+
+REPO = Path(__file__).resolve().parents[1]
+PACK_FOLDER = "ComfyUI-StandIn"
+OUR_NODES = ("LoadStandInLoRA", "EncodeReferenceFace", "ApplyStandInToWanModel", "StandInKVCache", "StandInFaceMask")
+WAN_FILE = "tiny_wan_t2v.safetensors"
+STANDIN_SAFETENSORS = "tiny_standin.safetensors"
+STANDIN_CKPT = "tiny_standin.ckpt"
+WRONG_WIDTH_LORA = "loras/tiny_standin_dim128.safetensors"
+START_TIMEOUT_S = 120
+PROMPT_TIMEOUT_S = 120
+
+# TEST-ONLY nodes written into the server's custom_nodes folder (scaffolding, not part of the pack).
+TEST_HELPERS = '''
+import torch
+
+
+class StandInTestConditioning:
+    """Seeded random text-encoder output (umt5 width 4096) so a graph needs no text encoder."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 31}),
+                             "tokens": ("INT", {"default": 7, "min": 1, "max": 512})}}
+
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "make"
+    CATEGORY = "testing"
+
+    def make(self, seed, tokens):
+        generator = torch.Generator().manual_seed(seed)
+        return ([[torch.randn(1, tokens, 4096, generator=generator), {}]],)
+
+
+class StandInTestLatent:
+    """A seeded non-zero Wan latent [1, 16, frames, height, width] (a stand-in for an encoded reference face)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 31}),
+                             "frames": ("INT", {"default": 1, "min": 1, "max": 64}),
+                             "height": ("INT", {"default": 6, "min": 1, "max": 256}),
+                             "width": ("INT", {"default": 6, "min": 1, "max": 256})}}
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "make"
+    CATEGORY = "testing"
+
+    def make(self, seed, frames, height, width):
+        generator = torch.Generator().manual_seed(seed)
+        return ({"samples": torch.randn(1, 16, frames, height, width, generator=generator)},)
+
+
+NODE_CLASS_MAPPINGS = {"StandInTestConditioning": StandInTestConditioning, "StandInTestLatent": StandInTestLatent}
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """A running ComfyUI: its URL, base directory and log, with small helpers over its HTTP API."""
+
+    def __init__(self, url: str, base: Path, log_path: Path):
+        self.url, self.base, self.log_path = url, base, log_path
+
+    def get(self, route: str, timeout: float = 30):
+        import requests
+        response = requests.get(self.url + route, timeout=timeout)
+        response.raise_for_status()
+        return response.json()
+
+    def log_tail(self, chars: int = 6000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def submit(self, graph: dict) -> str:
+        import requests
+        response = requests.post(self.url + "/prompt", json={"prompt": graph, "client_id": uuid.uuid4().hex},
+                                 timeout=30)
+        assert response.status_code == 200, f"/prompt refused the graph: {response.text}\n{self.log_tail()}"
+        return response.json()["prompt_id"]
+
+    def run(self, graph: dict) -> dict:
+        """Submit ``graph`` and wait until the executor is done with it; returns its /history entry."""
+        prompt_id = self.submit(graph)
+        deadline = time.monotonic() + PROMPT_TIMEOUT_S
+        while time.monotonic() < deadline:
+            entry = self.get(f"/history/{prompt_id}").get(prompt_id)
+            if entry and entry.get("status", {}).get("completed") is not None and (
+                    entry["status"]["completed"] or entry["status"].get("status_str") == "error"):
+                return entry
+            time.sleep(0.25)
+        pytest.fail(f"prompt {prompt_id} did not finish in {PROMPT_TIMEOUT_S} s\n{self.log_tail()}")
+
+
+def write_weights(models: Path) -> None:
+    from safetensors.torch import save_file
+    for folder in ("diffusion_models", "standin", "loras"):
+        (models / folder).mkdir(parents=True, exist_ok=True)
+    save_file(tiny_wan_state_dict(), str(models / "diffusion_models" / WAN_FILE))
+    standin = standin_state_dict_for(256, 3)
+    save_file(standin, str(models / "standin" / STANDIN_SAFETENSORS))
+    torch.save({"state_dict": standin}, str(models / "standin" / STANDIN_CKPT))  # the official checkpoint layout
+    save_file(standin_state_dict_for(128, 3), str(models / WRONG_WIDTH_LORA))
+
+
+def templates_shim(comfy_root: Path, base: Path) -> dict:
+    """Environment for the server process. ComfyUI before the multi-package templates (v0.3.64) serves
+    ``comfyui_workflow_templates/templates`` unconditionally and refuses to start when the installed templates package
+    is a newer one without that folder. Only then, an empty stand-in package on PYTHONPATH lets it start; it
+    touches nothing but the core's own template route."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    spec = importlib.util.find_spec("comfyui_workflow_templates")
+    legacy_server = "template_asset_handler" not in (comfy_root / "server.py").read_text()
+    if not legacy_server or spec is None or (Path(spec.origin).parent / "templates").is_dir():
+        return env
+    shim = base / "shim" / "comfyui_workflow_templates"
+    (shim / "templates").mkdir(parents=True)
+    (shim / "__init__.py").write_text("")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(shim.parent), env.get("PYTHONPATH")]))
+    return env
+
+
+_RUNNING = {"server": None, "process": None, "users": 0}
+
+
+def _start(tmp_path_factory) -> tuple:
+    import requests
+    comfy_root = Path(os.environ["COMFYUI_PATH"]).resolve()
+    base = tmp_path_factory.mktemp("comfyui_base")
+    custom_nodes = base / "custom_nodes"
+    custom_nodes.mkdir()
+    (custom_nodes / PACK_FOLDER).symlink_to(REPO, target_is_directory=True)
+    (custom_nodes / "standin_test_helpers.py").write_text(TEST_HELPERS)
+    for folder in ("input", "output", "temp", "user"):
+        (base / folder).mkdir()
+    write_weights(base / "models")
+
+    port = free_port()
+    log_path = base / "server.log"
+    command = [sys.executable, str(comfy_root / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+               "--base-directory", str(base), "--use-pytorch-cross-attention", "--disable-auto-launch"]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, cwd=str(comfy_root), stdout=log, stderr=subprocess.STDOUT,
+                                   env=templates_shim(comfy_root, base))
+    atexit.register(_stop, process)
+    server = Server(f"http://127.0.0.1:{port}", base, log_path)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"ComfyUI exited with code {process.returncode} while starting\n{server.log_tail()}")
+        try:
+            if requests.get(server.url + "/system_stats", timeout=2).status_code == 200:
+                return server, process
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            _stop(process)
+            pytest.fail(f"ComfyUI did not answer within {START_TIMEOUT_S} s\n{server.log_tail()}")
+        time.sleep(0.5)
+
+
+def _stop(process) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def serving(tmp_path_factory):
+    """The session's ComfyUI server (started on first use); stopped when the last user leaves."""
+    if _RUNNING["server"] is None:
+        _RUNNING["server"], _RUNNING["process"] = _start(tmp_path_factory)
+    _RUNNING["users"] += 1
+    try:
+        yield _RUNNING["server"]
+    finally:
+        _RUNNING["users"] -= 1
+        if _RUNNING["users"] == 0:
+            _stop(_RUNNING["process"])
+            _RUNNING["server"] = _RUNNING["process"] = None
+
+
+def combo_options(spec) -> list:
+    """The choices of a COMBO input, in either form ComfyUI uses ([choices, opts] or ["COMBO", {"options": ..}])."""
+    if isinstance(spec[0], list):
+        return spec[0]
+    assert spec[0] == "COMBO", spec
+    return spec[1]["options"]

@@ -1,0 +1,189 @@
+"""The pack inside a REAL ComfyUI server: node registration (/object_info) and graphs through the real executor.
+
+The server (tests/comfyui_server.py) runs ``main.py --cpu`` from COMFYUI_PATH with the repository linked in as
+``custom_nodes/ComfyUI-StandIn`` and tiny test-made weights in its model folders. Graphs go in through the API route
+``POST /prompt`` on 127.0.0.1; results come back from ``/history``.
+"""
+import json
+
+import pytest
+import torch
+
+from comfyui_server import (OUR_NODES, PACK_FOLDER, STANDIN_CKPT, STANDIN_SAFETENSORS, WAN_FILE, WRONG_WIDTH_LORA,
+                            Server, combo_options, serving)
+
+pytestmark = pytest.mark.comfyui
+LATENT_SHAPE = [1, 16, 2, 6, 8]  # EmptyHunyuanLatentVideo 64 x 48, 5 frames
+
+
+@pytest.fixture(scope="session")
+def server(comfy, tmp_path_factory):
+    with serving(tmp_path_factory) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def object_info(server):
+    return server.get("/object_info", timeout=60)
+
+
+def input_names(info: dict, section: str = "required") -> set:
+    return set(info["input"].get(section, {}))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# (a) registration
+
+def test_pack_loaded_without_import_errors(server, object_info):
+    missing = [name for name in OUR_NODES if name not in object_info]
+    assert not missing, f"not registered: {missing}\n{server.log_tail()}"
+    for name in OUR_NODES:
+        info = object_info[name]
+        assert info["category"] == "Stand-In", name
+        assert info["description"], f"{name} has no description"
+        assert PACK_FOLDER in info["python_module"], info["python_module"]
+
+
+def test_node_inputs_and_outputs(object_info):
+    apply = object_info["ApplyStandInToWanModel"]
+    assert input_names(apply) == {"model", "standin", "reference_latent", "strength", "start_percent", "end_percent"}
+    required = apply["input"]["required"]
+    assert required["model"][0] == "MODEL" and required["reference_latent"][0] == "LATENT"
+    assert required["standin"][0] == "STANDIN_WEIGHTS"
+    assert required["strength"][0] == "FLOAT" and required["strength"][1]["default"] == 1.0
+    assert apply["output"] == ["MODEL"]
+
+    loader = object_info["LoadStandInLoRA"]
+    weights = combo_options(loader["input"]["required"]["weights"])
+    assert {STANDIN_SAFETENSORS, STANDIN_CKPT, WRONG_WIDTH_LORA} <= set(weights), weights
+    assert weights.index(STANDIN_CKPT) < weights.index(WRONG_WIDTH_LORA), "models/standin files come first"
+    assert loader["output"] == ["STANDIN_WEIGHTS"]
+
+    cache = object_info["StandInKVCache"]
+    assert combo_options(cache["input"]["required"]["mode"]) == ["on", "offload", "off"]
+    assert cache["output"] == ["MODEL", "STRING"]
+
+    encode = object_info["EncodeReferenceFace"]
+    encode_inputs = input_names(encode) | input_names(encode, "optional")
+    assert {"image", "vae"} <= encode_inputs, encode_inputs
+    assert "IMAGE" in encode["output"] and "LATENT" in encode["output"] and "MASK" in encode["output"]
+    assert "MASK" in object_info["StandInFaceMask"]["output"]
+
+    for name in OUR_NODES:  # a tooltip on every input
+        for section in ("required", "optional"):
+            for input_name, spec in object_info[name]["input"].get(section, {}).items():
+                assert len(spec) > 1 and spec[1].get("tooltip"), f"{name}.{input_name} has no tooltip"
+
+
+def test_example_workflows_are_served(server):
+    templates = server.get("/workflow_templates")
+    assert PACK_FOLDER in templates, templates
+    names = set(templates[PACK_FOLDER])
+    assert {"standin_wan21_t2v", "standin_wan21_vace_pose", "standin_wan22_a14b"} <= names, names
+    workflow = server.get(f"/api/workflow_templates/{PACK_FOLDER}/standin_wan21_t2v.json")
+    assert any(node["type"] == "ApplyStandInToWanModel" for node in workflow["nodes"])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# (b) a graph through the real executor
+
+def standin_graph(weights: str = STANDIN_CKPT, reference_frames: int = 1, prefix: str = "standin") -> dict:
+    """UNETLoader -> LoadStandInLoRA -> ApplyStandInToWanModel -> StandInKVCache -> KSampler -> SaveLatent, plus the
+    same sampler on the plain model (the original MODEL output must be unaffected)."""
+    def sampler(model_link, prefix_name, sampler_id, save_id):
+        return {
+            sampler_id: {"class_type": "KSampler", "inputs": {
+                "model": model_link, "seed": 0, "steps": 2, "cfg": 3.0, "sampler_name": "euler",
+                "scheduler": "simple", "positive": ["cond", 0], "negative": ["uncond", 0],
+                "latent_image": ["video", 0], "denoise": 1.0}},
+            save_id: {"class_type": "SaveLatent", "inputs": {"samples": [sampler_id, 0],
+                                                             "filename_prefix": f"latents/{prefix_name}"}},
+        }
+
+    graph = {
+        "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": WAN_FILE, "weight_dtype": "default"}},
+        "weights": {"class_type": "LoadStandInLoRA", "inputs": {"weights": weights}},
+        "reference": {"class_type": "StandInTestLatent",
+                      "inputs": {"seed": 42, "frames": reference_frames, "height": 6, "width": 6}},
+        "apply": {"class_type": "ApplyStandInToWanModel", "inputs": {
+            "model": ["unet", 0], "standin": ["weights", 0], "reference_latent": ["reference", 0],
+            "strength": 1.0, "start_percent": 0.0, "end_percent": 1.0}},
+        "cache": {"class_type": "StandInKVCache", "inputs": {"model": ["apply", 0], "mode": "on"}},
+        "cond": {"class_type": "StandInTestConditioning", "inputs": {"seed": 1, "tokens": 7}},
+        "uncond": {"class_type": "StandInTestConditioning", "inputs": {"seed": 2, "tokens": 7}},
+        "video": {"class_type": "EmptyHunyuanLatentVideo",
+                  "inputs": {"width": 64, "height": 48, "length": 5, "batch_size": 1}},
+    }
+    graph.update(sampler(["cache", 0], prefix, "sample", "save"))
+    graph.update(sampler(["unet", 0], f"{prefix}_base", "sample_base", "save_base"))
+    return graph
+
+
+def saved_latent(server: Server, entry: dict, save_node: str) -> torch.Tensor:
+    from safetensors.torch import load_file
+    files = entry["outputs"][save_node]["latents"]
+    assert len(files) == 1, files
+    item = files[0]
+    path = server.base / "output" / item["subfolder"] / item["filename"]
+    assert path.is_file(), f"{path} was not written"
+    return load_file(str(path))["latent_tensor"]
+
+
+def assert_success(server: Server, entry: dict) -> None:
+    status = entry["status"]
+    assert status["status_str"] == "success" and status["completed"], (
+        f"{json.dumps(status['messages'], indent=1)[-4000:]}\n{server.log_tail()}")
+
+
+@pytest.fixture(scope="module")
+def standin_run(server):
+    entry = server.run(standin_graph())
+    assert_success(server, entry)
+    return entry
+
+
+def test_graph_runs_to_a_saved_latent(server, standin_run):
+    latent = saved_latent(server, standin_run, "save")
+    assert list(latent.shape) == LATENT_SHAPE
+    assert latent.dtype == torch.float32
+    assert torch.isfinite(latent).all()
+    assert latent.abs().max() > 0
+    base = saved_latent(server, standin_run, "save_base")
+    assert list(base.shape) == LATENT_SHAPE and torch.isfinite(base).all()
+    assert not torch.equal(latent, base), "Stand-In had no effect on the sampled latent"
+
+
+def test_safetensors_and_official_ckpt_give_the_same_video(server, standin_run):
+    """Same tensors in both files: the .safetensors run must reproduce the .ckpt run bit for bit (and the plain
+    model's output, sampled again after Stand-In ran, must not change)."""
+    entry = server.run(standin_graph(weights=STANDIN_SAFETENSORS, prefix="standin_st"))
+    assert_success(server, entry)
+    assert torch.equal(saved_latent(server, entry, "save"), saved_latent(server, standin_run, "save"))
+    assert torch.equal(saved_latent(server, entry, "save_base"), saved_latent(server, standin_run, "save_base"))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# (c) wrong inputs fail with the pack's own message
+
+def execution_error(server: Server, graph: dict) -> dict:
+    entry = server.run(graph)
+    status = entry["status"]
+    assert status["status_str"] == "error", f"expected an execution error, got {status}"
+    errors = [message for kind, message in status["messages"] if kind == "execution_error"]
+    assert len(errors) == 1, status["messages"]
+    return errors[0]
+
+
+def test_wrong_width_weights_are_refused_with_a_clear_error(server):
+    error = execution_error(server, standin_graph(weights=WRONG_WIDTH_LORA))
+    assert error["node_type"] == "ApplyStandInToWanModel"
+    message = error["exception_message"]
+    assert "do not fit" in message and "width 128" in message and "width 256" in message, message
+    assert "tiny_standin_dim128.safetensors" in message, "the error names the file"
+
+
+def test_two_frame_reference_is_refused_with_a_clear_error(server):
+    error = execution_error(server, standin_graph(reference_frames=2))
+    assert error["node_type"] == "ApplyStandInToWanModel"
+    message = error["exception_message"]
+    assert "reference_latent must be ONE image" in message and "2 frames" in message, message
