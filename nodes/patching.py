@@ -25,9 +25,9 @@ import comfy.model_management
 import comfy.model_patcher
 import comfy.patcher_extension
 
-from ..standin_core import (CacheKey, ReferenceKV, ReferenceKVCache, StandInWeights, build_reference_kv,
-                            reference_positions, tensor_fingerprint, token_grid, video_self_attention,
-                            zero_timestep_modulation)
+from ..standin_core import (CacheKey, JointKVBuffers, ReferenceKV, ReferenceKVCache, StandInWeights,
+                            build_reference_kv, reference_positions, tensor_fingerprint, token_grid,
+                            video_self_attention, zero_timestep_modulation)
 from ..standin_core.cache import format_bytes, kv_cache_bytes
 
 log = logging.getLogger("standin")
@@ -61,6 +61,7 @@ class ModelCall:
 
     kv: list[ReferenceKV]
     strength: float
+    buffers: JointKVBuffers  # the run's [video; reference] K/V buffers, reused by every block
 
 
 class RunState:
@@ -71,6 +72,7 @@ class RunState:
         self.sigma_start = sigma_start
         self.sigma_end = sigma_end
         self.model_state = model_state
+        self.buffers = JointKVBuffers()
         self._loras = None
 
     def active_at(self, sigmas: Optional[torch.Tensor]) -> bool:
@@ -89,6 +91,7 @@ class RunState:
 
     def release(self) -> None:
         self.cache.clear()
+        self.buffers.release()
         self.drop_loras()
 
 
@@ -199,7 +202,8 @@ class VideoSelfAttention:
         if call is None:
             return type(self.self_attn).forward(self.self_attn, x, freqs, transformer_options=transformer_options)
         return video_self_attention(self.self_attn, x, freqs, self.self_attn.num_heads, call.kv[self.index],
-                                    call.strength, comfy_attention(transformer_options), wan.apply_rope1)
+                                    call.strength, comfy_attention(transformer_options), wan.apply_rope1,
+                                    buffers=call.buffers)
 
 
 def comfy_attention(transformer_options: dict):
@@ -231,7 +235,7 @@ class ReferencePass:
         if run.cache.builds == 1 and run.cache.hits == 0 and run.cache.mode != "off":
             log.info("%s (reference K/V built once for this run)", run.cache.describe())
         options = dict(options)
-        options[CALL_KEY] = ModelCall(kv, self.settings.strength)
+        options[CALL_KEY] = ModelCall(kv, self.settings.strength, run.buffers)
         if in_kwargs:
             kwargs["transformer_options"] = options
         else:

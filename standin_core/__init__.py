@@ -2,7 +2,7 @@
 
 Nothing in this package imports ComfyUI; :mod:`nodes` adapts ComfyUI's objects to these functions.
 """
-from .attention import reference_logit_bias, restricted_attention, sdpa_attention
+from .attention import JointKVBuffers, reference_logit_bias, restricted_attention, sdpa_attention
 from .cache import CacheKey, ReferenceKVCache, kv_cache_bytes, tensor_fingerprint
 from .positions import (apply_rope, reference_positions, rope_rotations, token_grid, video_positions,
                         wan_rope_axes)
@@ -12,7 +12,7 @@ from .weights import (BlockLoRA, LowRank, StandInWeights, StandInWeightsError, l
                       standin_state_dict, standin_weights_from_state_dict)
 
 __all__ = [
-    "apply_rope", "build_reference_kv", "BlockLoRA", "CacheKey", "kv_cache_bytes", "load_standin_weights",
+    "apply_rope", "build_reference_kv", "BlockLoRA", "CacheKey", "JointKVBuffers", "kv_cache_bytes", "load_standin_weights",
     "LowRank", "project_qkv", "reference_block", "reference_logit_bias", "reference_positions", "ReferenceKV",
     "ReferenceKVCache", "restricted_attention", "rope_rotations", "sdpa_attention", "standin_state_dict",
     "StandInWeights", "StandInWeightsError", "standin_weights_from_state_dict", "tensor_fingerprint", "token_grid",

@@ -44,6 +44,50 @@ def reference_logit_bias(video_len: int, ref_len: int, strength: float, dtype: t
     return bias
 
 
+class JointKVBuffers:
+    """Reusable [B, S + R, width] key and value buffers for the video pass.
+
+    The video keys/values go into the first S rows (RoPE writes the keys there directly), a block's reference K/V
+    into the last R rows. This replaces a ``torch.cat`` per block, which reads and writes the whole video K/V once
+    more (2.2% of a Wan 14B forward on an H100, more than the extra attention itself). One pair serves every block
+    of a call and every call of a sampling run with the same shapes; ``release()`` frees it.
+    """
+
+    def __init__(self):
+        self.keys: Optional[torch.Tensor] = None
+        self.values: Optional[torch.Tensor] = None
+
+    def prepare(self, batch: int, video_len: int, ref_keys: torch.Tensor, ref_values: torch.Tensor,
+                dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two buffers with this block's reference K/V ([1 or B, R, width]) already in their last R rows."""
+        if ref_keys.shape[0] not in (1, batch):
+            raise ValueError(f"reference K/V batch {ref_keys.shape[0]} does not match video batch {batch}")
+        shape = (batch, video_len + ref_keys.shape[1], ref_keys.shape[2])
+        if self.keys is None or self.keys.shape != shape or self.keys.dtype != dtype or self.keys.device != torch.device(device):
+            self.keys = torch.empty(shape, dtype=dtype, device=device)
+            self.values = torch.empty(shape, dtype=dtype, device=device)
+        self.keys[:, video_len:].copy_(ref_keys.expand(batch, -1, -1))
+        self.values[:, video_len:].copy_(ref_values.expand(batch, -1, -1))
+        return self.keys, self.values
+
+    def release(self) -> None:
+        self.keys = self.values = None
+
+
+def check_strength(strength: float) -> None:
+    if strength < 0 or not math.isfinite(strength):
+        raise ValueError(f"Stand-In strength must be a finite number >= 0, got {strength}")
+
+
+def attend_with_reference(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, video_len: int,
+                          heads: int, strength: float, attention: AttentionFn) -> torch.Tensor:
+    """Attention of video queries over joint [video; reference] keys/values (video first, ``video_len`` rows)."""
+    if strength == 1:
+        return attention(queries, keys, values, heads)
+    bias = reference_logit_bias(video_len, keys.shape[1] - video_len, strength, queries.dtype, queries.device)
+    return attention(queries, keys, values, heads, mask=bias)
+
+
 def restricted_attention(video_queries: torch.Tensor, video_keys: torch.Tensor, video_values: torch.Tensor,
                          ref_keys: Optional[torch.Tensor], ref_values: Optional[torch.Tensor], heads: int,
                          strength: float = 1.0, attention: AttentionFn = sdpa_attention) -> torch.Tensor:
@@ -52,8 +96,7 @@ def restricted_attention(video_queries: torch.Tensor, video_keys: torch.Tensor, 
     ``ref_keys``/``ref_values`` are [1 or B, R, width] (one reference serves every batch row: cond, uncond, and
     every sample of the batch). ``None`` or ``strength == 0`` is the base model's self-attention.
     """
-    if strength < 0 or not math.isfinite(strength):
-        raise ValueError(f"Stand-In strength must be a finite number >= 0, got {strength}")
+    check_strength(strength)
     if ref_keys is None or strength == 0:
         return attention(video_queries, video_keys, video_values, heads)
     batch = video_queries.shape[0]
@@ -63,8 +106,4 @@ def restricted_attention(video_queries: torch.Tensor, video_keys: torch.Tensor, 
     ref_values = ref_values.to(video_values).expand(batch, -1, -1)
     keys = torch.cat([video_keys, ref_keys], dim=1)
     values = torch.cat([video_values, ref_values], dim=1)
-    if strength == 1:
-        return attention(video_queries, keys, values, heads)
-    bias = reference_logit_bias(video_keys.shape[1], ref_keys.shape[1], strength, video_queries.dtype,
-                                video_queries.device)
-    return attention(video_queries, keys, values, heads, mask=bias)
+    return attend_with_reference(video_queries, keys, values, video_keys.shape[1], heads, strength, attention)

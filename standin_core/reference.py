@@ -21,7 +21,8 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from .attention import AttentionFn, restricted_attention, sdpa_attention
+from .attention import (AttentionFn, JointKVBuffers, attend_with_reference, check_strength, restricted_attention,
+                        sdpa_attention)
 from .positions import apply_rope as default_apply_rope
 from .weights import BlockLoRA
 
@@ -56,20 +57,26 @@ def zero_timestep_modulation(time_embedding: Callable, time_projection: Callable
 
 
 def project_qkv(self_attn, x: torch.Tensor, rotations: torch.Tensor, heads: int, lora: Optional[BlockLoRA] = None,
-                apply_rope: Callable = default_apply_rope) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                apply_rope: Callable = default_apply_rope, need_queries: bool = True
+                ) -> tuple[Optional[torch.Tensor], torch.Tensor, torch.Tensor]:
     """q, k (normed, rotated) and v of ``x`` [B, S, width] through the block's own projections.
 
     With ``lora`` the low-rank terms are added BEFORE the q/k RMS norms (as the official weights expect).
+    ``need_queries=False`` skips q (returned as None).
     """
-    batch, seq = x.shape[:2]
-    queries, keys, values = self_attn.q(x), self_attn.k(x), self_attn.v(x)
-    if lora is not None:
-        queries = queries + lora.q(x)
-        keys = keys + lora.k(x)
-        values = values + lora.v(x)
-    queries = apply_rope(self_attn.norm_q(queries).view(batch, seq, heads, -1), rotations).view(batch, seq, -1)
-    keys = apply_rope(self_attn.norm_k(keys).view(batch, seq, heads, -1), rotations).view(batch, seq, -1)
+    queries = None
+    if need_queries:
+        queries = self_attn.q(x) if lora is None else self_attn.q(x) + lora.q(x)
+        queries = _rotate(self_attn.norm_q(queries), rotations, heads, apply_rope)
+    keys = self_attn.k(x) if lora is None else self_attn.k(x) + lora.k(x)
+    keys = _rotate(self_attn.norm_k(keys), rotations, heads, apply_rope)
+    values = self_attn.v(x) if lora is None else self_attn.v(x) + lora.v(x)
     return queries, keys, values
+
+
+def _rotate(x: torch.Tensor, rotations: torch.Tensor, heads: int, apply_rope: Callable) -> torch.Tensor:
+    batch, seq = x.shape[:2]
+    return apply_rope(x.view(batch, seq, heads, -1), rotations).view(batch, seq, -1)
 
 
 def reference_block(block, ref_tokens: torch.Tensor, modulation: torch.Tensor, ref_rotations: torch.Tensor,
@@ -84,7 +91,8 @@ def reference_block(block, ref_tokens: torch.Tensor, modulation: torch.Tensor, r
     """
     shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation.chunk(6, dim=1)
     attn_in = torch.addcmul(shift_msa, block.norm1(ref_tokens), 1 + scale_msa)
-    queries, keys, values = project_qkv(block.self_attn, attn_in, ref_rotations, heads, lora, apply_rope)
+    queries, keys, values = project_qkv(block.self_attn, attn_in, ref_rotations, heads, lora, apply_rope,
+                                        need_queries=need_output)
     kv = ReferenceKV(keys, values)
     if not need_output:
         return None, kv
@@ -119,14 +127,26 @@ def build_reference_kv(blocks: Sequence, ref_tokens: torch.Tensor, zero_modulati
 
 def video_self_attention(self_attn, x: torch.Tensor, rotations: torch.Tensor, heads: int,
                          ref_kv: Optional[ReferenceKV], strength: float = 1.0,
-                         attention: AttentionFn = sdpa_attention,
-                         apply_rope: Callable = default_apply_rope) -> torch.Tensor:
+                         attention: AttentionFn = sdpa_attention, apply_rope: Callable = default_apply_rope,
+                         buffers: Optional[JointKVBuffers] = None) -> torch.Tensor:
     """The video tokens' self-attention with Stand-In: base projections, keys/values extended by the reference.
 
     With ``ref_kv=None`` or ``strength=0`` this is the model's plain self-attention, operation for operation.
+    ``buffers`` (reused across blocks and calls) avoids concatenating [video; reference] K/V in every block: the
+    video keys are rotated straight into the buffer by this package's RoPE (same arithmetic as ``apply_rope``,
+    which still rotates the queries), the values are copied in. Results are identical either way.
     """
-    queries, keys, values = project_qkv(self_attn, x, rotations, heads, None, apply_rope)
-    ref_keys = ref_kv.keys if ref_kv is not None else None
-    ref_values = ref_kv.values if ref_kv is not None else None
-    out = restricted_attention(queries, keys, values, ref_keys, ref_values, heads, strength, attention)
-    return self_attn.o(out)
+    check_strength(strength)
+    if ref_kv is None or strength == 0 or buffers is None:
+        queries, keys, values = project_qkv(self_attn, x, rotations, heads, None, apply_rope)
+        ref_keys = ref_kv.keys if ref_kv is not None else None
+        ref_values = ref_kv.values if ref_kv is not None else None
+        return self_attn.o(restricted_attention(queries, keys, values, ref_keys, ref_values, heads, strength,
+                                                attention))
+    batch, seq = x.shape[:2]
+    queries = _rotate(self_attn.norm_q(self_attn.q(x)), rotations, heads, apply_rope)
+    keys, values = buffers.prepare(batch, seq, ref_kv.keys, ref_kv.values, queries.dtype, queries.device)
+    default_apply_rope(self_attn.norm_k(self_attn.k(x)).view(batch, seq, heads, -1), rotations,
+                       out=keys[:, :seq].view(batch, seq, heads, -1))
+    values[:, :seq].copy_(self_attn.v(x))
+    return self_attn.o(attend_with_reference(queries, keys, values, seq, heads, strength, attention))

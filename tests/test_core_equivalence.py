@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from naive_wan import NaiveWan
-from standin_core import (ReferenceKVCache, CacheKey, build_reference_kv, reference_positions, rope_rotations,
+from standin_core import (JointKVBuffers, ReferenceKVCache, CacheKey, build_reference_kv, reference_positions, rope_rotations,
                           standin_weights_from_state_dict, tensor_fingerprint, token_grid, video_positions,
                           video_self_attention, zero_timestep_modulation)
 
@@ -37,14 +37,14 @@ def reference_kv(model, latent_shape, ref_latent, weights):
     return build_reference_kv(model.blocks, ref_tokens, zero_mod, ref_rot, weights.blocks, model.heads)
 
 
-def two_pass(model, latent, t, context, ref_latent, weights, strength=1.0, kv=None):
+def two_pass(model, latent, t, context, ref_latent, weights, strength=1.0, kv=None, buffers=None):
     """Stand-In as the pack runs it: reference K/V once, then the model's own forward with patched self-attention."""
     if kv is None:
         kv = reference_kv(model, latent.shape, ref_latent, weights)
     video_rot = rope_rotations(video_positions(*token_grid(latent.shape[2:])), model.dim // model.heads)
 
     def patched(i, block, h, grid):
-        return video_self_attention(block.self_attn, h, video_rot, model.heads, kv[i], strength)
+        return video_self_attention(block.self_attn, h, video_rot, model.heads, kv[i], strength, buffers=buffers)
 
     return model.forward_video(latent, t, context, patched)
 
@@ -56,8 +56,9 @@ CASES = [  # (batch, latent T, H, W), reference latent (H, W): odd token grids, 
 ]
 
 
+@pytest.mark.parametrize("use_buffers", [False, True], ids=["concat", "buffers"])
 @pytest.mark.parametrize("latent_shape,ref_hw", CASES)
-def test_two_pass_equals_joint_sequence(latent_shape, ref_hw):
+def test_two_pass_equals_joint_sequence(latent_shape, ref_hw, use_buffers):
     batch, frames, height, width = latent_shape
     model = NaiveWan(depth=3)
     weights, sd = random_standin_weights(model.dim, 3)
@@ -68,7 +69,7 @@ def test_two_pass_equals_joint_sequence(latent_shape, ref_hw):
     context = torch.randn(batch, 5, 24, generator=gen)
 
     joint = model.joint_forward(latent, t, context, ref_latent, naive_loras(sd, 3))
-    ours = two_pass(model, latent, t, context, ref_latent, weights)
+    ours = two_pass(model, latent, t, context, ref_latent, weights, buffers=JointKVBuffers() if use_buffers else None)
     base = model.forward_video(latent, t, context)
 
     assert ours.shape == joint.shape == latent.shape
@@ -152,3 +153,22 @@ def test_cached_and_uncached_sampling_are_bit_identical():
     assert torch.equal(a, b)
     assert (cached.builds, cached.hits) == (1, 3)
     assert (uncached.builds, uncached.hits) == (4, 0)
+
+
+def test_buffered_video_pass_is_bit_identical_to_concatenation():
+    """The reusable K/V buffers change nothing: same bits as torch.cat, across blocks, batch sizes and strengths."""
+    model = NaiveWan(depth=3)
+    weights, _ = random_standin_weights(model.dim, 3)
+    gen = torch.Generator().manual_seed(4)
+    ref_latent = torch.randn(1, 16, 1, 6, 10, generator=gen)
+    buffers = JointKVBuffers()
+    for batch, frames, strength in ((2, 2, 1.0), (1, 3, 1.0), (2, 2, 0.4), (3, 1, 2.0)):
+        latent = torch.randn(batch, 16, frames, 8, 8, generator=gen)
+        t, context = torch.full((batch,), 600.0), torch.randn(batch, 5, 24, generator=gen)
+        kv = reference_kv(model, latent.shape, ref_latent, weights)
+        concat = two_pass(model, latent, t, context, ref_latent, weights, strength, kv=kv)
+        buffered = two_pass(model, latent, t, context, ref_latent, weights, strength, kv=kv, buffers=buffers)
+        assert torch.equal(concat, buffered)
+        assert buffers.keys.shape == (batch, frames * 16 + 15, model.dim)
+    buffers.release()
+    assert buffers.keys is None
