@@ -9,11 +9,14 @@ size, and the analytic figures of :mod:`benchmarks.analytic` for the configurati
     .venv/bin/python -m benchmarks.standin_bench                      # CPU, reduced shape, paper's R/S ratio
     python3 -m benchmarks.standin_bench --device cuda --dtype bf16 --paper-shape   # Wan2.1 14B shape on a GPU
 
-The model is :class:`benchmarks.wan_like.WanLike` (ComfyUI's Wan attribute names, random weights); the Stand-In
-path is the core itself: :func:`standin_core.reference.video_self_attention` for the video tokens, and
-:func:`standin_core.reference.build_reference_kv` behind :class:`standin_core.cache.ReferenceKVCache` for the
-reference pass. ``--kv-layout prealloc`` adds a fourth variant, a prototype of a cheaper exact cached path (see
-:mod:`benchmarks.prealloc`).
+    COMFYUI_PATH=/path/to/ComfyUI python -m benchmarks.standin_bench --comfyui ...      # ComfyUI's real WanModel
+
+The model is :class:`benchmarks.wan_like.WanLike` (ComfyUI's Wan attribute names, random weights) and the Stand-In
+path is the core as the pack runs it: :func:`standin_core.reference.video_self_attention` with the reusable
+[video; reference] K/V buffers, and :func:`standin_core.reference.build_reference_kv` behind
+:class:`standin_core.cache.ReferenceKVCache`. With ``--comfyui`` the model is ComfyUI's own ``WanModel`` and the
+Stand-In path is the pack's ComfyUI glue itself (:mod:`benchmarks.comfy_model`). ``--with-concat`` adds a fourth
+variant: the cached path with a ``torch.cat`` of the K/V in every block instead of the buffers (what it saves).
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ if __package__ in (None, ""):  # `python benchmarks/standin_bench.py`
 
 import torch
 
+from standin_core.attention import JointKVBuffers, sdpa_attention
 from standin_core.cache import CacheKey, ReferenceKVCache, tensor_fingerprint
 from standin_core.positions import reference_positions, rope_rotations, video_positions
 from standin_core.reference import build_reference_kv, video_self_attention, zero_timestep_modulation
@@ -209,13 +213,13 @@ class Sampler:
     """One variant's sampling run (Euler, cfg with cond+uncond batched), advanced one call at a time so the
     variants can be interleaved call by call."""
 
-    def __init__(self, s: Setup, variant: str, prototype=None):
-        self.s, self.variant, self.prototype = s, variant, prototype
+    def __init__(self, s: Setup, variant: str):
+        self.s, self.variant = s, variant
         self.cache = None
         if variant != "base":
             self.cache = ReferenceKVCache(mode="off" if variant == "uncached" else "on")
+        self.buffers = None if variant in ("base", "concat") else JointKVBuffers()
         self.x = s.latent.clone()
-        self.buffers: dict = {}  # prealloc prototype: its K/V buffers for this run
         self.wall: list[float] = []
         self.cpu: list[float] = []
         self.cache_bytes = 0
@@ -234,11 +238,9 @@ class Sampler:
             attention = base_self_attention
         else:
             kv = self.cache.get_or_build(s.cache_key, lambda: reference_pass(s), device=device)
-            if self.variant == "prealloc":
-                attention = self.prototype.attention_for(kv, s, self.buffers)
-            else:
-                def attention(i, sa, h, freqs, kv=kv):
-                    return video_self_attention(sa, h, freqs, sa.heads, kv[i])
+
+            def attention(i, sa, h, freqs, kv=kv):
+                return video_self_attention(sa, h, freqs, sa.heads, kv[i], buffers=self.buffers)
         timestep = (sigma * 1000).expand(2)
         out = s.model(self.x.expand(2, -1, -1, -1, -1), timestep, s.context, s.video_rot, attention).float()
         uncond, cond = out.chunk(2)
@@ -254,12 +256,13 @@ class Sampler:
             self.cache_bytes = self.cache.nbytes
             self.counts = (self.cache.builds, self.cache.hits)
             self.cache.clear()  # sampling ended: the cache is freed
-        self.buffers.clear()
+        if self.buffers is not None:
+            self.buffers.release()
 
 
-def run_round(s: Setup, variants: list[str], rotate: int, prototype=None) -> dict:
-    """All variants sample side by side: at every step each variant makes its call (order rotated per round)."""
-    samplers = {v: Sampler(s, v, prototype) for v in variants}
+def run_round(make_sampler, variants: list[str], rotate: int) -> dict:
+    """All variants sample side by side: at every step each variant makes its call (order rotated per step)."""
+    samplers = {v: make_sampler(v) for v in variants}
     for step in range(samplers[variants[0]].steps):
         k = (rotate + step) % len(variants)
         for v in variants[k:] + variants[:k]:
@@ -267,34 +270,33 @@ def run_round(s: Setup, variants: list[str], rotate: int, prototype=None) -> dic
     return samplers
 
 
-def attention_kernel_floor(s: Setup, reps: int) -> dict:
+def attention_kernel_floor(cfg: dict, device: torch.device, dtype: torch.dtype, reps: int) -> dict:
     """Time the attention kernel alone over S keys and over S + R keys (interleaved), and the K/V concatenation."""
-    from standin_core.attention import sdpa_attention
-    cfgd = s.model
-    batch, seq, width = 2, s.video_rot.shape[1], cfgd.dim
-    refs = s.ref_rot.shape[1]
-    q = torch.randn(batch, seq, width, device=s.device, dtype=s.dtype)
-    k = torch.randn(batch, seq, width, device=s.device, dtype=s.dtype)
+    batch, width, heads = 2, cfg["dim"], cfg["heads"]
+    seq = cfg["frames"] * cfg["height"] * cfg["width"]
+    refs = cfg["ref_height"] * cfg["ref_width"]
+    q = torch.randn(batch, seq, width, device=device, dtype=dtype)
+    k = torch.randn(batch, seq, width, device=device, dtype=dtype)
     v = torch.randn_like(k)
-    rk = torch.randn(1, refs, width, device=s.device, dtype=s.dtype)
+    rk = torch.randn(1, refs, width, device=device, dtype=dtype)
     rv = torch.randn_like(rk)
     kk = torch.cat([k, rk.expand(batch, -1, -1)], 1)
     vv = torch.cat([v, rv.expand(batch, -1, -1)], 1)
     plain, extended, concat = [], [], []
 
     def timed(fn):
-        sync(s.device)
+        sync(device)
         t0 = time.perf_counter()
         fn()
-        sync(s.device)
+        sync(device)
         return time.perf_counter() - t0
 
     for _ in range(2):  # warmup
-        sdpa_attention(q, k, v, cfgd.heads)
-        sdpa_attention(q, kk, vv, cfgd.heads)
+        sdpa_attention(q, k, v, heads)
+        sdpa_attention(q, kk, vv, heads)
     for _ in range(reps):
-        plain.append(timed(lambda: sdpa_attention(q, k, v, cfgd.heads)))
-        extended.append(timed(lambda: sdpa_attention(q, kk, vv, cfgd.heads)))
+        plain.append(timed(lambda: sdpa_attention(q, k, v, heads)))
+        extended.append(timed(lambda: sdpa_attention(q, kk, vv, heads)))
         concat.append(timed(lambda: (torch.cat([k, rk.expand(batch, -1, -1)], 1),
                                      torch.cat([v, rv.expand(batch, -1, -1)], 1))))
     return {"attention_s": statistics.median(plain), "attention_s_plus_r": statistics.median(extended),
@@ -341,8 +343,10 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default 1 on CPU: on a shared 2-core machine a second thread is no faster "
                         "and makes the timings noisier)")
-    p.add_argument("--kv-layout", default="cat", choices=("cat", "prealloc"),
-                   help="'prealloc' also times the prototype cached path of benchmarks/prealloc.py")
+    p.add_argument("--with-concat", action="store_true",
+                   help="also time the cached path with a torch.cat of the K/V per block (instead of the buffers)")
+    p.add_argument("--comfyui", action="store_true",
+                   help="time ComfyUI's real WanModel with the pack's ComfyUI glue (needs COMFYUI_PATH)")
     p.add_argument("--kernel-reps", type=int, default=5, help="repetitions of the isolated attention timing")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     return p.parse_args(argv)
@@ -391,25 +395,32 @@ def main(argv=None) -> int:
     result = Result(device=device_name(device), device_type=device.type, command=command.strip(), config=cfg, dtype=dtype_name,
                     analytic=ana)
 
-    prototype = None
-    variants = ["base", "cached", "uncached"]
-    if args.kv_layout == "prealloc":
-        from . import prealloc as prototype
-        variants.append("prealloc")
+    variants = ["base", "cached", "uncached"] + (["concat"] if args.with_concat else [])
+    if args.comfyui and args.with_concat:
+        raise SystemExit("--with-concat times the core path; it is not available with --comfyui")
 
     with torch.inference_mode():
-        s = build_setup(cfg, device, dtype)
-        if prototype is not None:
-            prototype.check_exact(s, reference_pass(s))
+        if args.comfyui:
+            from .comfy_model import ComfySampler, build_comfy_setup
+            s = build_comfy_setup(cfg, device, dtype)
+            result.device += f"; ComfyUI {s.version} WanModel + the pack's nodes/patching.py"
+
+            def make_sampler(variant):
+                return ComfySampler(s, variant)
+        else:
+            s = build_setup(cfg, device, dtype)
+
+            def make_sampler(variant):
+                return Sampler(s, variant)
         rounds = []
         memory = {}
         for r in range(args.warmup):
-            samplers = run_round(s, variants, r, prototype)
+            samplers = run_round(make_sampler, variants, r)
             log.info("warmup round %d/%d: %s", r + 1, args.warmup,
                      ", ".join(f"{v} {sum(samplers[v].wall):.2f}s" for v in variants))
         for variant in variants:  # memory: one untimed run per variant, alone (the peak is per region)
             with PeakMemory(device) as mem:
-                sampler = Sampler(s, variant, prototype)
+                sampler = make_sampler(variant)
                 for step in range(sampler.steps):
                     sampler.call(step)
             memory[variant] = {"peak": mem.peak, "delta": mem.delta}
@@ -420,11 +431,11 @@ def main(argv=None) -> int:
                 result.measured[f"{variant}_builds_hits"] = sampler.counts
             log.info("memory run %s: %.2f s, peak %s", variant, sum(sampler.wall), fmt_bytes(mem.peak))
         for r in range(cfg["rounds"]):
-            samplers = run_round(s, variants, args.warmup + r, prototype)
+            samplers = run_round(make_sampler, variants, args.warmup + r)
             rounds.append(samplers)
             log.info("round %d/%d: %s", r + 1, cfg["rounds"],
                      ", ".join(f"{v} {sum(samplers[v].wall):.2f}s" for v in variants))
-        kernel = attention_kernel_floor(s, args.kernel_reps)
+        kernel = attention_kernel_floor(cfg, device, dtype, args.kernel_reps)
 
     m = result.measured
     clocks = ("wall", "cpu") if device.type == "cpu" else ("wall",)
@@ -494,7 +505,7 @@ def report(result: Result, shape, work, variants) -> list[str]:
         for v in variants[1:]:
             run, steady = mc[v]["run"], mc[v]["steady"]
             label = {"cached": "Stand-In cached", "uncached": "Stand-In uncached",
-                     "prealloc": "Stand-In cached, prealloc proto"}[v]
+                     "concat": "Stand-In cached, torch.cat K/V"}[v]
             lines.append(f"  {label:31s} run {pct(run['median'])} [{pct(run['min'])}, {pct(run['max'])}]  "
                          f"steady call {pct(steady['median'])} [IQR {pct(steady['q1'])}, {pct(steady['q3'])}]")
     k = m["kernel"]

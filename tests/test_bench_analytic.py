@@ -75,7 +75,7 @@ def test_timing_script_smoke(capsys):
     from benchmarks import standin_bench
     argv = ["--dim", "64", "--heads", "1", "--ffn", "96", "--depth", "2", "--frames", "2", "--height", "4",
             "--width", "8", "--ref-height", "1", "--ref-width", "2", "--text-len", "5", "--rank", "4",
-            "--steps", "2", "--rounds", "1", "--warmup", "0", "--kernel-reps", "1", "--kv-layout", "prealloc"]
+            "--steps", "2", "--rounds", "1", "--warmup", "0", "--kernel-reps", "1", "--with-concat"]
     assert standin_bench.main(argv) == 0
     out = capsys.readouterr().out
     for needle in ("cached overhead", "uncached overhead", "floor", "K/V cache", "peak memory", "machine:"):

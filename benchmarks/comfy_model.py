@@ -1,0 +1,150 @@
+"""``standin_bench --comfyui``: ComfyUI's real ``WanModel`` with the pack's own ComfyUI glue.
+
+The model is built with ComfyUI's classes at the requested shape (random weights, straight on the device), and each
+Stand-In variant runs exactly what the pack installs on a MODEL: the per-block :class:`VideoSelfAttention` object
+patches (set as the blocks' ``self_attn.forward``, which is what ComfyUI's object patching does) and the
+:class:`ReferencePass` DIFFUSION_MODEL wrapper, with a per-run :class:`RunState` (its cache, its K/V buffers) as
+the OUTER_SAMPLE wrapper makes it. The base variant runs the untouched model. Sampling is an Euler loop calling the
+diffusion model as ComfyUI's ``apply_model`` does, cond and uncond batched.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from comfy_boot import import_comfyui, load_pack  # noqa: E402
+
+from standin_core.cache import ReferenceKVCache, tensor_fingerprint  # noqa: E402
+
+
+@dataclass
+class ComfySetup:
+    model: torch.nn.Module
+    patches: list
+    wrapper: object
+    patching: object
+    latent: torch.Tensor
+    context: torch.Tensor
+    sigmas: torch.Tensor
+    device: torch.device
+    dtype: torch.dtype
+    version: str
+    cfg: float = 5.0
+
+
+def build_comfy_setup(cfg: dict, device: torch.device, dtype: torch.dtype) -> ComfySetup:
+    path = os.environ.get("COMFYUI_PATH")
+    if not path:
+        raise SystemExit("--comfyui needs COMFYUI_PATH pointing at a ComfyUI checkout")
+    import_comfyui(path, (("--cpu",) if device.type == "cpu" else ()) + ("--use-pytorch-cross-attention",))
+    load_pack()
+    import comfy.ops
+    from comfy.ldm.wan.model import WanModel
+    patching = importlib.import_module("standin_pack.nodes.patching")
+    weights_mod = importlib.import_module("standin_pack.standin_core.weights")
+    version = _comfy_version(path)
+
+    torch.manual_seed(0)
+    model = WanModel(model_type="t2v", patch_size=(1, 2, 2), text_len=512, in_dim=16, dim=cfg["dim"],
+                     ffn_dim=cfg["ffn"], freq_dim=256, text_dim=4096, out_dim=16, num_heads=cfg["heads"],
+                     num_layers=cfg["depth"], cross_attn_norm=True, eps=1e-6,
+                     operations=comfy.ops.disable_weight_init, device=device, dtype=dtype).eval()
+    model.requires_grad_(False)
+    for name, param in model.named_parameters():  # ComfyUI leaves parameters uninitialised
+        if name.endswith("norm_q.weight") or name.endswith("norm_k.weight") or name.endswith("norm3.weight"):
+            param.fill_(1.0)
+        else:
+            param.normal_(0.0, 0.02)
+
+    gen = torch.Generator().manual_seed(1)  # Stand-In weights as a loaded file gives them: float32, on the CPU
+
+    def lowrank():
+        down = torch.randn(cfg["rank"], cfg["dim"], generator=gen) / math.sqrt(cfg["dim"])
+        up = torch.randn(cfg["dim"], cfg["rank"], generator=gen) * 0.01 / math.sqrt(cfg["rank"])
+        return weights_mod.LowRank(down, up)
+
+    weights = weights_mod.StandInWeights(
+        [weights_mod.BlockLoRA(lowrank(), lowrank(), lowrank()) for _ in range(cfg["depth"])], source="<random>")
+    reference = torch.randn(1, 16, 1, 2 * cfg["ref_height"], 2 * cfg["ref_width"], generator=gen)
+    settings = patching.StandInSettings(weights, reference, tensor_fingerprint(reference), 1.0, 0.0, 1.0)
+    patches = [patching.VideoSelfAttention(block.self_attn, i) for i, block in enumerate(model.blocks)]
+    latent = torch.randn(1, 16, cfg["frames"], 2 * cfg["height"], 2 * cfg["width"], device=device, dtype=dtype)
+    context = torch.randn(2, cfg["text_len"], 4096, device=device, dtype=dtype)
+    sigmas = torch.linspace(1.0, 0.0, cfg["steps"] + 1, device=device)
+    return ComfySetup(model, patches, patching.ReferencePass(settings), patching, latent, context, sigmas, device,
+                      dtype, version)
+
+
+def _comfy_version(path: str) -> str:
+    try:
+        for line in (Path(path) / "comfyui_version.py").read_text().splitlines():
+            if line.startswith("__version__"):
+                return line.split("=", 1)[1].strip().strip("\"'")
+    except OSError:
+        pass
+    return "(unknown version)"
+
+
+class ComfySampler:
+    """One variant's sampling run on ComfyUI's WanModel, one model call at a time (same interface as Sampler)."""
+
+    def __init__(self, s: ComfySetup, variant: str):
+        self.s, self.variant = s, variant
+        self.run = None
+        if variant != "base":
+            mode = "off" if variant == "uncached" else "on"
+            self.run = s.patching.RunState(ReferenceKVCache(mode), math.inf, 0.0, model_state=None)
+        self.x = s.latent.clone()
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+        self.cache_bytes = 0
+        self.counts = (0, 0)
+
+    @property
+    def steps(self) -> int:
+        return len(self.s.sigmas) - 1
+
+    def _install(self, on: bool) -> None:
+        for block, patch in zip(self.s.model.blocks, self.s.patches):
+            if on:
+                block.self_attn.forward = patch
+            else:
+                block.self_attn.__dict__.pop("forward", None)
+
+    def call(self, step: int) -> None:
+        s = self.s
+        sigma, sigma_next = s.sigmas[step], s.sigmas[step + 1]
+        self._install(self.run is not None)
+        options = {}
+        if self.run is not None:
+            options = {"wrappers": {"diffusion_model": {"standin": [s.wrapper]}},
+                       s.patching.RUN_KEY: self.run, "sigmas": sigma.expand(2)}
+        timestep = (sigma * 1000).expand(2)
+        x = self.x.expand(2, -1, -1, -1, -1)
+        if s.device.type == "cuda":
+            torch.cuda.synchronize(s.device)
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = s.model(x, timestep, s.context, transformer_options=options).float()
+        uncond, cond = out.chunk(2)
+        self.x = (self.x.float() + (sigma_next - sigma) * (uncond + s.cfg * (cond - uncond))).to(s.dtype)
+        if s.device.type == "cuda":
+            torch.cuda.synchronize(s.device)
+        self.wall.append(time.perf_counter() - t0)
+        self.cpu.append(time.process_time() - c0)
+        if step == self.steps - 1:
+            self.finish()
+
+    def finish(self) -> None:
+        if self.run is not None:
+            self.cache_bytes = self.run.cache.nbytes
+            self.counts = (self.run.cache.builds, self.run.cache.hits)
+            self.run.release()  # what the OUTER_SAMPLE wrapper does when sampling ends
+        self._install(False)
