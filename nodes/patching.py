@@ -23,6 +23,7 @@ import comfy.ldm.common_dit
 import comfy.ldm.wan.model as wan
 import comfy.model_management
 import comfy.model_patcher
+import comfy.ops
 import comfy.patcher_extension
 
 from ..standin_core import (CacheKey, JointKVBuffers, ReferenceKV, ReferenceKVCache, StandInWeights,
@@ -203,7 +204,36 @@ class VideoSelfAttention:
             return type(self.self_attn).forward(self.self_attn, x, freqs, transformer_options=transformer_options)
         return video_self_attention(self.self_attn, x, freqs, self.self_attn.num_heads, call.kv[self.index],
                                     call.strength, comfy_attention(transformer_options), wan.apply_rope1,
-                                    buffers=call.buffers)
+                                    buffers=call.buffers, linear_into=comfy_linear_into)
+
+
+_PLAIN_LINEAR_FORWARDS = {torch.nn.Linear.forward, comfy.ops.disable_weight_init.Linear.forward,
+                          comfy.ops.manual_cast.Linear.forward}
+
+
+def comfy_linear_into(linear: torch.nn.Module, x: torch.Tensor, out: torch.Tensor) -> None:
+    """``out[...] = linear(x)``, computed straight into ``out`` (the K/V buffer) when ``linear`` is a plain layer.
+
+    Plain: ComfyUI's (or torch's) Linear with its weights already in x's dtype and device and nothing to cast or
+    patch at call time (no lowvram casting, no weight functions, no quantised tensor). Then one matmul per batch
+    row writes into the buffer, saving a full copy of the video values. Anything else runs the layer and copies.
+    """
+    weight, bias = linear.weight, linear.bias
+    plain = (type(linear).forward in _PLAIN_LINEAR_FORWARDS
+             and not getattr(linear, "comfy_cast_weights", False)
+             and not getattr(linear, "weight_function", None) and not getattr(linear, "bias_function", None)
+             and type(weight) is torch.nn.Parameter and weight.dtype == x.dtype and weight.device == x.device
+             and (bias is None or (type(bias) is torch.nn.Parameter and bias.dtype == x.dtype))
+             and x.is_contiguous() and x.ndim == 3
+             and not (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad)))
+    if not plain:
+        out.copy_(linear(x))
+        return
+    for row in range(x.shape[0]):
+        if bias is None:
+            torch.mm(x[row], weight.t(), out=out[row])
+        else:
+            torch.addmm(bias, x[row], weight.t(), out=out[row])
 
 
 def comfy_attention(transformer_options: dict):

@@ -84,11 +84,13 @@ def rope_rotations(positions: torch.Tensor, head_dim: int, theta: float = ROPE_T
 def apply_rope(x: torch.Tensor, rotations: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Rotate channel pairs of ``x`` [B, L, heads, head_dim] by ``rotations`` [1, L, 1, head_dim/2, 2, 2].
 
-    Computed in the table's dtype (float32) and returned in x's dtype, or written into ``out`` (same shape as x, any
-    float dtype, may be a strided view such as the first rows of a larger buffer) and returned.
+    Computed in the table's dtype (float32, one product then one in-place multiply-add: the arithmetic of ComfyUI's
+    own fallback RoPE) and returned in x's dtype, or written into ``out`` (same shape as x, any float dtype, may be a
+    strided view such as the first rows of a larger buffer) and returned. Both give the same bits.
     """
     pairs = x.to(rotations.dtype).reshape(*x.shape[:-1], -1, 1, 2)
-    first, second = rotations[..., 0] * pairs[..., 0], rotations[..., 1] * pairs[..., 1]
+    rotated = rotations[..., 0] * pairs[..., 0]
+    rotated.addcmul_(rotations[..., 1], pairs[..., 1])
     if out is not None:
-        return torch.add(first, second, out=out.view(*x.shape[:-1], -1, 2)).view(x.shape)
-    return (first + second).reshape(x.shape).type_as(x)
+        return out.copy_(rotated.view(x.shape))
+    return rotated.reshape(x.shape).type_as(x)

@@ -128,13 +128,15 @@ def build_reference_kv(blocks: Sequence, ref_tokens: torch.Tensor, zero_modulati
 def video_self_attention(self_attn, x: torch.Tensor, rotations: torch.Tensor, heads: int,
                          ref_kv: Optional[ReferenceKV], strength: float = 1.0,
                          attention: AttentionFn = sdpa_attention, apply_rope: Callable = default_apply_rope,
-                         buffers: Optional[JointKVBuffers] = None) -> torch.Tensor:
+                         buffers: Optional[JointKVBuffers] = None,
+                         linear_into: Optional[Callable] = None) -> torch.Tensor:
     """The video tokens' self-attention with Stand-In: base projections, keys/values extended by the reference.
 
     With ``ref_kv=None`` or ``strength=0`` this is the model's plain self-attention, operation for operation.
     ``buffers`` (reused across blocks and calls) avoids concatenating [video; reference] K/V in every block: the
-    video keys are rotated straight into the buffer by this package's RoPE (same arithmetic as ``apply_rope``,
-    which still rotates the queries), the values are copied in. Results are identical either way.
+    video keys are rotated straight into the buffer by this package's RoPE (``apply_rope`` still rotates the
+    queries), the values are written by ``linear_into(self_attn.v, x, out)`` (default: ``v(x)`` copied in; a caller
+    that knows its layers can compute straight into ``out``).
     """
     check_strength(strength)
     if ref_kv is None or strength == 0 or buffers is None:
@@ -148,5 +150,10 @@ def video_self_attention(self_attn, x: torch.Tensor, rotations: torch.Tensor, he
     keys, values = buffers.prepare(batch, seq, ref_kv.keys, ref_kv.values, queries.dtype, queries.device)
     default_apply_rope(self_attn.norm_k(self_attn.k(x)).view(batch, seq, heads, -1), rotations,
                        out=keys[:, :seq].view(batch, seq, heads, -1))
-    values[:, :seq].copy_(self_attn.v(x))
+    (linear_into or copy_linear_into)(self_attn.v, x, values[:, :seq])
     return self_attn.o(attend_with_reference(queries, keys, values, seq, heads, strength, attention))
+
+
+def copy_linear_into(linear: Callable, x: torch.Tensor, out: torch.Tensor) -> None:
+    """``out[...] = linear(x)``."""
+    out.copy_(linear(x))

@@ -263,3 +263,32 @@ def test_cache_node_states_size(env):
     info = env.cache.StandInKVCache.execute(patched, "on").args[1]
     # 3 blocks x (K and V) x 15 reference tokens (6x10 latent -> 3x5) x width 256 x 4 bytes = 92,160 B
     assert "90.00 KiB" in info and "on the compute device" in info
+
+
+def test_linear_into_writes_the_buffer_directly_for_plain_layers(env, monkeypatch):
+    import comfy.ops
+    gen = torch.Generator().manual_seed(0)
+    layer = comfy.ops.disable_weight_init.Linear(8, 6)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(6, 8, generator=gen))
+        layer.bias.copy_(torch.randn(6, generator=gen))
+    x = torch.randn(2, 5, 8, generator=gen)
+    calls = []
+    real_addmm = torch.addmm
+    monkeypatch.setattr(torch, "addmm", lambda *a, **k: calls.append(1) or real_addmm(*a, **k))
+
+    def fill(grad):
+        buffer = torch.full((2, 7, 6), 3.0)
+        with torch.set_grad_enabled(grad):
+            env.patching.comfy_linear_into(layer, x, buffer[:, :5])
+        assert (buffer[:, 5:] == 3.0).all()  # the reference rows are left alone
+        return buffer[:, :5]
+
+    with torch.no_grad():
+        expected = layer(x)
+    assert torch.allclose(fill(grad=False), expected, atol=1e-6)
+    assert len(calls) == 2  # one matmul per batch row, straight into the buffer
+    calls.clear()
+    assert torch.equal(fill(grad=True), expected) and not calls  # autograd on: the layer itself, then a copy
+    layer.comfy_cast_weights = True  # lowvram / cast weights: the layer itself, then a copy
+    assert torch.equal(fill(grad=False), expected) and not calls
