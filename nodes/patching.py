@@ -30,6 +30,7 @@ from ..standin_core import (CacheKey, JointKVBuffers, ReferenceKV, ReferenceKVCa
                             build_reference_kv, reference_positions, tensor_fingerprint, token_grid,
                             video_self_attention, zero_timestep_modulation)
 from ..standin_core.cache import format_bytes, kv_cache_bytes
+from ..standin_core.reference import matmul_into, matmul_ready
 
 log = logging.getLogger("standin")
 
@@ -218,22 +219,12 @@ def comfy_linear_into(linear: torch.nn.Module, x: torch.Tensor, out: torch.Tenso
     patch at call time (no lowvram casting, no weight functions, no quantised tensor). Then one matmul per batch
     row writes into the buffer, saving a full copy of the video values. Anything else runs the layer and copies.
     """
-    weight, bias = linear.weight, linear.bias
-    plain = (type(linear).forward in _PLAIN_LINEAR_FORWARDS
-             and not getattr(linear, "comfy_cast_weights", False)
-             and not getattr(linear, "weight_function", None) and not getattr(linear, "bias_function", None)
-             and type(weight) is torch.nn.Parameter and weight.dtype == x.dtype and weight.device == x.device
-             and (bias is None or (type(bias) is torch.nn.Parameter and bias.dtype == x.dtype))
-             and x.is_contiguous() and x.ndim == 3
-             and not (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad)))
-    if not plain:
+    if (type(linear).forward in _PLAIN_LINEAR_FORWARDS and not getattr(linear, "comfy_cast_weights", False)
+            and not getattr(linear, "weight_function", None) and not getattr(linear, "bias_function", None)
+            and matmul_ready(linear.weight, linear.bias, x)):
+        matmul_into(linear.weight, linear.bias, x, out)
+    else:
         out.copy_(linear(x))
-        return
-    for row in range(x.shape[0]):
-        if bias is None:
-            torch.mm(x[row], weight.t(), out=out[row])
-        else:
-            torch.addmm(bias, x[row], weight.t(), out=out[row])
 
 
 def comfy_attention(transformer_options: dict):

@@ -136,7 +136,7 @@ def video_self_attention(self_attn, x: torch.Tensor, rotations: torch.Tensor, he
     ``buffers`` (reused across blocks and calls) avoids concatenating [video; reference] K/V in every block: the
     video keys are rotated straight into the buffer by this package's RoPE (``apply_rope`` still rotates the
     queries), the values are written by ``linear_into(self_attn.v, x, out)`` (default: ``v(x)`` copied in; a caller
-    that knows its layers can compute straight into ``out``).
+    that knows its layers can compute straight into ``out``; plain ``torch.nn.Linear`` layers are by default).
     """
     check_strength(strength)
     if ref_kv is None or strength == 0 or buffers is None:
@@ -150,10 +150,31 @@ def video_self_attention(self_attn, x: torch.Tensor, rotations: torch.Tensor, he
     keys, values = buffers.prepare(batch, seq, ref_kv.keys, ref_kv.values, queries.dtype, queries.device)
     default_apply_rope(self_attn.norm_k(self_attn.k(x)).view(batch, seq, heads, -1), rotations,
                        out=keys[:, :seq].view(batch, seq, heads, -1))
-    (linear_into or copy_linear_into)(self_attn.v, x, values[:, :seq])
+    (linear_into or default_linear_into)(self_attn.v, x, values[:, :seq])
     return self_attn.o(attend_with_reference(queries, keys, values, seq, heads, strength, attention))
 
 
-def copy_linear_into(linear: Callable, x: torch.Tensor, out: torch.Tensor) -> None:
-    """``out[...] = linear(x)``."""
-    out.copy_(linear(x))
+def default_linear_into(linear: Callable, x: torch.Tensor, out: torch.Tensor) -> None:
+    """``out[...] = linear(x)``: straight into ``out`` for a plain ``torch.nn.Linear``, else computed and copied."""
+    if isinstance(linear, torch.nn.Module) and type(linear).forward is torch.nn.Linear.forward \
+            and matmul_ready(linear.weight, linear.bias, x):
+        matmul_into(linear.weight, linear.bias, x, out)
+    else:
+        out.copy_(linear(x))
+
+
+def matmul_ready(weight: torch.Tensor, bias: Optional[torch.Tensor], x: torch.Tensor) -> bool:
+    """Whether x @ weight.T + bias can be written into a buffer with one plain matmul per batch row."""
+    return (type(weight) is torch.nn.Parameter and weight.dtype == x.dtype and weight.device == x.device
+            and (bias is None or (type(bias) is torch.nn.Parameter and bias.dtype == x.dtype))
+            and x.ndim == 3 and x.is_contiguous()
+            and not (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad)))
+
+
+def matmul_into(weight: torch.Tensor, bias: Optional[torch.Tensor], x: torch.Tensor, out: torch.Tensor) -> None:
+    """``out[b] = x[b] @ weight.T + bias`` for each batch row b (``out`` may be rows of a larger buffer)."""
+    for row in range(x.shape[0]):
+        if bias is None:
+            torch.mm(x[row], weight.t(), out=out[row])
+        else:
+            torch.addmm(bias, x[row], weight.t(), out=out[row])

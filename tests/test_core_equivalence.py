@@ -7,7 +7,12 @@ from standin_core import (JointKVBuffers, ReferenceKVCache, CacheKey, build_refe
                           standin_weights_from_state_dict, tensor_fingerprint, token_grid, video_positions,
                           video_self_attention, zero_timestep_modulation)
 
-torch.set_grad_enabled(False)
+
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    with torch.no_grad():
+        yield
 
 
 def random_standin_weights(dim, depth, rank=8, seed=1, dtype=torch.float32):
@@ -172,3 +177,18 @@ def test_buffered_video_pass_is_bit_identical_to_concatenation():
         assert buffers.keys.shape == (batch, frames * 16 + 15, model.dim)
     buffers.release()
     assert buffers.keys is None
+
+
+def test_values_go_straight_into_the_buffer_for_plain_linear_layers():
+    from standin_core.reference import default_linear_into
+    gen = torch.Generator().manual_seed(0)
+    layer = torch.nn.Linear(8, 6)
+    x = torch.randn(2, 5, 8, generator=gen)
+    buffer = torch.full((2, 7, 6), 3.0)
+    with torch.no_grad():
+        expected = x @ layer.weight.T + layer.bias
+        default_linear_into(layer, x, buffer[:, :5])
+    assert torch.allclose(buffer[:, :5], expected, atol=1e-6) and (buffer[:, 5:] == 3.0).all()
+    with torch.no_grad():  # anything else (here a Sequential wrapping the layer): computed, then copied
+        default_linear_into(torch.nn.Sequential(layer), x, buffer[:, :5])
+    assert torch.equal(buffer[:, :5], layer(x)) and (buffer[:, 5:] == 3.0).all()
