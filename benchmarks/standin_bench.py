@@ -218,7 +218,7 @@ class Sampler:
         self.cache = None
         if variant != "base":
             self.cache = ReferenceKVCache(mode="off" if variant == "uncached" else "on")
-        self.buffers = None if variant in ("base", "concat") else JointKVBuffers()
+        self.buffers = None if variant == "concat" else JointKVBuffers()
         self.x = s.latent.clone()
         self.wall: list[float] = []
         self.cpu: list[float] = []
@@ -235,7 +235,8 @@ class Sampler:
         sync(device)
         t0, c0 = time.perf_counter(), time.process_time()
         if self.cache is None:
-            attention = base_self_attention
+            def attention(i, sa, h, freqs):
+                return base_self_attention(i, sa, h, freqs, self.buffers)
         else:
             kv = self.cache.get_or_build(s.cache_key, lambda: reference_pass(s), device=device)
 

@@ -15,8 +15,8 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from standin_core.attention import sdpa_attention
-from standin_core.reference import video_self_attention
+from standin_core.attention import JointKVBuffers, sdpa_attention
+from standin_core.reference import ReferenceKV, video_self_attention
 
 SelfAttentionFn = Callable[[int, nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -130,6 +130,15 @@ class WanLike(nn.Module):
         return x.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(b, self.out_channels, t * pt, h * ph, w * pw)
 
 
-def base_self_attention(index: int, self_attn: SelfAttention, x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-    """The model's plain self-attention: the core's video path with no reference (operation for operation)."""
-    return video_self_attention(self_attn, x, freqs, self_attn.heads, None)
+def base_self_attention(index: int, self_attn: SelfAttention, x: torch.Tensor, freqs: torch.Tensor,
+                        buffers: Optional[JointKVBuffers] = None) -> torch.Tensor:
+    """The model's plain self-attention.
+
+    With ``buffers``: the very code path Stand-In's video pass runs (K/V written into reusable buffers), with zero
+    reference tokens, so a comparison isolates what the reference adds rather than how the buffers are filled.
+    """
+    if buffers is None:
+        return video_self_attention(self_attn, x, freqs, self_attn.heads, None)
+    width = self_attn.q.weight.shape[0]
+    no_reference = ReferenceKV(x.new_empty(1, 0, width), x.new_empty(1, 0, width))
+    return video_self_attention(self_attn, x, freqs, self_attn.heads, no_reference, buffers=buffers)
