@@ -101,3 +101,22 @@ def test_standin_core_never_imports_comfyui():
             offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in COMFY_MODULES]
     assert list(CORE.rglob("*.py")), "standin_core has no modules?"
     assert offenders == []
+
+
+def test_the_pack_imports_without_comfyui(tmp_path):
+    """Outside ComfyUI the package loads (as ComfyUI's loader would load it) and registers nothing."""
+    import subprocess
+    import sys
+    repo = Path(__file__).resolve().parents[1]
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('pack', {str(repo / '__init__.py')!r}, "
+        f"submodule_search_locations=[{str(repo)!r}])\n"
+        "module = importlib.util.module_from_spec(spec); sys.modules['pack'] = module; spec.loader.exec_module(module)\n"
+        "assert not hasattr(module, 'comfy_entrypoint')\n"
+        "assert not any(name.split('.')[0] in ('comfy', 'comfy_api', 'folder_paths') for name in sys.modules)\n"
+        "import pack.standin_core\n"
+        "print('ok')\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

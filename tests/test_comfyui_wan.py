@@ -212,6 +212,41 @@ def test_cfg_one_and_batch_two(env):
     assert (ours - expected).abs().max().item() < TOL
 
 
+def test_wan22_two_experts_each_with_its_own_weights(env):
+    """Wan2.2 A14B: a high-noise and a low-noise expert, each with its own Stand-In file, sampled in two runs
+    (KSamplerAdvanced split): each run equals the joint formulation on its own expert and weights."""
+    import comfy.sample
+    from standin_pack.standin_core import standin_weights_from_state_dict
+    high = env.base
+    low = env.comfy.sd.load_diffusion_model_state_dict(tiny_wan_state_dict(seed=11))
+    low_sd = standin_state_dict_for(256, 3, seed=12)
+    low_weights = standin_weights_from_state_dict(low_sd, source="tiny-low")
+    high_standin = apply(env, high)
+    low_standin = env.apply.ApplyStandInToWanModel.execute(low, low_weights, env.ref, 1.0, 0.0, 1.0).args[0]
+    high_joint, low_joint = JointModel(env, high), JointModel(env, low)
+    low_joint.model.remove_wrappers_with_key("diffusion_model", "test_joint")
+
+    def low_wrapper(executor, x, timestep, context, clip_fea, time_dim_concat, transformer_options, **kw):
+        return joint_forward(executor.class_obj, x, timestep, context, processed_reference(env, low), low_sd)
+    low_joint.model.add_wrapper_with_key("diffusion_model", "test_joint", low_wrapper)
+
+    def two_stage(first, second):
+        positive, negative = [[env.cond, {}]], [[env.uncond, {}]]
+        with torch.inference_mode():
+            mid = comfy.sample.sample(first, env.noise, 4, 3.0, "euler", "simple", positive, negative,
+                                      torch.zeros_like(env.noise), start_step=0, last_step=2,
+                                      force_full_denoise=False, disable_pbar=True, seed=0)
+            return comfy.sample.sample(second, torch.zeros_like(env.noise), 4, 3.0, "euler", "simple", positive,
+                                       negative, mid, start_step=2, last_step=4, disable_noise=True,
+                                       disable_pbar=True, seed=0)
+
+    ours = two_stage(high_standin, low_standin)
+    expected = two_stage(high_joint.model, low_joint.model)
+    assert (ours - expected).abs().max().item() < TOL
+    swapped = two_stage(high_standin, apply(env, low))  # the high file on the low expert: a different result
+    assert (ours - swapped).abs().max().item() > 100 * TOL
+
+
 def test_different_prompt_lengths_run_separately(env):
     """cond and uncond of different lengths are two model calls; one cache still serves both."""
     import comfy.sample
