@@ -135,8 +135,9 @@ def video_self_attention(self_attn, x: torch.Tensor, rotations: torch.Tensor, he
     With ``ref_kv=None`` or ``strength=0`` this is the model's plain self-attention, operation for operation.
     ``buffers`` (reused across blocks and calls) avoids concatenating [video; reference] K/V in every block: the
     video keys are rotated straight into the buffer by this package's RoPE (``apply_rope`` still rotates the
-    queries), the values are written by ``linear_into(self_attn.v, x, out)`` (default: ``v(x)`` copied in; a caller
-    that knows its layers can compute straight into ``out``; plain ``torch.nn.Linear`` layers are by default).
+    queries), and ``linear_into(self_attn.v, x, out)`` writes the values (default :func:`default_linear_into`:
+    computed straight into the buffer for a plain ``torch.nn.Linear``, otherwise computed and copied; a caller that
+    knows its own layer types passes its own).
     """
     check_strength(strength)
     if ref_kv is None or strength == 0 or buffers is None:
