@@ -13,7 +13,6 @@ import importlib
 import math
 import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from comfy_boot import import_comfyui, load_pack  # noqa: E402
 
 from standin_core.cache import ReferenceKVCache, tensor_fingerprint  # noqa: E402
+
+from .standin_bench import TimedSampler  # noqa: E402
 
 
 @dataclass
@@ -93,24 +94,16 @@ def _comfy_version(path: str) -> str:
     return "(unknown version)"
 
 
-class ComfySampler:
-    """One variant's sampling run on ComfyUI's WanModel, one model call at a time (same interface as Sampler)."""
+class ComfySampler(TimedSampler):
+    """One variant's sampling run on ComfyUI's WanModel."""
 
     def __init__(self, s: ComfySetup, variant: str):
+        super().__init__(s.latent, s.sigmas, s.cfg, s.device)
         self.s, self.variant = s, variant
         self.run = None
         if variant != "base":
             mode = "off" if variant == "uncached" else "on"
             self.run = s.patching.RunState(ReferenceKVCache(mode), math.inf, 0.0, model_state=None)
-        self.x = s.latent.clone()
-        self.wall: list[float] = []
-        self.cpu: list[float] = []
-        self.cache_bytes = 0
-        self.counts = (0, 0)
-
-    @property
-    def steps(self) -> int:
-        return len(self.s.sigmas) - 1
 
     def _install(self, on: bool) -> None:
         for block, patch in zip(self.s.model.blocks, self.s.patches):
@@ -119,28 +112,14 @@ class ComfySampler:
             else:
                 block.self_attn.__dict__.pop("forward", None)
 
-    def call(self, step: int) -> None:
+    def model_call(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         s = self.s
-        sigma, sigma_next = s.sigmas[step], s.sigmas[step + 1]
         self._install(self.run is not None)
         options = {}
         if self.run is not None:
             options = {"wrappers": {"diffusion_model": {"standin": [s.wrapper]}},
                        s.patching.RUN_KEY: self.run, "sigmas": sigma.expand(2)}
-        timestep = (sigma * 1000).expand(2)
-        x = self.x.expand(2, -1, -1, -1, -1)
-        if s.device.type == "cuda":
-            torch.cuda.synchronize(s.device)
-        t0, c0 = time.perf_counter(), time.process_time()
-        out = s.model(x, timestep, s.context, transformer_options=options).float()
-        uncond, cond = out.chunk(2)
-        self.x = (self.x.float() + (sigma_next - sigma) * (uncond + s.cfg * (cond - uncond))).to(s.dtype)
-        if s.device.type == "cuda":
-            torch.cuda.synchronize(s.device)
-        self.wall.append(time.perf_counter() - t0)
-        self.cpu.append(time.process_time() - c0)
-        if step == self.steps - 1:
-            self.finish()
+        return s.model(x, (sigma * 1000).expand(2), s.context, transformer_options=options)
 
     def finish(self) -> None:
         if self.run is not None:

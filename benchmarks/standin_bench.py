@@ -41,6 +41,7 @@ import torch
 
 from standin_core.attention import JointKVBuffers, sdpa_attention
 from standin_core.cache import CacheKey, ReferenceKVCache, tensor_fingerprint
+from standin_core.cache import format_bytes as fmt_bytes
 from standin_core.positions import reference_positions, rope_rotations, video_positions
 from standin_core.reference import build_reference_kv, video_self_attention, zero_timestep_modulation
 from standin_core.weights import BlockLoRA, LowRank, StandInWeights
@@ -128,16 +129,6 @@ class PeakMemory:
         return False
 
 
-def fmt_bytes(n: float) -> str:
-    sign = "-" if n < 0 else ""
-    n = abs(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{sign}{n:.0f} {unit}" if unit == "B" else f"{sign}{n:.2f} {unit}"
-        n /= 1024
-    return f"{sign}{n} B"
-
-
 # ---------------------------------------------------------------- the setup
 
 @dataclass
@@ -209,17 +200,12 @@ def reference_pass(s: Setup):
     return build_reference_kv(model.blocks, ref_tokens, e0, s.ref_rot, s.loras, model.heads)
 
 
-class Sampler:
-    """One variant's sampling run (Euler, cfg with cond+uncond batched), advanced one call at a time so the
-    variants can be interleaved call by call."""
+class TimedSampler:
+    """A sampling run (Euler, cfg with cond+uncond batched) advanced one model call at a time, so the variants can
+    be interleaved call by call; every call is timed (wall and process CPU). Subclasses make the model call."""
 
-    def __init__(self, s: Setup, variant: str):
-        self.s, self.variant = s, variant
-        self.cache = None
-        if variant != "base":
-            self.cache = ReferenceKVCache(mode="off" if variant == "uncached" else "on")
-        self.buffers = None if variant == "concat" else JointKVBuffers()
-        self.x = s.latent.clone()
+    def __init__(self, latent: torch.Tensor, sigmas: torch.Tensor, cfg: float, device: torch.device):
+        self.x, self.sigmas, self.cfg, self.device = latent.clone(), sigmas, cfg, device
         self.wall: list[float] = []
         self.cpu: list[float] = []
         self.cache_bytes = 0
@@ -227,30 +213,50 @@ class Sampler:
 
     @property
     def steps(self) -> int:
-        return len(self.s.sigmas) - 1
+        return len(self.sigmas) - 1
+
+    def model_call(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def call(self, step: int) -> None:
-        s, device = self.s, self.s.device
-        sigma, sigma_next = s.sigmas[step], s.sigmas[step + 1]
-        sync(device)
+        sigma, sigma_next = self.sigmas[step], self.sigmas[step + 1]
+        sync(self.device)
         t0, c0 = time.perf_counter(), time.process_time()
-        if self.cache is None:
-            def attention(i, sa, h, freqs):
-                return base_self_attention(i, sa, h, freqs, self.buffers)
-        else:
-            kv = self.cache.get_or_build(s.cache_key, lambda: reference_pass(s), device=device)
-
-            def attention(i, sa, h, freqs, kv=kv):
-                return video_self_attention(sa, h, freqs, sa.heads, kv[i], buffers=self.buffers)
-        timestep = (sigma * 1000).expand(2)
-        out = s.model(self.x.expand(2, -1, -1, -1, -1), timestep, s.context, s.video_rot, attention).float()
+        out = self.model_call(self.x.expand(2, -1, -1, -1, -1), sigma).float()
         uncond, cond = out.chunk(2)
-        self.x = self.x + (sigma_next - sigma) * (uncond + s.cfg * (cond - uncond))
-        sync(device)
+        self.x = (self.x.float() + (sigma_next - sigma) * (uncond + self.cfg * (cond - uncond))).to(self.x.dtype)
+        sync(self.device)
         self.wall.append(time.perf_counter() - t0)
         self.cpu.append(time.process_time() - c0)
         if step == self.steps - 1:
             self.finish()
+
+    def finish(self) -> None:
+        """Sampling ended."""
+
+
+class Sampler(TimedSampler):
+    """One variant on the Wan-like stack, with the core's Stand-In path."""
+
+    def __init__(self, s: Setup, variant: str):
+        super().__init__(s.latent, s.sigmas, s.cfg, s.device)
+        self.s, self.variant = s, variant
+        self.cache = None
+        if variant != "base":
+            self.cache = ReferenceKVCache(mode="off" if variant == "uncached" else "on")
+        self.buffers = None if variant == "concat" else JointKVBuffers()
+
+    def model_call(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        s = self.s
+        if self.cache is None:
+            def attention(i, sa, h, freqs):
+                return base_self_attention(i, sa, h, freqs, self.buffers)
+        else:
+            kv = self.cache.get_or_build(s.cache_key, lambda: reference_pass(s), device=s.device)
+
+            def attention(i, sa, h, freqs, kv=kv):
+                return video_self_attention(sa, h, freqs, sa.heads, kv[i], buffers=self.buffers)
+        return s.model(x, (sigma * 1000).expand(2), s.context, s.video_rot, attention)
 
     def finish(self) -> None:
         if self.cache is not None:

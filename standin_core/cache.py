@@ -48,12 +48,13 @@ def kv_cache_bytes(depth: int, ref_tokens: int, width: int, bytes_per_value: int
     return depth * 2 * ref_tokens * width * bytes_per_value
 
 
-def format_bytes(n: int) -> str:
+def format_bytes(n: float) -> str:
+    sign, n = ("-" if n < 0 else ""), abs(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+            return f"{sign}{n:.0f} {unit}" if unit == "B" else f"{sign}{n:.2f} {unit}"
         n /= 1024
-    return f"{n} B"
+    return f"{sign}{n} B"
 
 
 class ReferenceKVCache:

@@ -81,3 +81,16 @@ def test_timing_script_smoke(capsys):
     for needle in ("cached overhead", "uncached overhead", "floor", "K/V cache", "peak memory", "machine:"):
         assert needle in out
     assert torch.is_inference_mode_enabled() is False
+
+
+@pytest.mark.comfyui
+def test_timing_script_on_comfyui_wan_model(standin_pack, capsys):
+    """--comfyui: ComfyUI's WanModel with the pack's glue; the cache builds once per cached run."""
+    from benchmarks import standin_bench
+    argv = ["--comfyui", "--dim", "256", "--heads", "2", "--ffn", "512", "--depth", "2", "--frames", "2",
+            "--height", "4", "--width", "8", "--ref-height", "2", "--ref-width", "2", "--text-len", "5", "--rank",
+            "4", "--steps", "2", "--rounds", "1", "--warmup", "0", "--kernel-reps", "1"]
+    assert standin_bench.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "WanModel + the pack's nodes/patching.py" in out
+    assert "builds/hits per run: cached (1, 1), uncached (2, 0)" in out
