@@ -34,11 +34,12 @@ def naive_loras(sd, depth):
     return [{p: lora(i, p) for p in "qkv"} for i in range(depth)]
 
 
-def reference_kv(model, latent_shape, ref_latent, weights):
+def reference_kv(model, latent_shape, ref_latent, weights, position_shift=(0.0, 0.0, 0.0)):
     ref_tokens, (_, ref_h, ref_w) = model.patchify(ref_latent)
     _, video_h, video_w = token_grid(latent_shape[2:])
     zero_mod = zero_timestep_modulation(model.time_embedding, model.time_projection, model.freq_dim, model.dim)
-    ref_rot = rope_rotations(reference_positions(ref_h, ref_w, video_h, video_w), model.dim // model.heads)
+    positions = reference_positions(ref_h, ref_w, video_h, video_w) + torch.tensor(position_shift)
+    ref_rot = rope_rotations(positions, model.dim // model.heads)
     return build_reference_kv(model.blocks, ref_tokens, zero_mod, ref_rot, weights.blocks, model.heads)
 
 
@@ -92,10 +93,7 @@ def test_reference_position_offset_matters():
     t, context = torch.tensor([500.0]), torch.randn(1, 4, 24, generator=gen)
     joint = model.joint_forward(latent, t, context, ref_latent, naive_loras(sd, 2))
 
-    ref_tokens, _ = model.patchify(ref_latent)
-    zero_mod = zero_timestep_modulation(model.time_embedding, model.time_projection, model.freq_dim, model.dim)
-    shifted = reference_positions(4, 4, 4, 4) + torch.tensor([0.0, 1.0, 1.0])
-    kv = build_reference_kv(model.blocks, ref_tokens, zero_mod, rope_rotations(shifted, 32), weights.blocks, 2)
+    kv = reference_kv(model, latent.shape, ref_latent, weights, position_shift=(0.0, 1.0, 1.0))
     off_by_one = two_pass(model, latent, t, context, ref_latent, weights, kv=kv)
     assert (off_by_one - joint).abs().max().item() > 1e-4
 
