@@ -1,12 +1,13 @@
 """Stand-In identity control for ComfyUI's native Wan video models.
 
-Inside ComfyUI this registers the pack's nodes through ``comfy_entrypoint`` (the V3 node API). Outside ComfyUI
-(tests, the command-line demo, benchmarks) importing the package registers nothing and needs nothing from ComfyUI:
-the method lives in :mod:`standin_core`, which never imports ComfyUI.
+ComfyUI's loader calls :func:`comfy_entrypoint` (the V3 node API), which imports the nodes and registers the
+pack's model folders. Importing the package itself imports nothing from ComfyUI and registers nothing, so tests,
+scripts and benchmarks use :mod:`.standin_core` (the method, pure torch) without a ComfyUI tree.
 """
-import importlib.util
-
 WEB_DIRECTORY = None
 
-if importlib.util.find_spec("comfy_api") is not None:
-    from .nodes import comfy_entrypoint  # noqa: F401  (ComfyUI's loader looks this name up)
+
+async def comfy_entrypoint():
+    """The pack's ComfyExtension (ComfyUI awaits this when it loads custom nodes)."""
+    from .nodes import StandInExtension
+    return StandInExtension()

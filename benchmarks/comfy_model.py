@@ -11,19 +11,13 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from comfy_boot import import_comfyui, load_pack  # noqa: E402
-
-from standin_core.cache import ReferenceKVCache, tensor_fingerprint  # noqa: E402
-
-from .standin_bench import TimedSampler  # noqa: E402
+from comfyui_standin.benchmarks.timing import TimedSampler
+from comfyui_standin.standin_core.cache import ReferenceKVCache, tensor_fingerprint
+from comfyui_standin.tests.support.comfy_boot import comfyui_path_from_env, comfyui_version, import_comfyui
 
 
 @dataclass
@@ -42,16 +36,14 @@ class ComfySetup:
 
 
 def build_comfy_setup(cfg: dict, device: torch.device, dtype: torch.dtype) -> ComfySetup:
-    path = os.environ.get("COMFYUI_PATH")
-    if not path:
-        raise SystemExit("--comfyui needs COMFYUI_PATH pointing at a ComfyUI checkout")
-    import_comfyui(path, (("--cpu",) if device.type == "cpu" else ()) + ("--use-pytorch-cross-attention",))
-    load_pack()
+    root = import_comfyui(comfyui_path_from_env(),
+                          (("--cpu",) if device.type == "cpu" else ()) + ("--use-pytorch-cross-attention",),
+                          need_core_nodes=False)
     import comfy.ops
     from comfy.ldm.wan.model import WanModel
-    patching = importlib.import_module("standin_pack.nodes.patching")
-    weights_mod = importlib.import_module("standin_pack.standin_core.weights")
-    version = _comfy_version(path)
+    patching = importlib.import_module("comfyui_standin.nodes.patching")
+    weights_mod = importlib.import_module("comfyui_standin.standin_core.weights")
+    version = comfyui_version(root)
 
     torch.manual_seed(0)
     model = WanModel(model_type="t2v", patch_size=(1, 2, 2), text_len=512, in_dim=16, dim=cfg["dim"],
@@ -82,16 +74,6 @@ def build_comfy_setup(cfg: dict, device: torch.device, dtype: torch.dtype) -> Co
     sigmas = torch.linspace(1.0, 0.0, cfg["steps"] + 1, device=device)
     return ComfySetup(model, patches, patching.ReferencePass(settings), patching, latent, context, sigmas, device,
                       dtype, version)
-
-
-def _comfy_version(path: str) -> str:
-    try:
-        for line in (Path(path) / "comfyui_version.py").read_text().splitlines():
-            if line.startswith("__version__"):
-                return line.split("=", 1)[1].strip().strip("\"'")
-    except OSError:
-        pass
-    return "(unknown version)"
 
 
 class ComfySampler(TimedSampler):

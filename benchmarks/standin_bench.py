@@ -6,14 +6,14 @@ median ratio of each variant's sampling time to base in the same round (with min
 the steady-state calls (every call after the first, i.e. without the one-time cache build), peak memory, the cache
 size, and the analytic figures of :mod:`benchmarks.analytic` for the configuration actually timed.
 
-    .venv/bin/python -m benchmarks.standin_bench                      # CPU, reduced shape, paper's R/S ratio
-    python3 -m benchmarks.standin_bench --device cuda --dtype bf16 --paper-shape   # Wan2.1 14B shape on a GPU
+    .venv/bin/python -m comfyui_standin.benchmarks.standin_bench                      # CPU, reduced shape, paper's R/S ratio
+    python3 -m comfyui_standin.benchmarks.standin_bench --device cuda --dtype bf16 --paper-shape   # Wan2.1 14B shape on a GPU
 
-    COMFYUI_PATH=/path/to/ComfyUI python -m benchmarks.standin_bench --comfyui ...      # ComfyUI's real WanModel
+    COMFYUI_PATH=/path/to/ComfyUI python -m comfyui_standin.benchmarks.standin_bench --comfyui ...      # ComfyUI's real WanModel
 
 The model is :class:`benchmarks.wan_like.WanLike` (ComfyUI's Wan attribute names, random weights) and the Stand-In
 path is the core as the pack runs it: :func:`standin_core.reference.video_self_attention` with the reusable
-[video; reference] K/V buffers, and :func:`standin_core.reference.build_reference_kv` behind
+[video; reference] K/V buffers, and :func:`standin_core.reference.reference_branch` behind
 :class:`standin_core.cache.ReferenceKVCache`. With ``--comfyui`` the model is ComfyUI's own ``WanModel`` and the
 Stand-In path is the pack's ComfyUI glue itself (:mod:`benchmarks.comfy_model`). ``--with-concat`` adds a fourth
 variant: the cached path with a ``torch.cat`` of the K/V in every block instead of the buffers (what it saves).
@@ -33,21 +33,18 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-if __package__ in (None, ""):  # `python benchmarks/standin_bench.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    __package__ = "benchmarks"
-
 import torch
 
-from standin_core.attention import JointKVBuffers, sdpa_attention
-from standin_core.cache import CacheKey, ReferenceKVCache, tensor_fingerprint
-from standin_core.cache import format_bytes as fmt_bytes
-from standin_core.positions import reference_positions, rope_rotations, video_positions
-from standin_core.reference import build_reference_kv, video_self_attention, zero_timestep_modulation
-from standin_core.weights import BlockLoRA, LowRank, StandInWeights
+from comfyui_standin.standin_core.attention import JointKVBuffers, sdpa_attention
+from comfyui_standin.standin_core.cache import CacheKey, ReferenceKVCache, tensor_fingerprint
+from comfyui_standin.standin_core.cache import format_bytes as fmt_bytes
+from comfyui_standin.standin_core.positions import rope_rotations, video_positions
+from comfyui_standin.standin_core.reference import reference_branch, video_self_attention
+from comfyui_standin.standin_core.weights import BlockLoRA, LowRank, StandInWeights
 
-from . import analytic
-from .wan_like import WanLike, base_self_attention
+from comfyui_standin.benchmarks import analytic
+from comfyui_standin.benchmarks.timing import TimedSampler, sync
+from comfyui_standin.benchmarks.wan_like import WanLike, base_self_attention
 
 log = logging.getLogger("standin_bench")
 
@@ -74,11 +71,6 @@ def device_name(device: torch.device) -> str:
     except OSError:
         pass
     return f"{model}, {os.cpu_count()} logical CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads"
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # ---------------------------------------------------------------- memory
@@ -140,12 +132,12 @@ class Setup:
     ref_latent: torch.Tensor  # [1, 16, 1, 2Hr, 2Wr]
     context: torch.Tensor  # [2, L, text_dim]: uncond, cond
     video_rot: torch.Tensor
-    ref_rot: torch.Tensor
     cache_key: CacheKey
     sigmas: torch.Tensor
     device: torch.device
     dtype: torch.dtype
     cfg: float
+    video_grid: tuple  # token grid (frames, rows, cols)
 
 
 def random_standin_weights(depth: int, width: int, rank: int, device, dtype) -> StandInWeights:
@@ -181,58 +173,17 @@ def build_setup(cfg: dict, device: torch.device, dtype: torch.dtype) -> Setup:
     ref_latent = torch.randn(1, 16, 1, 2 * cfg["ref_height"], 2 * cfg["ref_width"], device=device)
     context = torch.randn(2, cfg["text_len"], 4096, device=device, dtype=dtype)
     video_rot = rope_rotations(video_positions(frames, height, width), head_dim).to(device)
-    ref_rot = rope_rotations(reference_positions(cfg["ref_height"], cfg["ref_width"], height, width),
-                             head_dim).to(device)
     # The key is computed once per sampling run setup (at node time in the pack), never per call.
     key = make_cache_key(reference=tensor_fingerprint(ref_latent), weights=id(weights), model_state=id(model),
                          video_grid=(height, width), device=str(device), dtype=str(dtype))
     sigmas = torch.linspace(1.0, 0.0, cfg["steps"] + 1, device=device)
-    return Setup(model, weights, loras, latent, ref_latent, context, video_rot, ref_rot, key, sigmas, device, dtype,
-                 cfg=5.0)
+    return Setup(model, weights, loras, latent, ref_latent, context, video_rot, key, sigmas, device, dtype,
+                 cfg=5.0, video_grid=(frames, height, width))
 
 
 def reference_pass(s: Setup):
-    """The whole reference branch: patch-embed the reference, t = 0 modulation, every block's K/V."""
-    model = s.model
-    ref_tokens, _ = model.embed_tokens(s.ref_latent)
-    e0 = zero_timestep_modulation(model.time_embedding, model.time_projection, model.freq_dim, model.dim,
-                                  dtype=s.dtype, device=s.device)
-    return build_reference_kv(model.blocks, ref_tokens, e0, s.ref_rot, s.loras, model.heads)
-
-
-class TimedSampler:
-    """A sampling run (Euler, cfg with cond+uncond batched) advanced one model call at a time, so the variants can
-    be interleaved call by call; every call is timed (wall and process CPU). Subclasses make the model call."""
-
-    def __init__(self, latent: torch.Tensor, sigmas: torch.Tensor, cfg: float, device: torch.device):
-        self.x, self.sigmas, self.cfg, self.device = latent.clone(), sigmas, cfg, device
-        self.wall: list[float] = []
-        self.cpu: list[float] = []
-        self.cache_bytes = 0
-        self.counts = (0, 0)
-
-    @property
-    def steps(self) -> int:
-        return len(self.sigmas) - 1
-
-    def model_call(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def call(self, step: int) -> None:
-        sigma, sigma_next = self.sigmas[step], self.sigmas[step + 1]
-        sync(self.device)
-        t0, c0 = time.perf_counter(), time.process_time()
-        out = self.model_call(self.x.expand(2, -1, -1, -1, -1), sigma).float()
-        uncond, cond = out.chunk(2)
-        self.x = (self.x.float() + (sigma_next - sigma) * (uncond + self.cfg * (cond - uncond))).to(self.x.dtype)
-        sync(self.device)
-        self.wall.append(time.perf_counter() - t0)
-        self.cpu.append(time.process_time() - c0)
-        if step == self.steps - 1:
-            self.finish()
-
-    def finish(self) -> None:
-        """Sampling ended."""
+    """The whole reference branch (the core's one implementation) on the Wan-like model."""
+    return reference_branch(s.model.parts(), s.ref_latent, s.video_grid, s.loras, s.dtype, s.device)
 
 
 class Sampler(TimedSampler):
@@ -398,7 +349,7 @@ def main(argv=None) -> int:
            "reference_pass_tflop": run.reference_pass / 1e12,
            "per_forward_linear_only_uncached": analytic.per_forward_overheads(shape, work, False)["uncached"],
            "per_forward_uncached": analytic.per_forward_overheads(shape, work)["uncached"]}
-    command = "python -m benchmarks.standin_bench " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m comfyui_standin.benchmarks.standin_bench " + " ".join(sys.argv[1:] if argv is None else argv)
     result = Result(device=device_name(device), device_type=device.type, command=command.strip(), config=cfg, dtype=dtype_name,
                     analytic=ana)
 
@@ -408,7 +359,7 @@ def main(argv=None) -> int:
 
     with torch.inference_mode():
         if args.comfyui:
-            from .comfy_model import ComfySampler, build_comfy_setup
+            from comfyui_standin.benchmarks.comfy_model import ComfySampler, build_comfy_setup
             s = build_comfy_setup(cfg, device, dtype)
             result.device += f"; ComfyUI {s.version} WanModel + the pack's nodes/patching.py"
 
@@ -421,6 +372,7 @@ def main(argv=None) -> int:
                 return Sampler(s, variant)
         rounds = []
         memory = {}
+        finals = {}
         for r in range(args.warmup):
             samplers = run_round(make_sampler, variants, r)
             log.info("warmup round %d/%d: %s", r + 1, args.warmup,
@@ -431,6 +383,7 @@ def main(argv=None) -> int:
                 for step in range(sampler.steps):
                     sampler.call(step)
             memory[variant] = {"peak": mem.peak, "delta": mem.delta}
+            finals[variant] = sampler.x
             if not torch.isfinite(sampler.x).all():
                 log.warning("%s: the sampled latent is not finite (random weights); timings are still valid", variant)
             if variant != "base":
@@ -443,6 +396,10 @@ def main(argv=None) -> int:
             log.info("round %d/%d: %s", r + 1, cfg["rounds"],
                      ", ".join(f"{v} {sum(samplers[v].wall):.2f}s" for v in variants))
         kernel = attention_kernel_floor(cfg, device, dtype, args.kernel_reps)
+    # Self-checks of what was timed: every Stand-In variant samples the same latent bit for bit (the cache and the
+    # buffers change nothing), and it is not the base model's latent (the reference is really attended to).
+    result.measured["same_latent_as_cached"] = {v: bool(torch.equal(finals[v], finals["cached"]))
+                                                for v in variants if v != "cached"}
 
     m = result.measured
     clocks = ("wall", "cpu") if device.type == "cpu" else ("wall",)
@@ -523,6 +480,8 @@ def report(result: Result, shape, work, variants) -> list[str]:
         f"K/V concat {1e3 * k['kv_concat']:.3f} ms per block = {pct(m['concat_share'])} of a base call",
         f"cache: {fmt_bytes(m.get('cache_bytes', 0))} measured (analytic {fmt_bytes(a['cache_bytes'])}); "
         f"builds/hits per run: cached {m.get('cached_builds_hits')}, uncached {m.get('uncached_builds_hits')}",
+        "sampled latent bit-identical to the cached run's: " + ", ".join(
+            f"{v} {'yes' if same else 'NO'}" for v, same in m["same_latent_as_cached"].items()),
         "peak memory (" + ("CUDA max_memory_allocated" if result.device_type == "cuda" else
                            "process peak RSS, VmHWM") + "; + = above the memory in use before the run):",
     ]

@@ -15,8 +15,9 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from standin_core.attention import JointKVBuffers, sdpa_attention
-from standin_core.reference import ReferenceKV, video_self_attention
+from comfyui_standin.standin_core.attention import JointKVBuffers, sdpa_attention
+from comfyui_standin.standin_core.positions import rope_rotations
+from comfyui_standin.standin_core.reference import DiTParts, ReferenceKV, video_self_attention
 
 SelfAttentionFn = Callable[[int, nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -100,6 +101,13 @@ class WanLike(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return self.head.head.weight.dtype
+
+    def parts(self) -> DiTParts:
+        """This model as the parts the core's reference branch runs through (core RoPE, plain SDPA)."""
+        return DiTParts(patch_embedding=lambda latent: self.patch_embedding(latent.to(self.dtype)),
+                        patch_size=self.patch, rope=lambda positions: rope_rotations(positions, self.dim // self.heads),
+                        time_embedding=self.time_embedding, time_projection=self.time_projection,
+                        freq_dim=self.freq_dim, width=self.dim, heads=self.heads, blocks=self.blocks)
 
     def embed_tokens(self, latent: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
         """[B, C, T, H, W] latent -> [B, S, dim] tokens and the token grid."""

@@ -16,5 +16,3 @@ class StandInExtension(ComfyExtension):
         return _node_list()
 
 
-async def comfy_entrypoint() -> StandInExtension:
-    return StandInExtension()

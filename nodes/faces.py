@@ -11,7 +11,7 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
-from ..standin_core import face_masks, face_models, faces
+from ..standin_core.faces import masks as face_masks, models as face_models, prepare as faces
 from .paths import FACEXLIB_FOLDER
 
 log = logging.getLogger("standin")

@@ -19,7 +19,6 @@ from typing import Optional
 
 import torch
 
-import comfy.ldm.common_dit
 import comfy.ldm.wan.model as wan
 import comfy.model_management
 import comfy.model_patcher
@@ -27,10 +26,9 @@ import comfy.ops
 import comfy.patcher_extension
 
 from ..standin_core import (CacheKey, JointKVBuffers, ReferenceKV, ReferenceKVCache, StandInWeights,
-                            build_reference_kv, reference_positions, tensor_fingerprint, token_grid,
-                            video_self_attention, zero_timestep_modulation)
+                            tensor_fingerprint, token_grid, video_self_attention)
 from ..standin_core.cache import format_bytes, kv_cache_bytes
-from ..standin_core.reference import matmul_into, matmul_ready
+from ..standin_core.reference import DiTParts, reference_branch
 
 log = logging.getLogger("standin")
 
@@ -205,26 +203,20 @@ class VideoSelfAttention:
             return type(self.self_attn).forward(self.self_attn, x, freqs, transformer_options=transformer_options)
         return video_self_attention(self.self_attn, x, freqs, self.self_attn.num_heads, call.kv[self.index],
                                     call.strength, comfy_attention(transformer_options), wan.apply_rope1,
-                                    buffers=call.buffers, linear_into=comfy_linear_into)
+                                    buffers=call.buffers, is_plain_linear=is_plain_comfy_linear)
 
 
 _PLAIN_LINEAR_FORWARDS = {torch.nn.Linear.forward, comfy.ops.disable_weight_init.Linear.forward,
                           comfy.ops.manual_cast.Linear.forward}
 
 
-def comfy_linear_into(linear: torch.nn.Module, x: torch.Tensor, out: torch.Tensor) -> None:
-    """``out[...] = linear(x)``, computed straight into ``out`` (the K/V buffer) when ``linear`` is a plain layer.
-
-    Plain: ComfyUI's (or torch's) Linear with its weights already in x's dtype and device and nothing to cast or
-    patch at call time (no lowvram casting, no weight functions, no quantised tensor). Then one matmul per batch
-    row writes into the buffer, saving a full copy of the video values. Anything else runs the layer and copies.
-    """
-    if (type(linear).forward in _PLAIN_LINEAR_FORWARDS and not getattr(linear, "comfy_cast_weights", False)
-            and not getattr(linear, "weight_function", None) and not getattr(linear, "bias_function", None)
-            and matmul_ready(linear.weight, linear.bias, x)):
-        matmul_into(linear.weight, linear.bias, x, out)
-    else:
-        out.copy_(linear(x))
+def is_plain_comfy_linear(linear) -> bool:
+    """Whether ``linear`` is ComfyUI's (or torch's) Linear with nothing to cast or patch at call time (no lowvram
+    casting, no weight functions, no quantised weight): then x @ weight.T + bias is exactly what it computes, and
+    the video values can be written straight into the K/V buffer (see standin_core.reference.linear_into)."""
+    return (isinstance(linear, torch.nn.Module) and type(linear).forward in _PLAIN_LINEAR_FORWARDS
+            and not getattr(linear, "comfy_cast_weights", False) and not getattr(linear, "weight_function", None)
+            and not getattr(linear, "bias_function", None))
 
 
 def comfy_attention(transformer_options: dict):
@@ -264,28 +256,28 @@ class ReferencePass:
         return executor(*args, **kwargs)
 
     def reference_pass(self, dm, x: torch.Tensor, options: dict, run: RunState) -> list[ReferenceKV]:
-        """The reference tokens through every block at t = 0 (see standin_core.reference)."""
-        device, dtype = x.device, x.dtype
-        reference = comfy.ldm.common_dit.pad_to_patch_size(self.settings.reference.to(device, dtype), dm.patch_size)
-        tokens = dm.patch_embedding(reference.float()).to(dtype)
-        _, ref_rows, ref_cols = tokens.shape[2:]
-        tokens = tokens.flatten(2).transpose(1, 2)
-        _, rows, cols = token_grid(x.shape[2:], dm.patch_size)
-        positions = reference_positions(ref_rows, ref_cols, rows, cols).to(device)
-        rotations = dm.rope_embedder(positions[None]).movedim(1, 2)
-        zero_modulation = zero_timestep_modulation(dm.time_embedding, dm.time_projection, dm.freq_dim, dm.dim,
-                                                   dtype=dtype, device=device)
-
-        def attention_for_block(index):
-            return comfy_attention({**options, "block_index": index, "standin_reference_pass": True})
-
-        kv = build_reference_kv(
-            dm.blocks, tokens, zero_modulation, rotations, run.loras(self.settings.weights, device), dm.num_heads,
-            attention_for_block, wan.apply_rope1,
-            block_modulation=lambda block: comfy.model_management.cast_to(block.modulation, dtype=dtype, device=device))
+        """The reference tokens through every block at t = 0 (standin_core.reference.reference_branch)."""
+        kv = reference_branch(wan_parts(dm, x.dtype, x.device, options), self.settings.reference,
+                              token_grid(x.shape[2:], dm.patch_size), run.loras(self.settings.weights, x.device),
+                              x.dtype, x.device)
         if run.cache.mode != "off":
             run.drop_loras()  # built once for this run: the LoRA's device copy is no longer needed
         return kv
+
+
+def wan_parts(dm, dtype: torch.dtype, device, options: dict) -> DiTParts:
+    """ComfyUI's WanModel as the parts the reference branch runs through, computed as its own forward does."""
+    def attention_for_block(index):
+        return comfy_attention({**options, "block_index": index, "standin_reference_pass": True})
+
+    return DiTParts(
+        patch_embedding=lambda latent: dm.patch_embedding(latent.float()),  # WanModel.forward_orig: float32 conv
+        patch_size=tuple(dm.patch_size),
+        rope=lambda positions: dm.rope_embedder(positions[None]).movedim(1, 2),  # as WanModel.rope_encode
+        time_embedding=dm.time_embedding, time_projection=dm.time_projection, freq_dim=dm.freq_dim, width=dm.dim,
+        heads=dm.num_heads, blocks=dm.blocks, apply_rope=wan.apply_rope1,
+        block_modulation=lambda block: comfy.model_management.cast_to(block.modulation, dtype=dtype, device=device),
+        attention_for_block=attention_for_block)
 
 
 class SamplingRun:

@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
-# Run the test suite. Tests marked `comfyui` run only when COMFYUI_PATH points to a ComfyUI tree.
-# pytest exits 5 when it collected no test: that is a failure here, never a silent pass.
+# Run the test suite. With COMFYUI_PATH set, the comfyui tier runs too, against that ComfyUI tree: the tree goes on
+# PYTHONPATH (ahead of this repository, so ComfyUI's own top-level `nodes` module is the one imported) and a path
+# that is not a ComfyUI tree is an error. pytest exits 5 when it collected no test: a failure here, never a pass.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PY=.venv/bin/python
-[ -x "$PY" ] || PY=python3
-"$PY" -m pytest "$@"
+BIN=.venv/bin
+[ -x "$BIN/pytest" ] || { echo "error: no .venv: run scripts/setup.sh first" >&2; exit 1; }
+if [ -n "${COMFYUI_PATH:-}" ]; then
+  if [ ! -d "$COMFYUI_PATH/comfy" ] || [ ! -f "$COMFYUI_PATH/nodes.py" ]; then
+    echo "error: COMFYUI_PATH=$COMFYUI_PATH is not a ComfyUI tree (no comfy/ or nodes.py there)" >&2
+    exit 1
+  fi
+  COMFYUI_PATH=$(cd "$COMFYUI_PATH" && pwd)
+  export COMFYUI_PATH PYTHONPATH="$COMFYUI_PATH${PYTHONPATH:+:$PYTHONPATH}"
+fi
+"$BIN/pytest" "$@"   # the pytest script, not `python -m pytest`: that would put this folder first on sys.path
 rc=$?
 if [ "$rc" -eq 5 ]; then
   echo "error: pytest collected no tests (exit 5); the suite must run" >&2

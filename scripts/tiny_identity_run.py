@@ -1,6 +1,6 @@
 """A tiny Stand-In identity run through the real nodes inside a real ComfyUI (CPU, no downloads).
 
-    COMFYUI_PATH=/path/to/ComfyUI python scripts/tiny_identity_run.py [--out out/tiny_run] [--steps 4]
+    COMFYUI_PATH=/path/to/ComfyUI PYTHONPATH=/path/to/ComfyUI python scripts/tiny_identity_run.py [--out out/tiny_run] [--steps 4]
 
 What it does, with nothing downloaded:
   1. prepares scikit-image's bundled astronaut portrait into the 512x512 reference (face found by the bundled LBP
@@ -16,7 +16,6 @@ Random weights cannot show a likeness: this proves the plumbing end to end; real
 """
 import argparse
 import logging
-import os
 import sys
 import tempfile
 import time
@@ -25,8 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from comfy_boot import import_comfyui, load_pack  # noqa: E402
+from comfyui_standin.tests.support.comfy_boot import ComfyUIPathError, comfyui_path_from_env, import_comfyui
 
 
 class DemoEncoder:
@@ -46,24 +44,23 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=3)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    comfyui = os.environ.get("COMFYUI_PATH")
-    if not comfyui:
-        print("COMFYUI_PATH is not set: point it at a ComfyUI checkout to run the tiny identity run.")
+    try:
+        import_comfyui(comfyui_path_from_env())
+    except ComfyUIPathError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
-    import_comfyui(comfyui)
-    load_pack()
     import comfy.sample
     import comfy.sd
     import folder_paths
     import safetensors.torch
     from skimage import data
-    from tiny_models import standin_state_dict_for, tiny_wan_state_dict
 
-    from standin_pack.nodes.apply import ApplyStandInToWanModel
-    from standin_pack.nodes.cache import StandInKVCache
-    from standin_pack.nodes.faces import EncodeReferenceFace
-    from standin_pack.nodes.loaders import LoadStandInLoRA
-    from standin_pack.standin_core import face_models, faces
+    from comfyui_standin.nodes.apply import ApplyStandInToWanModel
+    from comfyui_standin.nodes.cache import StandInKVCache
+    from comfyui_standin.nodes.faces import EncodeReferenceFace
+    from comfyui_standin.nodes.loaders import LoadStandInLoRA
+    from comfyui_standin.standin_core.faces import models as face_models, prepare as faces
+    from comfyui_standin.tests.support.tiny_models import standin_state_dict_for, tiny_wan_state_dict
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

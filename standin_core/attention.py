@@ -6,8 +6,8 @@ Video queries attend to the video keys and to the reference keys; reference quer
 the reference pass, :mod:`standin_core.reference`). Tensors are [batch, tokens, heads * head_dim] as in Wan.
 
 ``strength`` s weights every reference key as if it were present s times: the reference columns of the softmax get
-the logit bias log(s). s = 1 is the paper exactly (no bias), s = 0 drops the reference keys, which is the base
-model exactly, and the share of attention that goes to the reference, s*R / (V + s*R), grows monotonically with s.
+the logit bias log(s). s = 1 is the paper exactly (no bias), s = 0 gives the reference keys zero weight, which is
+the base model (up to the rounding of a longer softmax; the nodes skip the reference entirely at 0), and the share of attention that goes to the reference, s*R / (V + s*R), grows monotonically with s.
 """
 from __future__ import annotations
 
@@ -38,9 +38,9 @@ def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int
 
 def reference_logit_bias(video_len: int, ref_len: int, strength: float, dtype: torch.dtype,
                          device) -> torch.Tensor:
-    """Additive key bias [1, video_len + ref_len]: 0 on video keys, log(strength) on reference keys."""
+    """Additive key bias [1, video_len + ref_len]: 0 on video keys, log(strength) on reference keys (-inf at 0)."""
     bias = torch.zeros(1, video_len + ref_len, dtype=dtype, device=device)
-    bias[:, video_len:] = math.log(strength)
+    bias[:, video_len:] = math.log(strength) if strength > 0 else float("-inf")
     return bias
 
 
@@ -94,10 +94,11 @@ def restricted_attention(video_queries: torch.Tensor, video_keys: torch.Tensor, 
     """Video queries over [video keys; reference keys].
 
     ``ref_keys``/``ref_values`` are [1 or B, R, width] (one reference serves every batch row: cond, uncond, and
-    every sample of the batch). ``None`` or ``strength == 0`` is the base model's self-attention.
+    every sample of the batch). ``None`` is the base model's self-attention; ``strength == 0`` runs the same
+    attention with the reference keys biased to -inf, which is the base model up to rounding.
     """
     check_strength(strength)
-    if ref_keys is None or strength == 0:
+    if ref_keys is None:
         return attention(video_queries, video_keys, video_values, heads)
     batch = video_queries.shape[0]
     if ref_keys.shape[0] not in (1, batch):

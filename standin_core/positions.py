@@ -73,7 +73,7 @@ def rope_rotations(positions: torch.Tensor, head_dim: int, theta: float = ROPE_T
         raise ValueError(f"positions must be [L, 3], got {tuple(positions.shape)}")
     angles = []
     for axis, axis_dim in enumerate(wan_rope_axes(head_dim)):
-        omega = 1.0 / theta ** (torch.arange(0, axis_dim, 2, dtype=torch.float64) / axis_dim)
+        omega = 1.0 / theta ** (torch.arange(0, axis_dim, 2, dtype=torch.float64, device=positions.device) / axis_dim)
         angles.append(positions[:, axis].to(torch.float64)[:, None] * omega[None, :])
     angle = torch.cat(angles, dim=1)  # [L, head_dim/2]
     cos, sin = torch.cos(angle), torch.sin(angle)

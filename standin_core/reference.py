@@ -24,6 +24,7 @@ import torch
 from .attention import (AttentionFn, JointKVBuffers, attend_with_reference, check_strength, restricted_attention,
                         sdpa_attention)
 from .positions import apply_rope as default_apply_rope
+from .positions import reference_positions
 from .weights import BlockLoRA
 
 
@@ -107,10 +108,11 @@ def build_reference_kv(blocks: Sequence, ref_tokens: torch.Tensor, zero_modulati
                        attention_for_block: Optional[Callable[[int], AttentionFn]] = None,
                        apply_rope: Callable = default_apply_rope,
                        block_modulation: Callable = lambda block: block.modulation) -> list[ReferenceKV]:
-    """The whole reference pass: K/V of every block for the reference tokens [1, R, width].
+    """The blocks' part of the reference pass: K/V of every block for the reference tokens [1, R, width].
 
     ``zero_modulation`` is e0 at t = 0 [1, 6, width]; ``block_modulation(block)`` returns the block's modulation
-    parameter ready to add (the ComfyUI glue casts it to the compute device/dtype there).
+    parameter ready to add (the ComfyUI glue casts it to the compute device/dtype there). Use
+    :func:`reference_branch` for the whole branch from the reference latent.
     """
     if len(loras) != len(blocks):
         raise ValueError(f"{len(loras)} Stand-In LoRA blocks for a model with {len(blocks)} blocks")
@@ -125,22 +127,79 @@ def build_reference_kv(blocks: Sequence, ref_tokens: torch.Tensor, zero_modulati
     return kv_per_block
 
 
+@dataclass(frozen=True)
+class DiTParts:
+    """The parts of a Wan-style DiT that the reference branch runs through, as the caller's model has them.
+
+    ``patch_embedding(latent)`` maps a [1, C, T, H, W] latent (already padded to the patch size) to its embedded
+    grid [1, width, T', H', W'] in whatever dtype the model computes it (ComfyUI's Wan: the Conv3d in float32).
+    ``rope(positions)`` maps token positions [L, 3] (float32, on the compute device) to the model's rotation table,
+    and ``apply_rope(x [B, L, heads, head_dim], table)`` applies it: the same pair the model uses for its video
+    tokens. ``block_modulation(block)`` is the block's own modulation parameter, ready to add to e0.
+    ``attention_for_block(i)`` is the attention function block i uses.
+    """
+
+    patch_embedding: Callable[[torch.Tensor], torch.Tensor]
+    patch_size: tuple
+    rope: Callable[[torch.Tensor], torch.Tensor]
+    time_embedding: Callable
+    time_projection: Callable
+    freq_dim: int
+    width: int
+    heads: int
+    blocks: Sequence
+    apply_rope: Callable = default_apply_rope
+    block_modulation: Callable = lambda block: block.modulation
+    attention_for_block: Callable[[int], AttentionFn] = lambda index: sdpa_attention
+
+
+def pad_to_patch(latent: torch.Tensor, patch_size: Sequence[int]) -> torch.Tensor:
+    """Pad the last len(patch_size) axes of ``latent`` up to multiples of the patch, wrapping around ("circular"),
+    as Wan pads a latent before its patch embedding (ComfyUI: ``comfy.ldm.common_dit.pad_to_patch_size``)."""
+    pad = []
+    for axis, patch in zip(reversed(range(latent.ndim - len(patch_size), latent.ndim)), reversed(patch_size)):
+        pad += [0, (patch - latent.shape[axis] % patch) % patch]
+    return torch.nn.functional.pad(latent, pad, mode="circular") if any(pad) else latent
+
+
+def reference_branch(parts: DiTParts, reference_latent: torch.Tensor, video_grid: Sequence[int],
+                     loras: Sequence[BlockLoRA], dtype: torch.dtype, device) -> list[ReferenceKV]:
+    """Stand-In's whole reference branch: the per-block K/V that the video tokens attend to.
+
+    ``reference_latent`` [1, C, 1, h, w] (in the model's latent space) is padded and patch-embedded into R tokens;
+    they get the reference RoPE positions for a video whose token grid has ``video_grid[-2:]`` = (rows, cols)
+    (time -1, the spatial block just past the video grid), the modulation of t = 0, and go through every block
+    with the Stand-In LoRA on q/k/v and no text cross-attention, in ``dtype`` on ``device``.
+    This is the one implementation the ComfyUI nodes, the benchmark and the tests run.
+    """
+    latent = pad_to_patch(reference_latent.to(device=device, dtype=dtype), parts.patch_size)  # as the video latent
+    grid = parts.patch_embedding(latent).to(dtype)
+    _, ref_rows, ref_cols = grid.shape[2:]
+    tokens = grid.flatten(2).transpose(1, 2)
+    rows, cols = video_grid[-2:]
+    rotations = parts.rope(reference_positions(ref_rows, ref_cols, rows, cols).to(device))
+    zero_modulation = zero_timestep_modulation(parts.time_embedding, parts.time_projection, parts.freq_dim,
+                                               parts.width, dtype=dtype, device=device)
+    return build_reference_kv(parts.blocks, tokens, zero_modulation, rotations, loras, parts.heads,
+                              parts.attention_for_block, parts.apply_rope, parts.block_modulation)
+
+
 def video_self_attention(self_attn, x: torch.Tensor, rotations: torch.Tensor, heads: int,
                          ref_kv: Optional[ReferenceKV], strength: float = 1.0,
                          attention: AttentionFn = sdpa_attention, apply_rope: Callable = default_apply_rope,
                          buffers: Optional[JointKVBuffers] = None,
-                         linear_into: Optional[Callable] = None) -> torch.Tensor:
+                         is_plain_linear: Optional[Callable] = None) -> torch.Tensor:
     """The video tokens' self-attention with Stand-In: base projections, keys/values extended by the reference.
 
-    With ``ref_kv=None`` or ``strength=0`` this is the model's plain self-attention, operation for operation.
+    With ``ref_kv=None`` this is the model's plain self-attention, operation for operation. ``strength`` 0 keeps
+    the reference keys but gives them a logit bias of -inf (:mod:`.attention`): numerically the base model.
+    Queries and keys are rotated by the one ``apply_rope`` the caller passes (the model's own function).
     ``buffers`` (reused across blocks and calls) avoids concatenating [video; reference] K/V in every block: the
-    video keys are rotated straight into the buffer by this package's RoPE (``apply_rope`` still rotates the
-    queries), and ``linear_into(self_attn.v, x, out)`` writes the values (default :func:`default_linear_into`:
-    computed straight into the buffer for a plain ``torch.nn.Linear``, otherwise computed and copied; a caller that
-    knows its own layer types passes its own).
+    rotated video keys are copied into the buffer, and the values are written straight into it by
+    :func:`linear_into` when ``is_plain_linear(self_attn.v)`` says the layer is a plain linear map.
     """
     check_strength(strength)
-    if ref_kv is None or strength == 0 or buffers is None:
+    if ref_kv is None or buffers is None:
         queries, keys, values = project_qkv(self_attn, x, rotations, heads, None, apply_rope)
         ref_keys = ref_kv.keys if ref_kv is not None else None
         ref_values = ref_kv.values if ref_kv is not None else None
@@ -149,16 +208,21 @@ def video_self_attention(self_attn, x: torch.Tensor, rotations: torch.Tensor, he
     batch, seq = x.shape[:2]
     queries = _rotate(self_attn.norm_q(self_attn.q(x)), rotations, heads, apply_rope)
     keys, values = buffers.prepare(batch, seq, ref_kv.keys, ref_kv.values, queries.dtype, queries.device)
-    default_apply_rope(self_attn.norm_k(self_attn.k(x)).view(batch, seq, heads, -1), rotations,
-                       out=keys[:, :seq].view(batch, seq, heads, -1))
-    (linear_into or default_linear_into)(self_attn.v, x, values[:, :seq])
+    keys[:, :seq].copy_(_rotate(self_attn.norm_k(self_attn.k(x)), rotations, heads, apply_rope))
+    linear_into(self_attn.v, x, values[:, :seq], is_plain_linear or is_plain_torch_linear)
     return self_attn.o(attend_with_reference(queries, keys, values, seq, heads, strength, attention))
 
 
-def default_linear_into(linear: Callable, x: torch.Tensor, out: torch.Tensor) -> None:
-    """``out[...] = linear(x)``: straight into ``out`` for a plain ``torch.nn.Linear``, else computed and copied."""
-    if isinstance(linear, torch.nn.Module) and type(linear).forward is torch.nn.Linear.forward \
-            and matmul_ready(linear.weight, linear.bias, x):
+def is_plain_torch_linear(linear) -> bool:
+    """Whether ``linear`` computes exactly x @ weight.T + bias with its own parameters (a plain torch Linear)."""
+    return isinstance(linear, torch.nn.Linear) and type(linear).forward is torch.nn.Linear.forward
+
+
+def linear_into(linear: Callable, x: torch.Tensor, out: torch.Tensor,
+                is_plain_linear: Callable = is_plain_torch_linear) -> None:
+    """``out[...] = linear(x)``: computed straight into ``out`` (e.g. rows of the K/V buffer) with one matmul per
+    batch row when ``is_plain_linear(linear)`` and the weights are ready for it; otherwise run the layer and copy."""
+    if is_plain_linear(linear) and matmul_ready(linear.weight, linear.bias, x):
         matmul_into(linear.weight, linear.bias, x, out)
     else:
         out.copy_(linear(x))

@@ -1,41 +1,62 @@
 """Shared test setup.
 
-Two tiers: the core tests run everywhere (CI included); tests marked ``comfyui`` run only when COMFYUI_PATH points
-to a ComfyUI tree, and are skipped otherwise. The ``comfy`` fixture imports that ComfyUI (CPU, PyTorch attention)
-and loads this pack the way ComfyUI's loader does: as a package from its folder, so relative imports work and
-ComfyUI's own top-level ``nodes`` module is never shadowed.
+Two tiers. The core tier runs everywhere. The ``comfyui`` tier (tests marked ``comfyui``) runs when COMFYUI_PATH
+points at a ComfyUI tree; then nothing in it may skip: a COMFYUI_PATH that is set but wrong, a tree that is not on
+PYTHONPATH, or a missing requirement of the tier (ComfyUI's Python requirements, requests, playwright, Chromium)
+is an error, never a quiet skip. Without COMFYUI_PATH the tier is skipped and the summary says so.
+
+The ``comfy`` fixture imports that ComfyUI in this process (CPU, PyTorch attention) and returns this pack,
+``comfyui_standin`` (the editable install), whose ``nodes`` package then imports ComfyUI's modules.
 """
+import importlib
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from comfyui_standin.tests.support.comfy_boot import ComfyUIPathError, check_comfyui_tree, comfyui_version, import_comfyui
+
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
-sys.path.insert(0, str(REPO / "scripts"))
-from comfy_boot import import_comfyui, load_pack  # noqa: E402
+
+
+def pytest_configure(config):
+    if COMFYUI_PATH:
+        try:
+            config._standin_comfyui = check_comfyui_tree(COMFYUI_PATH)
+        except ComfyUIPathError as error:
+            raise pytest.UsageError(str(error)) from None
 
 
 def pytest_collection_modifyitems(config, items):
     if COMFYUI_PATH:
         return
-    skip = pytest.mark.skip(reason="needs a real ComfyUI tree: set COMFYUI_PATH")
+    skip = pytest.mark.skip(reason="comfyui tier: COMFYUI_PATH is not set")
     for item in items:
         if "comfyui" in item.keywords:
             item.add_marker(skip)
 
 
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """One line with the comfyui tier's own counts (CI prints it for each ComfyUI version)."""
+    counts = {}
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if "comfyui" in getattr(report, "keywords", {}) and (report.when == "call" or outcome != "passed"):
+                counts[outcome] = counts.get(outcome, 0) + 1
+    if not COMFYUI_PATH:
+        terminalreporter.write_line(f"comfyui tier: NOT RUN (COMFYUI_PATH is not set; {counts.get('skipped', 0)} "
+                                    "tests skipped); only the core tier ran")
+        return
+    root = config._standin_comfyui
+    terminalreporter.write_line(
+        f"comfyui tier on ComfyUI {comfyui_version(root)} ({root}): {counts.get('passed', 0)} passed, "
+        f"{counts.get('failed', 0) + counts.get('error', 0)} failed, {counts.get('skipped', 0)} skipped")
+
+
 @pytest.fixture(scope="session")
 def comfy():
-    """The pack loaded inside a real ComfyUI (tests marked ``comfyui`` only)."""
-    if not COMFYUI_PATH or not (Path(COMFYUI_PATH) / "comfy").is_dir():
-        pytest.skip(f"COMFYUI_PATH={COMFYUI_PATH!r} is not a ComfyUI tree")
-    import_comfyui(COMFYUI_PATH)
-    return load_pack()
-
-
-@pytest.fixture(scope="session")
-def standin_pack(comfy):
-    """Alias of ``comfy`` for test modules that import ComfyUI's own ``comfy`` package by name."""
-    return comfy
+    """This pack loaded inside a real ComfyUI (tests marked ``comfyui`` only)."""
+    try:
+        import_comfyui(COMFYUI_PATH)
+    except ComfyUIPathError as error:
+        pytest.fail(str(error), pytrace=False)
+    return importlib.import_module("comfyui_standin")

@@ -1,7 +1,10 @@
 """The benchmark's analytic cost model against hand-computed values, and a smoke run of the timing script (CI tier)."""
-import pytest
+import json
 
-from benchmarks import analytic as a
+import pytest
+import torch
+
+from comfyui_standin.benchmarks import analytic as a
 
 # Tiny config: d=4, D=2, f=8, 1 input/output channel, patch 1x1x1, text_dim 4, freq_dim 2; S=3, R=2, L=1, r=1.
 SHAPE = a.WanShape(dim=4, depth=2, heads=2, ffn=8, in_channels=1, out_channels=1, patch=(1, 1, 1), text_dim=4,
@@ -70,27 +73,40 @@ def test_paper_setting():
     assert "paper" in "\n".join(a.paper_report())
 
 
-def test_timing_script_smoke(capsys):
-    torch = pytest.importorskip("torch")
-    from benchmarks import standin_bench
-    argv = ["--dim", "64", "--heads", "1", "--ffn", "96", "--depth", "2", "--frames", "2", "--height", "4",
-            "--width", "8", "--ref-height", "1", "--ref-width", "2", "--text-len", "5", "--rank", "4",
-            "--steps", "2", "--rounds", "1", "--warmup", "0", "--kernel-reps", "1", "--with-concat"]
-    assert standin_bench.main(argv) == 0
-    out = capsys.readouterr().out
-    for needle in ("cached overhead", "uncached overhead", "floor", "K/V cache", "peak memory", "machine:"):
-        assert needle in out
+def run_benchmark(tmp_path, argv):
+    from comfyui_standin.benchmarks import standin_bench
+    out = tmp_path / "bench.json"
+    assert standin_bench.main([*argv, "--json", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+TINY = ["--heads", "1", "--ffn", "96", "--frames", "2", "--height", "4", "--width", "8", "--text-len", "5",
+        "--rank", "4", "--steps", "3", "--rounds", "1", "--warmup", "0", "--kernel-reps", "1"]
+
+
+def check_timed_runs(measured, depth, ref_tokens, width, steps):
+    """What the benchmark timed is Stand-In: one build then hits when cached, a build every call when not, a cache
+    of the size counted by hand (float32), the same latent with and without the cache, and not the base model's."""
+    assert measured["cached_builds_hits"] == [1, steps - 1]
+    assert measured["uncached_builds_hits"] == [steps, 0]
+    assert measured["cache_bytes"] == depth * 2 * ref_tokens * width * 4
+    same = dict(measured["same_latent_as_cached"])
+    assert same.pop("base") is False
+    assert same and all(same.values()), same
+
+
+def test_timing_script_times_the_real_method(tmp_path):
+    result = run_benchmark(tmp_path, ["--dim", "64", "--depth", "2", "--ref-height", "1", "--ref-width", "2",
+                                      *TINY, "--with-concat"])
+    assert set(result["measured"]["same_latent_as_cached"]) == {"base", "uncached", "concat"}
+    check_timed_runs(result["measured"], depth=2, ref_tokens=2, width=64, steps=3)
     assert torch.is_inference_mode_enabled() is False
 
 
 @pytest.mark.comfyui
-def test_timing_script_on_comfyui_wan_model(standin_pack, capsys):
-    """--comfyui: ComfyUI's WanModel with the pack's glue; the cache builds once per cached run."""
-    from benchmarks import standin_bench
-    argv = ["--comfyui", "--dim", "256", "--heads", "2", "--ffn", "512", "--depth", "2", "--frames", "2",
-            "--height", "4", "--width", "8", "--ref-height", "2", "--ref-width", "2", "--text-len", "5", "--rank",
-            "4", "--steps", "2", "--rounds", "1", "--warmup", "0", "--kernel-reps", "1"]
-    assert standin_bench.main(argv) == 0
-    out = capsys.readouterr().out
-    assert "WanModel + the pack's nodes/patching.py" in out
-    assert "builds/hits per run: cached (1, 1), uncached (2, 0)" in out
+def test_timing_script_on_comfyui_wan_model(comfy, tmp_path):
+    """--comfyui: ComfyUI's WanModel with the pack's glue times the same method."""
+    result = run_benchmark(tmp_path, ["--comfyui", "--dim", "256", "--depth", "2", "--ref-height", "2",
+                                      "--ref-width", "2", *TINY])
+    assert "WanModel + the pack's nodes/patching.py" in result["device"]
+    check_timed_runs(result["measured"], depth=2, ref_tokens=4, width=256, steps=3)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from standin_core import CacheKey, ReferenceKV, ReferenceKVCache, kv_cache_bytes, tensor_fingerprint
+from comfyui_standin.standin_core import CacheKey, ReferenceKV, ReferenceKVCache, kv_cache_bytes, tensor_fingerprint
 
 CORE = Path(__file__).resolve().parents[1] / "standin_core"
 COMFY_MODULES = {"comfy", "comfy_api", "comfy_extras", "comfy_execution", "folder_paths", "nodes", "server",
@@ -104,7 +104,8 @@ def test_standin_core_never_imports_comfyui():
 
 
 def test_the_pack_imports_without_comfyui(tmp_path):
-    """Outside ComfyUI the package loads (as ComfyUI's loader would load it) and registers nothing."""
+    """Outside ComfyUI the package loads (as ComfyUI's loader loads it: a folder by path) and imports no ComfyUI
+    module until ComfyUI awaits its entry point."""
     import subprocess
     import sys
     repo = Path(__file__).resolve().parents[1]
@@ -113,9 +114,9 @@ def test_the_pack_imports_without_comfyui(tmp_path):
         f"spec = importlib.util.spec_from_file_location('pack', {str(repo / '__init__.py')!r}, "
         f"submodule_search_locations=[{str(repo)!r}])\n"
         "module = importlib.util.module_from_spec(spec); sys.modules['pack'] = module; spec.loader.exec_module(module)\n"
-        "assert not hasattr(module, 'comfy_entrypoint')\n"
+        "import inspect; assert inspect.iscoroutinefunction(module.comfy_entrypoint)\n"
+        "import pack.standin_core, pack.standin_core.faces.prepare\n"
         "assert not any(name.split('.')[0] in ('comfy', 'comfy_api', 'folder_paths') for name in sys.modules)\n"
-        "import pack.standin_core\n"
         "print('ok')\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from comfyui_server import (OUR_NODES, PACK_FOLDER, STANDIN_CKPT, STANDIN_SAFETENSORS, WAN_FILE, WRONG_WIDTH_LORA,
+from comfyui_standin.tests.support.comfyui_server import (OUR_NODES, PACK_FOLDER, STANDIN_CKPT, STANDIN_SAFETENSORS, WAN_FILE, WRONG_WIDTH_LORA,
                             Server, combo_options, serving)
 
 pytestmark = pytest.mark.comfyui

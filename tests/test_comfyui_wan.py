@@ -6,17 +6,17 @@ Runs only when COMFYUI_PATH points to a ComfyUI tree.
 import pytest
 import torch
 
-from comfy_wan_reference import joint_forward, standin_state_dict_for, tiny_wan_state_dict
+from comfyui_standin.tests.support.joint_sequence import joint_forward, standin_state_dict_for, tiny_wan_state_dict
 
 pytestmark = pytest.mark.comfyui
 TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def env(standin_pack):
+def env(comfy):
     import comfy.sd
-    from standin_pack.nodes import apply, cache, loaders, patching
-    from standin_pack.standin_core import standin_weights_from_state_dict
+    from comfyui_standin.nodes import apply, cache, loaders, patching
+    from comfyui_standin.standin_core import standin_weights_from_state_dict
 
     class Env:
         pass
@@ -216,7 +216,7 @@ def test_wan22_two_experts_each_with_its_own_weights(env):
     """Wan2.2 A14B: a high-noise and a low-noise expert, each with its own Stand-In file, sampled in two runs
     (KSamplerAdvanced split): each run equals the joint formulation on its own expert and weights."""
     import comfy.sample
-    from standin_pack.standin_core import standin_weights_from_state_dict
+    from comfyui_standin.standin_core import standin_weights_from_state_dict
     high = env.base
     low = env.comfy.sd.load_diffusion_model_state_dict(tiny_wan_state_dict(seed=11))
     low_sd = standin_state_dict_for(256, 3, seed=12)
@@ -264,7 +264,7 @@ def test_different_prompt_lengths_run_separately(env):
 
 
 def test_clear_errors(env):
-    from standin_pack.standin_core import StandInWeightsError, standin_weights_from_state_dict
+    from comfyui_standin.standin_core import StandInWeightsError, standin_weights_from_state_dict
     wrong_width = standin_weights_from_state_dict(standin_state_dict_for(128, 3))
     with pytest.raises(StandInWeightsError, match="width 128"):
         env.apply.ApplyStandInToWanModel.execute(env.base, wrong_width, env.ref, 1.0, 0.0, 1.0)
@@ -302,6 +302,7 @@ def test_cache_node_states_size(env):
 
 def test_linear_into_writes_the_buffer_directly_for_plain_layers(env, monkeypatch):
     import comfy.ops
+    from comfyui_standin.standin_core import linear_into
     gen = torch.Generator().manual_seed(0)
     layer = comfy.ops.disable_weight_init.Linear(8, 6)
     with torch.no_grad():
@@ -315,7 +316,7 @@ def test_linear_into_writes_the_buffer_directly_for_plain_layers(env, monkeypatc
     def fill(grad):
         buffer = torch.full((2, 7, 6), 3.0)
         with torch.set_grad_enabled(grad):
-            env.patching.comfy_linear_into(layer, x, buffer[:, :5])
+            linear_into(layer, x, buffer[:, :5], env.patching.is_plain_comfy_linear)
         assert (buffer[:, 5:] == 3.0).all()  # the reference rows are left alone
         return buffer[:, :5]
 

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from naive_wan import NaiveWan
-from standin_core import (JointKVBuffers, ReferenceKVCache, CacheKey, build_reference_kv, reference_positions, rope_rotations,
-                          standin_weights_from_state_dict, tensor_fingerprint, token_grid, video_positions,
-                          video_self_attention, zero_timestep_modulation)
+from comfyui_standin.tests.support.naive_wan import NaiveWan
+from comfyui_standin.standin_core import (CacheKey, DiTParts, JointKVBuffers, ReferenceKVCache, linear_into,
+                                          reference_branch, rope_rotations, standin_weights_from_state_dict,
+                                          tensor_fingerprint, token_grid, video_positions, video_self_attention)
 
 
 
@@ -35,12 +35,12 @@ def naive_loras(sd, depth):
 
 
 def reference_kv(model, latent_shape, ref_latent, weights, position_shift=(0.0, 0.0, 0.0)):
-    ref_tokens, (_, ref_h, ref_w) = model.patchify(ref_latent)
-    _, video_h, video_w = token_grid(latent_shape[2:])
-    zero_mod = zero_timestep_modulation(model.time_embedding, model.time_projection, model.freq_dim, model.dim)
-    positions = reference_positions(ref_h, ref_w, video_h, video_w) + torch.tensor(position_shift)
-    ref_rot = rope_rotations(positions, model.dim // model.heads)
-    return build_reference_kv(model.blocks, ref_tokens, zero_mod, ref_rot, weights.blocks, model.heads)
+    """The core's reference branch run on the naive model's modules (``position_shift`` moves the reference)."""
+    parts = DiTParts(patch_embedding=model.patch_embedding, patch_size=(1, 2, 2),
+                     rope=lambda positions: rope_rotations(positions + torch.tensor(position_shift), model.dim // model.heads),
+                     time_embedding=model.time_embedding, time_projection=model.time_projection,
+                     freq_dim=model.freq_dim, width=model.dim, heads=model.heads, blocks=model.blocks)
+    return reference_branch(parts, ref_latent, token_grid(latent_shape[2:]), weights.blocks, torch.float32, "cpu")
 
 
 def two_pass(model, latent, t, context, ref_latent, weights, strength=1.0, kv=None, buffers=None):
@@ -98,15 +98,24 @@ def test_reference_position_offset_matters():
     assert (off_by_one - joint).abs().max().item() > 1e-4
 
 
-def test_strength_zero_is_base_model():
+@pytest.mark.parametrize("use_buffers", [False, True], ids=["concat", "buffers"])
+def test_strength_zero_runs_the_method_and_is_the_base_model(use_buffers):
+    """s = 0 goes through the reference attention with a -inf bias on the reference keys (no shortcut in the core):
+    it equals the joint sequence with that bias and the base model, while s = 1 is far from both."""
     model = NaiveWan(depth=3)
-    weights, _ = random_standin_weights(model.dim, 3)
+    weights, sd = random_standin_weights(model.dim, 3)
     gen = torch.Generator().manual_seed(11)
     latent, ref_latent = torch.randn(2, 16, 2, 8, 10, generator=gen), torch.randn(1, 16, 1, 8, 8, generator=gen)
     t, context = torch.tensor([700.0, 700.0]), torch.randn(2, 6, 24, generator=gen)
     base = model.forward_video(latent, t, context)
-    zero = two_pass(model, latent, t, context, ref_latent, weights, strength=0.0)
-    assert (zero - base).abs().max().item() < 1e-6
+    joint_zero = model.joint_forward(latent, t, context, ref_latent, naive_loras(sd, 3),
+                                     strength_mask_bias=float("-inf"))
+    buffers = JointKVBuffers() if use_buffers else None
+    zero = two_pass(model, latent, t, context, ref_latent, weights, strength=0.0, buffers=buffers)
+    one = two_pass(model, latent, t, context, ref_latent, weights, strength=1.0, buffers=buffers)
+    assert (joint_zero - base).abs().max().item() < 1e-6  # the oracle agrees with itself
+    assert (zero - joint_zero).abs().max().item() < 1e-6
+    assert (one - base).abs().max().item() > 1e-3
 
 
 def test_strength_is_monotone_and_matches_logit_bias_joint():
@@ -121,10 +130,9 @@ def test_strength_is_monotone_and_matches_logit_bias_joint():
     distances = []
     for s in (0.0, 0.25, 0.5, 1.0, 1.5, 2.5):
         ours = two_pass(model, latent, t, context, ref_latent, weights, strength=s, kv=kv)
-        if s > 0:
-            bias = torch.log(torch.tensor(s)).item()
-            joint = model.joint_forward(latent, t, context, ref_latent, naive_loras(sd, 2), strength_mask_bias=bias)
-            assert (ours - joint).abs().max().item() < 1e-5
+        bias = torch.log(torch.tensor(s)).item()  # -inf at 0
+        joint = model.joint_forward(latent, t, context, ref_latent, naive_loras(sd, 2), strength_mask_bias=bias)
+        assert (ours - joint).abs().max().item() < 1e-5
         distances.append((ours - base).norm().item())
     assert distances[0] < 1e-5
     assert all(a < b for a, b in zip(distances, distances[1:])), distances
@@ -178,15 +186,14 @@ def test_buffered_video_pass_is_bit_identical_to_concatenation():
 
 
 def test_values_go_straight_into_the_buffer_for_plain_linear_layers():
-    from standin_core.reference import default_linear_into
     gen = torch.Generator().manual_seed(0)
     layer = torch.nn.Linear(8, 6)
     x = torch.randn(2, 5, 8, generator=gen)
     buffer = torch.full((2, 7, 6), 3.0)
     with torch.no_grad():
         expected = x @ layer.weight.T + layer.bias
-        default_linear_into(layer, x, buffer[:, :5])
+        linear_into(layer, x, buffer[:, :5])
     assert torch.allclose(buffer[:, :5], expected, atol=1e-6) and (buffer[:, 5:] == 3.0).all()
     with torch.no_grad():  # anything else (here a Sequential wrapping the layer): computed, then copied
-        default_linear_into(torch.nn.Sequential(layer), x, buffer[:, :5])
+        linear_into(torch.nn.Sequential(layer), x, buffer[:, :5])
     assert torch.equal(buffer[:, :5], layer(x)) and (buffer[:, 5:] == 3.0).all()

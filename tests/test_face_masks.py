@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from standin_core import face_masks, face_models
+from comfyui_standin.standin_core.faces import masks as face_masks, models as face_models
 
-skimage_data = pytest.importorskip("skimage.data")
+from skimage import data as skimage_data  # noqa: E402  (requirements-test.txt)
 
 SHIFTS = (0, 64, 128, 192)
 

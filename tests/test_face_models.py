@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from standin_core import face_models, faces, prepare_reference
+from comfyui_standin.standin_core.faces import models as face_models, prepare as faces
+from comfyui_standin.scripts import prepare_reference
 
-pytest.importorskip("facexlib")
-skimage_data = pytest.importorskip("skimage.data")
+from skimage import data as skimage_data  # noqa: E402  (requirements-test.txt)
 from facexlib.detection.retinaface import RetinaFace  # noqa: E402
 from facexlib.parsing.bisenet import BiSeNet  # noqa: E402
 
@@ -148,11 +148,10 @@ def test_cascade_finds_the_astronaut_face():
 
 
 def test_modules_import_no_facexlib_skimage_or_comfy():
-    code = ("import sys; import standin_core.faces, standin_core.face_models, standin_core.face_masks, "
-            "standin_core.prepare_reference; print(sorted(m for m in ('facexlib', 'skimage', 'comfy', 'torchvision') "
-            "if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1])
+    code = ("import sys; import comfyui_standin.standin_core.faces.prepare, comfyui_standin.standin_core.faces.models, "
+            "comfyui_standin.standin_core.faces.masks, comfyui_standin.scripts.prepare_reference; "
+            "print(sorted(m for m in ('facexlib', 'skimage', 'comfy', 'torchvision') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 

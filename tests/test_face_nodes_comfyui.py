@@ -11,18 +11,18 @@ import pytest
 import torch
 
 pytestmark = pytest.mark.comfyui
-skimage_data = pytest.importorskip("skimage.data")
+from skimage import data as skimage_data  # noqa: E402  (requirements-test.txt)
 
 
 @pytest.fixture(scope="module")
 def nodes_faces(comfy):
-    return importlib.import_module("standin_pack.nodes.faces")
+    return importlib.import_module("comfyui_standin.nodes.faces")
 
 
 @pytest.fixture(scope="module")
 def core(comfy):
-    return (importlib.import_module("standin_pack.standin_core.faces"),
-            importlib.import_module("standin_pack.standin_core.face_models"))
+    return (importlib.import_module("comfyui_standin.standin_core.faces.prepare"),
+            importlib.import_module("comfyui_standin.standin_core.faces.models"))
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_schemas_are_complete_and_registered(comfy, nodes_faces):
         assert all(item.tooltip for item in schema.inputs), [i.id for i in schema.inputs if not i.tooltip]
         assert all(item.tooltip for item in schema.outputs)
         node.INPUT_TYPES()
-    extension = asyncio.run(comfy.nodes.comfy_entrypoint())
+    extension = asyncio.run(comfy.comfy_entrypoint())
     ids = {node.define_schema().node_id for node in asyncio.run(extension.get_node_list())}
     assert {"EncodeReferenceFace", "StandInFaceMask"} <= ids
     import folder_paths

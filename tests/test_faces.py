@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from standin_core import face_models, faces
+from comfyui_standin.standin_core.faces import models as face_models, prepare as faces
 
-skimage_data = pytest.importorskip("skimage.data")
+from skimage import data as skimage_data  # noqa: E402  (requirements-test.txt)
 
 
 @pytest.fixture(scope="module")

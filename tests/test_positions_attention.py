@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from naive_wan import naive_apply_rope, naive_attention, rope_for, rope_table
-from standin_core import (apply_rope, reference_positions, restricted_attention, rope_rotations, token_grid,
+from comfyui_standin.tests.support.naive_wan import naive_apply_rope, naive_attention, rope_for, rope_table
+from comfyui_standin.standin_core import (apply_rope, reference_positions, restricted_attention, rope_rotations, token_grid,
                           video_positions, wan_rope_axes)
 
 
@@ -68,11 +68,15 @@ def test_restricted_attention_is_joint_attention_for_video_rows():
     assert (ours - expected).abs().max().item() < 1e-6
 
 
-def test_strength_zero_and_none_are_plain_attention():
+def test_no_reference_is_plain_attention_and_strength_zero_gives_the_reference_no_weight():
+    """strength 0 still attends over [video; reference] keys (the method), with the reference masked to -inf: the
+    result is plain attention over the video keys, even with reference values large enough to show any leak."""
     q, k, v, rk, rv = _qkv(2, 10, 4)
     plain = restricted_attention(q, k, v, None, None, heads=4)
-    assert torch.equal(restricted_attention(q, k, v, rk, rv, heads=4, strength=0.0), plain)
     assert (plain - naive_attention(q, k, v, 4)).abs().max().item() < 1e-6
+    rv = rv + 100.0
+    assert (restricted_attention(q, k, v, rk, rv, heads=4, strength=0.0) - plain).abs().max().item() < 1e-5
+    assert (restricted_attention(q, k, v, rk, rv, heads=4, strength=1e-3) - plain).abs().max().item() > 1e-3
 
 
 @pytest.mark.parametrize("copies", [2, 3])

@@ -6,7 +6,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from standin_core import LowRank, StandInWeightsError, load_standin_weights, standin_state_dict
+from comfyui_standin.standin_core import LowRank, StandInWeightsError, load_standin_weights, standin_state_dict
 
 DIM, DEPTH, RANK = 48, 3, 4
 

@@ -302,7 +302,7 @@ def test_wan22_a14b_gives_each_expert_its_own_standin_file():
 
 @pytest.fixture(scope="session")
 def live_object_info(comfy, tmp_path_factory):
-    from comfyui_server import serving
+    from comfyui_standin.tests.support.comfyui_server import serving
     with serving(tmp_path_factory) as server:
         yield server.get("/object_info", timeout=60)
 
@@ -360,7 +360,7 @@ def test_our_schemas_as_read_match_the_server(live_object_info):
 @pytest.mark.comfyui
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[path.name for path in WORKFLOWS])
 def test_workflow_against_the_live_server(live_object_info, path):
-    from comfyui_server import combo_options
+    from comfyui_standin.tests.support.comfyui_server import combo_options
     for node in load(path)["nodes"]:
         if node["type"] in FRONTEND_ONLY:
             continue
@@ -402,11 +402,15 @@ LOAD_IN_FRONTEND = """async (workflow) => {
 @pytest.fixture(scope="session")
 def frontend_page(comfy, tmp_path_factory):
     import shutil
-    sync_api = pytest.importorskip("playwright.sync_api")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        pytest.fail("the frontend checks need playwright: scripts/setup_comfyui.sh installs it", pytrace=False)
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
-        pytest.skip("no Chromium for the frontend check (apt-get install chromium)")
-    from comfyui_server import serving
+        pytest.fail("the frontend checks need Chromium: apt-get install chromium (scripts/setup_comfyui.sh)",
+                    pytrace=False)
+    from comfyui_standin.tests.support.comfyui_server import serving
     with serving(tmp_path_factory) as server, sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1600, "height": 1000})

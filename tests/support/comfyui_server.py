@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from comfy_wan_reference import standin_state_dict_for, tiny_wan_state_dict
+from comfyui_standin.tests.support.joint_sequence import standin_state_dict_for, tiny_wan_state_dict
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PACK_FOLDER = "ComfyUI-StandIn"
 OUR_NODES = ("LoadStandInLoRA", "EncodeReferenceFace", "ApplyStandInToWanModel", "StandInKVCache", "StandInFaceMask")
 WAN_FILE = "tiny_wan_t2v.safetensors"

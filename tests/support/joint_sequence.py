@@ -8,8 +8,8 @@ cross-attention and get no VACE hints, as in the official code.
 """
 import torch
 
-from naive_wan import naive_apply_rope, naive_attention, rope_for, rope_table
-from tiny_models import standin_state_dict_for, tiny_wan_state_dict  # noqa: F401  (re-exported for the tests)
+from comfyui_standin.tests.support.naive_wan import naive_apply_rope, naive_attention, rope_for, rope_table
+from comfyui_standin.tests.support.tiny_models import standin_state_dict_for, tiny_wan_state_dict  # noqa: F401  (re-exported for the tests)
 
 
 def _grid(f, h, w, t0=0, h0=0, w0=0):

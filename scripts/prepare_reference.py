@@ -1,8 +1,8 @@
 """Try the reference preparation from the command line, with or without the real facexlib weights.
 
-    python -m standin_core.prepare_reference --demo                 # scikit-image's astronaut portrait
-    python -m standin_core.prepare_reference photo.jpg --out steps  # your own photo
-    python -m standin_core.prepare_reference photo.jpg --weights-dir ComfyUI/models/facexlib
+    python scripts/prepare_reference.py --demo                 # scikit-image's astronaut portrait
+    python scripts/prepare_reference.py photo.jpg --out steps  # your own photo
+    python scripts/prepare_reference.py photo.jpg --weights-dir ComfyUI/models/facexlib
 
 Writes the steps as PNGs: the input, the detections (chosen face green, other faces red, crop window blue), the
 padded square, the parse map, the mask and the final 512x512 reference. Without facexlib weights the face is found
@@ -19,7 +19,7 @@ import sys
 import cv2
 import numpy as np
 
-from . import face_models, faces
+from comfyui_standin.standin_core.faces import models as face_models, prepare as faces
 
 
 def _read_image(path: str) -> np.ndarray:
@@ -98,7 +98,7 @@ def _pick_models(args) -> tuple[faces.Detector | None, faces.Parser | None, list
 
 
 def main(argv=None) -> int:
-    cli = argparse.ArgumentParser(prog="python -m standin_core.prepare_reference", description=__doc__.split("\n")[0])
+    cli = argparse.ArgumentParser(prog="python scripts/prepare_reference.py", description=__doc__.split("\n")[0])
     cli.add_argument("image", nargs="?", help="the photo to prepare (PNG/JPEG/...)")
     cli.add_argument("--demo", action="store_true", help="use scikit-image's astronaut portrait")
     cli.add_argument("--out", default="standin_reference_steps", help="folder for the step PNGs")

@@ -13,7 +13,7 @@ from typing import Callable, Optional, Sequence
 import cv2
 import numpy as np
 
-from .faces import (CROP_SCALE, FACE_PART_CLASSES, REFERENCE_SIZE, Detector, Parser, _as_numpy, _parse,
+from .prepare import (CROP_SCALE, FACE_PART_CLASSES, REFERENCE_SIZE, Detector, Parser, _as_numpy, _parse,
                     detect_faces, select_face, square_crop_window, to_rgb_uint8)
 
 DILATION = 10  # official defaults

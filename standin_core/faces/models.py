@@ -17,7 +17,7 @@ from typing import Iterable, Optional, Sequence, Union
 import cv2
 import numpy as np
 
-from .faces import Detector, Parser
+from .prepare import Detector, Parser
 
 log = logging.getLogger("standin")
 

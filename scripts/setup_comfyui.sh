@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Add what the comfyui test tier needs for one ComfyUI tree to .venv (after scripts/setup.sh):
+# the tree's own Python requirements (torch/torchvision/torchaudio held at the pair setup.sh installed), requests
+# (the server tests and ComfyUI v0.8.0's startup), playwright (drives the real frontend) and Debian's chromium
+# (installed with apt-get when it is missing; needs root).
+#   usage: scripts/setup_comfyui.sh [--no-browser] /path/to/ComfyUI     (--no-browser: skip playwright/chromium)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+browser=1
+[ "${1:-}" = "--no-browser" ] && { browser=0; shift; }
+tree=${1:?usage: scripts/setup_comfyui.sh [--no-browser] /path/to/ComfyUI}
+[ -f "$tree/requirements.txt" ] && [ -d "$tree/comfy" ] || { echo "error: $tree is not a ComfyUI tree" >&2; exit 1; }
+.venv/bin/python -m pip install -q -c <(printf 'torch==2.14.1\ntorchvision==0.29.1\n') \
+  -r <(grep -vE '^\s*(torch|torchvision|torchaudio)\s*($|[<>=~!;])' "$tree/requirements.txt") requests
+[ "$browser" -eq 1 ] || { echo "ComfyUI requirements installed for $tree (no browser)"; exit 0; }
+.venv/bin/python -m pip install -q playwright
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium fonts-noto-cjk >/dev/null
+  else
+    echo "error: the frontend checks need Chromium: install Debian's chromium (apt-get install chromium)" >&2
+    exit 1
+  fi
+fi
+echo "comfyui tier ready for $tree"

@@ -1,0 +1,6 @@
+"""Face preparation for Stand-In, in numpy/OpenCV (never imports ComfyUI).
+
+  * :mod:`.prepare`: the official reference preprocessing (largest face, 1.5x square crop, 512x512, white background);
+  * :mod:`.masks`: per-frame face masks for face-swap graphs;
+  * :mod:`.models`: facexlib's detector and parser, loaded offline from a weights folder, behind small adapters.
+"""
