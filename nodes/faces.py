@@ -1,11 +1,16 @@
 """Face tools: EncodeReferenceFace (photo -> the reference Stand-In sees) and StandInFaceMask (per-frame face masks).
 
-The work is done by standin_core (faces, face_masks, face_models); these classes validate, load the facexlib models
+The work is done by standin_core.faces (prepare, masks, models); these classes validate, load the facexlib models
 from models/facexlib (never downloading unless the user allows it) and convert between ComfyUI types and arrays.
+The facexlib models are ComfyUI models: each is wrapped in a ModelPatcher and loaded with
+``comfy.model_management.load_models_gpu`` before use, so ComfyUI counts their memory and unloads them (to the
+offload device) like any other model when it needs room or when the user frees memory.
 """
 import logging
+import os
 
 import comfy.model_management
+import comfy.model_patcher
 import comfy.utils
 import folder_paths
 import torch
@@ -16,19 +21,29 @@ from .paths import FACEXLIB_FOLDER
 
 log = logging.getLogger("standin")
 
-_LOADED = {}  # (model name, weight file, device) -> facexlib model, so a graph loads each model once
+# One ModelPatcher per facexlib model name (at most one per detector/parser kind), replaced when its weight file
+# changes. Where the weights live (device or offload device) is ComfyUI's model management's business.
+_PATCHERS: dict[str, comfy.model_patcher.ModelPatcher] = {}
+
+
+def _file_identity(path):
+    return None if path is None else (path, os.path.getmtime(path), os.path.getsize(path))
 
 
 def _facexlib_model(name: str, allow_download: bool):
     folders = folder_paths.get_folder_paths(FACEXLIB_FOLDER)
     device = comfy.model_management.get_torch_device()
-    key = (name, face_models.find_weights(name, folders), str(device))
-    if key[1] is None or key not in _LOADED:
+    identity = (_file_identity(face_models.find_weights(name, folders)), str(device))
+    patcher = _PATCHERS.get(name)
+    if patcher is None or identity[0] is None or getattr(patcher, "standin_identity", None) != identity:
         load = face_models.load_face_parser if name in face_models.PARSERS else face_models.load_face_detector
-        model = load(folders, name, device, allow_download)
-        key = (name, face_models.find_weights(name, folders), str(device))
-        _LOADED[key] = model
-    return _LOADED[key]
+        model = load(folders, name, device, allow_download)  # built on the device: facexlib keeps device tensors
+        patcher = comfy.model_patcher.ModelPatcher(model, load_device=device,
+                                                   offload_device=comfy.model_management.unet_offload_device())
+        patcher.standin_identity = (_file_identity(face_models.find_weights(name, folders)), str(device))
+        _PATCHERS[name] = patcher
+    comfy.model_management.load_models_gpu([patcher])
+    return patcher.model
 
 
 def _detector_and_parser(detector: str, allow_download: bool, normalization):

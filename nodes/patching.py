@@ -153,6 +153,7 @@ def apply_standin(model, weights: StandInWeights, latent: dict, strength: float,
                                  VideoSelfAttention(block.self_attn, index))
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, ReferencePass(settings))
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, KEY, SamplingRun(settings))
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREPARE_SAMPLING, KEY, MemoryEstimate(settings))
     log.info("Stand-In applied: %s; reference %s; strength %.2f, steps %.0f%%..%.0f%%", weights.describe(),
              tuple(reference.shape), strength, 100 * start_percent, 100 * end_percent)
     return patched
@@ -160,7 +161,8 @@ def apply_standin(model, weights: StandInWeights, latent: dict, strength: float,
 
 def remove_standin(model) -> None:
     """Take Stand-In off a (cloned) model: applying twice replaces, never stacks."""
-    for wrapper_type in (comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, comfy.patcher_extension.WrappersMP.OUTER_SAMPLE):
+    for wrapper_type in (comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, comfy.patcher_extension.WrappersMP.OUTER_SAMPLE,
+                         comfy.patcher_extension.WrappersMP.PREPARE_SAMPLING):
         model.remove_wrappers_with_key(wrapper_type, KEY)
     for name in [n for n, patch in model.object_patches.items() if isinstance(patch, VideoSelfAttention)]:
         del model.object_patches[name]
@@ -179,15 +181,75 @@ def set_cache_mode(model, mode: str):
     return patched
 
 
+def compute_dtype(model) -> torch.dtype:
+    """The dtype the diffusion model computes in (its activations, hence the reference K/V)."""
+    return getattr(model.model, "manual_cast_dtype", None) or model.model_dtype()
+
+
 def expected_cache_bytes(model) -> Optional[int]:
     """Size of the reference K/V cache this model will build (None without Stand-In)."""
     settings = standin_settings(model)
     if settings is None:
         return None
     dm = diffusion_model_of(model)
-    dtype = getattr(model.model, "manual_cast_dtype", None) or model.model_dtype()
     return kv_cache_bytes(len(dm.blocks), settings.reference_tokens(dm.patch_size), dm.dim,
-                          torch.empty((), dtype=dtype).element_size())
+                          torch.empty((), dtype=compute_dtype(model)).element_size())
+
+
+@dataclass(frozen=True)
+class StandInMemory:
+    """The device memory Stand-In adds to a sampling run on top of the base model, in bytes."""
+
+    cache: int  # the reference K/V of every block
+    buffers: int  # the [video; reference] key and value buffers, for this batch and video size
+    lora: int  # the Stand-In LoRA's copy on the compute device (0 when the weights already live there)
+
+    @property
+    def total(self) -> int:
+        return self.cache + self.buffers + self.lora
+
+
+def standin_memory(model, settings: StandInSettings, latent_shape) -> StandInMemory:
+    """What a run with a latent batch of ``latent_shape`` [B, C, T, H, W] allocates for Stand-In on the device."""
+    dm = diffusion_model_of(model)
+    element = torch.empty((), dtype=compute_dtype(model)).element_size()
+    ref_tokens = settings.reference_tokens(dm.patch_size)
+    frames, rows, cols = token_grid(latent_shape[2:], dm.patch_size)
+    device = torch.device(model.load_device)
+    on_device = all(t.device == device for block in settings.weights.blocks
+                    for low_rank in (block.q, block.k, block.v) for t in (low_rank.down, low_rank.up))
+    return StandInMemory(cache=kv_cache_bytes(len(dm.blocks), ref_tokens, dm.dim, element),
+                         buffers=2 * latent_shape[0] * (frames * rows * cols + ref_tokens) * dm.dim * element,
+                         lora=0 if on_device else settings.weights.nbytes)
+
+
+class MemoryEstimate:
+    """PREPARE_SAMPLING wrapper: ComfyUI's estimate of a run's inference memory includes Stand-In's own
+    (:class:`StandInMemory`), so its loader frees (or offloads) that much more before sampling starts.
+
+    ComfyUI asks ``model.model.memory_required(input_shape)`` while it prepares sampling; for the duration of that
+    step (and only for this model) the answer gets Stand-In's bytes added.
+    """
+
+    def __init__(self, settings: StandInSettings):
+        self.settings = settings
+
+    def __call__(self, executor, model, *args, **kwargs):
+        base_model = model.model
+        had_own = "memory_required" in vars(base_model)
+        original = base_model.memory_required
+
+        def memory_required(input_shape, *rest, **options):
+            return original(input_shape, *rest, **options) + standin_memory(model, self.settings, input_shape).total
+
+        base_model.memory_required = memory_required
+        try:
+            return executor(model, *args, **kwargs)
+        finally:
+            if had_own:
+                base_model.memory_required = original
+            else:
+                del base_model.memory_required
 
 
 class VideoSelfAttention:
@@ -306,9 +368,13 @@ class SamplingRun:
 
 
 def describe_cache(model, mode: str) -> str:
-    size = expected_cache_bytes(model)
-    if size is None:
+    settings = standin_settings(model)
+    if settings is None:
         return f"cache {mode}: Stand-In is not applied to this MODEL yet (the setting still holds once it is)"
     where = {"on": "on the compute device", "offload": "on the offload device between steps",
              "off": "not kept (recomputed every model call)"}[mode]
-    return f"cache {mode}: reference K/V {format_bytes(size)} {where}"
+    example = standin_memory(model, settings, (2, 16, 21, 60, 104))  # 832x480, 81 frames, cond + uncond
+    return (f"cache {mode}: reference K/V {format_bytes(expected_cache_bytes(model))} {where}. While sampling, "
+            f"Stand-In also allocates [video; reference] K/V buffers ({format_bytes(example.buffers)} at 832x480x81, "
+            f"cond+uncond) and the LoRA's device copy ({format_bytes(example.lora)}); ComfyUI's memory estimate "
+            f"counts all three ({format_bytes(example.total)} at that size)")

@@ -158,10 +158,33 @@ def test_cache_builds_once_per_run_and_is_freed(env, monkeypatch):
     assert len(builds) == 6  # a new run builds again
 
 
-def test_strength_zero_and_range_outside_equal_base(env):
+@pytest.mark.parametrize("strength", [0.3, 2.0])
+def test_strength_equals_joint_sequence_with_the_logit_bias(env, strength):
+    """strength s through ComfyUI's attention (a mask) == the joint sequence with log(s) on the image keys."""
+    import math
+    patched = apply(env, strength=strength)
+    gen = torch.Generator().manual_seed(5)
+    x, context = torch.randn(2, 16, 3, 8, 12, generator=gen), torch.randn(2, 7, 4096, generator=gen)
+    ours, t = forward(env, patched, x, torch.tensor([0.7, 0.4]), context)
+    reference = processed_reference(env, patched)
+    dm = patched.model.diffusion_model
+    expected = joint_forward(dm, x, t, context, reference, env.standin_sd, video_to_image_bias=math.log(strength))
+    paper = joint_forward(dm, x, t, context, reference, env.standin_sd)
+    assert (ours - expected).abs().max().item() < TOL
+    assert (ours - paper).abs().max().item() > 100 * TOL
+
+
+def test_strength_zero_skips_the_reference_and_range_outside_equal_base(env, monkeypatch):
+    """At strength 0 (and outside start..end) the node runs no reference pass at all: exactly the base model.
+    (The method itself at strength 0, a -inf bias, is checked against the oracle in the core tier.)"""
+    builds = []
+    original = env.patching.ReferencePass.reference_pass
+    monkeypatch.setattr(env.patching.ReferencePass, "reference_pass",
+                        lambda self, *a: builds.append(1) or original(self, *a))
     base = sample(env, env.base)
     assert torch.equal(sample(env, apply(env, strength=0.0)), base)
     assert torch.equal(sample(env, apply(env, start=1.0, end=1.0)), base)
+    assert builds == []
     partial = sample(env, apply(env, start=0.0, end=0.5))
     full = sample(env, apply(env))
     assert not torch.equal(partial, base) and not torch.equal(partial, full)
@@ -293,11 +316,57 @@ def test_models_it_does_not_fit(env):
         env.apply.ApplyStandInToWanModel.execute(not_wan, env.weights, env.ref, 1.0, 0.0, 1.0)
 
 
-def test_cache_node_states_size(env):
+CACHE_BYTES = 3 * 2 * 15 * 256 * 4  # 3 blocks x (K, V) x 15 reference tokens (6x10 latent -> 3x5) x 256 x float32
+
+
+def storage_bytes(tensors):
+    """Bytes of the distinct storages behind ``tensors`` (a view of a larger tensor counts the whole storage)."""
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    return sum(storages.values())
+
+
+def test_cache_node_reports_the_bytes_actually_allocated(env, monkeypatch):
     patched = apply(env)
     info = env.cache.StandInKVCache.execute(patched, "on").args[1]
-    # 3 blocks x (K and V) x 15 reference tokens (6x10 latent -> 3x5) x width 256 x 4 bytes = 92,160 B
-    assert "90.00 KiB" in info and "on the compute device" in info
+    assert "reference K/V 90.00 KiB on the compute device" in info
+    assert env.patching.expected_cache_bytes(patched) == CACHE_BYTES
+    seen = []
+    original = env.patching.RunState.release
+
+    def release(run):  # the end of the run: measure what the cache and the buffers really hold
+        entry = run.cache._entry
+        seen.append((storage_bytes([t for kv in entry for t in (kv.keys, kv.values)]),
+                     storage_bytes([run.buffers.keys, run.buffers.values])))
+        original(run)
+
+    monkeypatch.setattr(env.patching.RunState, "release", release)
+    sample(env, patched, steps=2)
+    video_tokens = 3 * 4 * 6  # latent 3x8x12 -> 3x4x6 tokens
+    settings = env.patching.standin_settings(patched)
+    memory = env.patching.standin_memory(patched, settings, (2, 16, 3, 8, 12))
+    assert seen == [(CACHE_BYTES, 2 * 2 * (video_tokens + 15) * 256 * 4)]
+    assert (memory.cache, memory.buffers, memory.lora) == (seen[0][0], seen[0][1], 0)
+
+
+def test_comfyui_memory_estimate_counts_what_standin_allocates(env, monkeypatch):
+    """ComfyUI's loader is asked to make room for the cache, the K/V buffers and the LoRA's device copy."""
+    import comfy.model_management
+    asked = []
+    original = comfy.model_management.load_models_gpu
+
+    def load_models_gpu(models, memory_required=0, *args, **kwargs):
+        asked.append((memory_required, kwargs.get("minimum_memory_required")))
+        return original(models, memory_required, *args, **kwargs)
+
+    monkeypatch.setattr(comfy.model_management, "load_models_gpu", load_models_gpu)
+    sample(env, env.base, steps=1)
+    sample(env, apply(env), steps=1)
+    (base, base_min), (ours, ours_min) = asked[-2], asked[-1]
+    video_tokens = 3 * 4 * 6
+    # cond+uncond (batch 2) for the estimate, batch 1 for the minimum; on the CPU the LoRA needs no device copy
+    assert ours - base == CACHE_BYTES + 2 * 2 * (video_tokens + 15) * 256 * 4
+    assert ours_min - base_min == CACHE_BYTES + 2 * 1 * (video_tokens + 15) * 256 * 4
+    assert "memory_required" not in vars(env.base.model)  # the estimate is only changed while preparing
 
 
 def test_linear_into_writes_the_buffer_directly_for_plain_layers(env, monkeypatch):

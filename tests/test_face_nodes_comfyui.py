@@ -5,12 +5,14 @@ The VAE is a recording stand-in: the node's contract is to pass the prepared [1,
 """
 import asyncio
 import importlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 pytestmark = pytest.mark.comfyui
+DATA = Path(__file__).resolve().parent / "data"
 from skimage import data as skimage_data  # noqa: E402  (requirements-test.txt)
 
 
@@ -45,7 +47,7 @@ def facexlib_folder(comfy, monkeypatch, nodes_faces, tmp_path):
     def use(folder):
         monkeypatch.setitem(folder_paths.folder_names_and_paths, "facexlib", ([str(folder)], {".pth"}))
         return folder
-    monkeypatch.setattr(nodes_faces, "_LOADED", {})
+    monkeypatch.setattr(nodes_faces, "_PATCHERS", {})
     return use
 
 
@@ -93,17 +95,72 @@ def test_subject_mode_needs_no_weights_and_encodes_the_prepared_image(nodes_face
     assert mask[0, :, :95].max() == 0 and mask[0, :, 97:415].min() == 1 and mask[0, :, 417:].max() == 0
 
 
-def test_face_mode_with_weights_in_models_facexlib(nodes_faces, facexlib_folder, weights_dir):
-    facexlib_folder(weights_dir)
-    photo = comfy_image(skimage_data.astronaut())
-    for _ in range(2):
+@pytest.fixture(scope="module")
+def real_detector_folder(tmp_path_factory, weights_dir):
+    """models/facexlib with the REAL RetinaFace mobile0.25 weights (tests/data) and a generated BiSeNet."""
+    import shutil
+    folder = tmp_path_factory.mktemp("facexlib_real")
+    shutil.copy(DATA / "detection_mobilenet0.25_Final.pth", folder)
+    shutil.copy(weights_dir / "parsing_bisenet.pth", folder)
+    return folder
+
+
+def test_face_mode_crops_the_face_the_real_detector_finds(comfy, nodes_faces, facexlib_folder, real_detector_folder):
+    """Real photo, real detector weights: face_index 0/1 pick the left/right face; the prepared reference is the
+    official window around that face (restated in tests/support/official_reference.py) wherever the parser kept the
+    photo. The boxes come from facexlib's own loader and detector, called here directly."""
+    import cv2
+    from facexlib.detection import init_detection_model
+    from comfyui_standin.tests.support.official_reference import area512, official_window, white_square
+    facexlib_folder(real_detector_folder)
+    rgb = cv2.cvtColor(cv2.imread(str(DATA / "two_people.jpg")), cv2.COLOR_BGR2RGB)
+    rgb = cv2.resize(rgb, (1000, 587), interpolation=cv2.INTER_AREA)  # under 1024 px: detected at full size
+    detector = init_detection_model("retinaface_mobile0.25", half=False, device="cpu",
+                                    model_rootpath=str(real_detector_folder))
+    with torch.inference_mode():
+        found = detector.detect_faces(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), 0.97)
+    boxes = sorted((tuple(int(v) for v in face[:4]) for face in found), key=lambda box: box[0])
+    assert len(boxes) == 2
+    prepared_per_face = []
+    for index, box in enumerate(boxes):
+        vae = RecordingVAE()
         latent, prepared, mask = nodes_faces.EncodeReferenceFace.execute(
-            photo, RecordingVAE(), detector="retinaface_mobile0.25").result
-        assert prepared.shape == (1, 512, 512, 3) and mask.shape == (1, 512, 512)
-        assert 0 <= float(prepared.min()) and float(prepared.max()) <= 1
-        white = mask[0] == 0  # every pixel outside the mask is pure white
-        assert torch.all(prepared[0][white] == 1.0)
-    assert sorted(key[0] for key in nodes_faces._LOADED) == ["bisenet", "retinaface_mobile0.25"], "loaded once"
+            comfy_image(rgb), vae, face_index=index, detector="retinaface_mobile0.25").result
+        left, top, right, bottom = official_window(box, rgb.shape[1], rgb.shape[0])
+        expected = torch.from_numpy(area512(white_square(rgb[top:bottom, left:right]))).float() / 255
+        kept = mask[0] > 0.5
+        assert kept.float().mean() > 0.05  # the (generated) parser kept part of the photo: something to compare
+        assert torch.allclose(prepared[0][kept], expected[kept], atol=1 / 255)
+        assert torch.equal(vae.seen[0], prepared[..., :3]) and latent["samples"].shape == (1, 16, 1, 64, 64)
+        prepared_per_face.append(prepared)
+    assert not torch.equal(*prepared_per_face)
+
+
+def test_face_models_are_comfyui_models_that_unload(comfy, nodes_faces, facexlib_folder, real_detector_folder):
+    """The facexlib models are loaded through ComfyUI's model management: listed among its loaded models while in
+    use, unloaded by it like any other model, reloaded when needed; a replaced weight file is read again."""
+    import os
+    import comfy.model_management as mm
+    facexlib_folder(real_detector_folder)
+    photo = comfy_image(skimage_data.astronaut())
+
+    def loaded_face_models():
+        return sorted(type(m.model.model).__name__ for m in mm.current_loaded_models
+                      if m.model is not None and type(m.model.model).__name__ in ("RetinaFace", "BiSeNet"))
+
+    first = nodes_faces.EncodeReferenceFace.execute(photo, RecordingVAE(), detector="retinaface_mobile0.25").result
+    assert loaded_face_models() == ["BiSeNet", "RetinaFace"]
+    patchers = dict(nodes_faces._PATCHERS)
+    mm.unload_all_models()
+    assert loaded_face_models() == []
+    again = nodes_faces.EncodeReferenceFace.execute(photo, RecordingVAE(), detector="retinaface_mobile0.25").result
+    assert loaded_face_models() == ["BiSeNet", "RetinaFace"]
+    assert torch.equal(first[1], again[1]) and nodes_faces._PATCHERS == patchers  # same models, not read again
+    parser_file = real_detector_folder / "parsing_bisenet.pth"
+    os.utime(parser_file, (parser_file.stat().st_atime, parser_file.stat().st_mtime + 10))
+    nodes_faces.EncodeReferenceFace.execute(photo, RecordingVAE(), detector="retinaface_mobile0.25")
+    assert nodes_faces._PATCHERS["bisenet"] is not patchers["bisenet"]
+    assert nodes_faces._PATCHERS["retinaface_mobile0.25"] is patchers["retinaface_mobile0.25"]
 
 
 def test_missing_weights_name_the_file_the_folder_and_the_url(nodes_faces, core, facexlib_folder, tmp_path):

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from comfyui_standin.standin_core.faces import models as face_models, prepare as faces
+from comfyui_standin.tests.support.official_reference import area512, official_window, white_square
 
 from skimage import data as skimage_data  # noqa: E402  (requirements-test.txt)
 
@@ -28,27 +29,6 @@ def lbp():
 def fixed(*boxes):
     """A detector that always reports these boxes."""
     return lambda rgb: np.array(boxes, dtype=float).reshape(-1, 4)
-
-
-def official_window(box, width, height):
-    x1, y1, x2, y2 = box
-    cx, cy = (x1 + x2) // 2, (y1 + y2) // 2
-    half = int(max(x2 - x1, y2 - y1) * 1.5) // 2
-    return max(cx - half, 0), max(cy - half, 0), min(cx + half, width), min(cy + half, height)
-
-
-def white_square(image):
-    """Centred white padding, written independently of faces.pad_to_square."""
-    h, w = image.shape[:2]
-    side = max(h, w)
-    out = np.full((side, side, 3), 255, np.uint8)
-    top, left = (side - h) // 2, (side - w) // 2
-    out[top:top + h, left:left + w] = image
-    return out
-
-
-def area512(image):
-    return cv2.resize(image, (512, 512), interpolation=cv2.INTER_AREA)
 
 
 def test_real_photo_crop_contains_the_detected_face(astronaut, lbp):

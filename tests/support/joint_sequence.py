@@ -18,10 +18,12 @@ def _grid(f, h, w, t0=0, h0=0, w0=0):
 
 
 @torch.no_grad()
-def joint_forward(dm, x, timestep, context, reference, standin_sd, vace_context=None, vace_strength=None):
+def joint_forward(dm, x, timestep, context, reference, standin_sd, vace_context=None, vace_strength=None,
+                  video_to_image_bias=0.0):
     """The official joint-sequence forward of Stand-In on ComfyUI WanModel ``dm`` (weights as currently loaded).
 
     ``reference`` is the reference latent already in the model's latent space, [1, 16, 1, h, w].
+    ``video_to_image_bias`` is added to the video queries' logits on the image keys (0 = the paper).
     """
     from comfy.ldm.wan.model import sinusoidal_embedding_1d
     batch, dim, heads = x.shape[0], dm.dim, dm.num_heads
@@ -42,6 +44,7 @@ def joint_forward(dm, x, timestep, context, reference, standin_sd, vace_context=
     is_image = torch.cat([torch.zeros(s, dtype=torch.bool), torch.ones(r, dtype=torch.bool)])[None, :, None]
     mask = torch.zeros(s + r, s + r)
     mask[s:, :s] = float("-inf")
+    mask[:s, s:] = video_to_image_bias
 
     if vace_context is not None:
         comfy_freqs = dm.rope_encode(*x.shape[2:], device=x.device, dtype=x.dtype)
