@@ -9,7 +9,7 @@ size, and the analytic figures of :mod:`benchmarks.analytic` for the configurati
     .venv/bin/python -m comfyui_standin.benchmarks.standin_bench                      # CPU, reduced shape, paper's R/S ratio
     python3 -m comfyui_standin.benchmarks.standin_bench --device cuda --dtype bf16 --paper-shape   # Wan2.1 14B shape on a GPU
 
-    COMFYUI_PATH=/path/to/ComfyUI python -m comfyui_standin.benchmarks.standin_bench --comfyui ...      # ComfyUI's real WanModel
+    COMFYUI_PATH=/path/to/ComfyUI PYTHONPATH=/path/to/ComfyUI python -m comfyui_standin.benchmarks.standin_bench --comfyui ...      # ComfyUI's real WanModel
 
 The model is :class:`benchmarks.wan_like.WanLike` (ComfyUI's Wan attribute names, random weights) and the Stand-In
 path is the core as the pack runs it: :func:`standin_core.reference.video_self_attention` with the reusable

@@ -11,7 +11,7 @@ ComfyUI's ``apply_rope1``.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 
@@ -81,16 +81,13 @@ def rope_rotations(positions: torch.Tensor, head_dim: int, theta: float = ROPE_T
     return rotation.to(torch.float32)[None, :, None]
 
 
-def apply_rope(x: torch.Tensor, rotations: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+def apply_rope(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
     """Rotate channel pairs of ``x`` [B, L, heads, head_dim] by ``rotations`` [1, L, 1, head_dim/2, 2, 2].
 
     Computed in the table's dtype (float32, one product then one in-place multiply-add: the arithmetic of ComfyUI's
-    own fallback RoPE) and returned in x's dtype, or written into ``out`` (same shape as x, any float dtype, may be a
-    strided view such as the first rows of a larger buffer) and returned. Both give the same bits.
+    own fallback RoPE) and returned in x's dtype.
     """
     pairs = x.to(rotations.dtype).reshape(*x.shape[:-1], -1, 1, 2)
     rotated = rotations[..., 0] * pairs[..., 0]
     rotated.addcmul_(rotations[..., 1], pairs[..., 1])
-    if out is not None:
-        return out.copy_(rotated.view(x.shape))
     return rotated.reshape(x.shape).type_as(x)

@@ -16,6 +16,8 @@ import torch
 from comfyui_standin.standin_core.faces import models as face_models, prepare as faces
 from comfyui_standin.scripts import prepare_reference
 
+DATA = Path(__file__).resolve().parent / "data"
+
 from skimage import data as skimage_data  # noqa: E402  (requirements-test.txt)
 from facexlib.detection.retinaface import RetinaFace  # noqa: E402
 from facexlib.parsing.bisenet import BiSeNet  # noqa: E402
@@ -124,14 +126,20 @@ def test_bisenet_parser_normalises_and_takes_the_main_head(weights_dir):
         np.testing.assert_array_equal(parse_map, expected)
 
 
-def test_retinaface_detector_gets_bgr_and_returns_boxes_with_scores(weights_dir):
-    model = face_models.load_face_detector(weights_dir, "retinaface_mobile0.25")
-    rgb = np.ascontiguousarray(skimage_data.astronaut()[:256, 100:356])
+def test_real_retinaface_through_the_adapter_finds_both_real_faces(no_network):
+    """REAL mobile0.25 weights (tests/data) on a real two-person photo: the adapter takes RGB, hands facexlib BGR,
+    and returns the same boxes and scores as facexlib called directly: two faces, far apart, both confident."""
+    model = face_models.load_face_detector(DATA, "retinaface_mobile0.25")
+    rgb = cv2.cvtColor(cv2.imread(str(DATA / "two_people.jpg")), cv2.COLOR_BGR2RGB)
     with torch.no_grad():
-        expected = model.detect_faces(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), conf_threshold=0.45)
-    found = face_models.retinaface_detector(model, confidence=0.45)(rgb)
-    assert len(expected) > 0 and found.shape == (len(expected), 5)  # random weights: scores just under 0.5
+        expected = model.detect_faces(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), conf_threshold=0.5)
+    found = face_models.retinaface_detector(model)(rgb)
+    assert found.shape == (2, 5)
     np.testing.assert_allclose(found, expected[:, :5], rtol=1e-5)
+    assert found[:, 4].min() > 0.97
+    left, right = sorted(found, key=lambda row: row[0])
+    assert left[2] < right[0]  # two separate faces, one on each side
+    assert all(60 < row[2] - row[0] < 300 and 60 < row[3] - row[1] < 300 for row in found)  # face-sized boxes
     assert face_models.retinaface_detector(model, confidence=1.01)(rgb).shape == (0, 5)
 
 
