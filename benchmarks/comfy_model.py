@@ -18,6 +18,7 @@ import torch
 from comfyui_standin.benchmarks.timing import TimedSampler
 from comfyui_standin.standin_core.cache import ReferenceKVCache, tensor_fingerprint
 from comfyui_standin.tests.support.comfy_boot import comfyui_path_from_env, comfyui_version, import_comfyui
+from comfyui_standin.tests.support.tiny_models import random_standin_state_dict
 
 
 @dataclass
@@ -57,15 +58,11 @@ def build_comfy_setup(cfg: dict, device: torch.device, dtype: torch.dtype) -> Co
         else:
             param.normal_(0.0, 0.02)
 
-    gen = torch.Generator().manual_seed(1)  # Stand-In weights as a loaded file gives them: float32, on the CPU
-
-    def lowrank():
-        down = torch.randn(cfg["rank"], cfg["dim"], generator=gen) / math.sqrt(cfg["dim"])
-        up = torch.randn(cfg["dim"], cfg["rank"], generator=gen) * 0.01 / math.sqrt(cfg["rank"])
-        return weights_mod.LowRank(down, up)
-
-    weights = weights_mod.StandInWeights(
-        [weights_mod.BlockLoRA(lowrank(), lowrank(), lowrank()) for _ in range(cfg["depth"])], source="<random>")
+    # Stand-In weights as a loaded file gives them: float32, on the CPU
+    weights = weights_mod.standin_weights_from_state_dict(
+        random_standin_state_dict(cfg["dim"], cfg["depth"], cfg["rank"], seed=1, down_std=1 / math.sqrt(cfg["dim"]),
+                                  up_std=0.01 / math.sqrt(cfg["rank"])), source="<random>")
+    gen = torch.Generator().manual_seed(2)
     reference = torch.randn(1, 16, 1, 2 * cfg["ref_height"], 2 * cfg["ref_width"], generator=gen)
     settings = patching.StandInSettings(weights, reference, tensor_fingerprint(reference), 1.0, 0.0, 1.0)
     patches = [patching.VideoSelfAttention(block.self_attn, i) for i, block in enumerate(model.blocks)]

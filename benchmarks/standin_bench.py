@@ -40,7 +40,8 @@ from comfyui_standin.standin_core.cache import CacheKey, ReferenceKVCache, tenso
 from comfyui_standin.standin_core.cache import format_bytes as fmt_bytes
 from comfyui_standin.standin_core.positions import rope_rotations, video_positions
 from comfyui_standin.standin_core.reference import reference_branch, video_self_attention
-from comfyui_standin.standin_core.weights import BlockLoRA, LowRank, StandInWeights
+from comfyui_standin.standin_core.weights import StandInWeights, standin_weights_from_state_dict
+from comfyui_standin.tests.support.tiny_models import random_standin_state_dict
 
 from comfyui_standin.benchmarks import analytic
 from comfyui_standin.benchmarks.timing import TimedSampler, sync
@@ -141,14 +142,9 @@ class Setup:
 
 
 def random_standin_weights(depth: int, width: int, rank: int, device, dtype) -> StandInWeights:
-    gen = torch.Generator(device="cpu").manual_seed(1)
-
-    def lowrank():
-        down = (torch.randn(rank, width, generator=gen) / width ** 0.5).to(device=device, dtype=dtype)
-        up = (torch.randn(width, rank, generator=gen) * 0.01 / rank ** 0.5).to(device=device, dtype=dtype)
-        return LowRank(down, up)
-
-    return StandInWeights([BlockLoRA(lowrank(), lowrank(), lowrank()) for _ in range(depth)], source="<random>")
+    sd = random_standin_state_dict(width, depth, rank, seed=1, down_std=1 / width ** 0.5, up_std=0.01 / rank ** 0.5)
+    weights = standin_weights_from_state_dict(sd, source="<random>")
+    return StandInWeights(weights.blocks_on(device, dtype), source="<random>")
 
 
 def make_cache_key(**values) -> CacheKey:

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from comfyui_standin.tests.support.naive_wan import NaiveWan
+from comfyui_standin.tests.support.tiny_models import random_standin_state_dict
 from comfyui_standin.standin_core import (CacheKey, DiTParts, JointKVBuffers, ReferenceKVCache, linear_into,
                                           reference_branch, rope_rotations, standin_weights_from_state_dict,
                                           tensor_fingerprint, token_grid, video_positions, video_self_attention)
@@ -15,13 +16,8 @@ def _no_grad():
         yield
 
 
-def random_standin_weights(dim, depth, rank=8, seed=1, dtype=torch.float32):
-    gen = torch.Generator().manual_seed(seed)
-    sd = {}
-    for i in range(depth):
-        for p in "qkv":
-            sd[f"blocks.{i}.self_attn.{p}_loras.down.weight"] = (torch.randn(rank, dim, generator=gen) * 0.2).to(dtype)
-            sd[f"blocks.{i}.self_attn.{p}_loras.up.weight"] = (torch.randn(dim, rank, generator=gen) * 0.2).to(dtype)
+def random_standin_weights(dim, depth, rank=8, seed=1):
+    sd = random_standin_state_dict(dim, depth, rank, seed, down_std=0.2, up_std=0.2)
     return standin_weights_from_state_dict(sd), sd
 
 

@@ -24,11 +24,21 @@ def tiny_wan_state_dict(vace=False, dim=256, layers=3, seed=0):
     return model.state_dict()
 
 
-def standin_state_dict_for(dim, depth, rank=16, seed=1, scale=0.3):
+def random_standin_state_dict(dim, depth, rank=16, seed=1, down_std=None, up_std=None, dtype=torch.float32):
+    """THE random Stand-In weights factory (tests, tiny run, benchmarks): the official key layout
+    ``blocks.{i}.self_attn.{q,k,v}_loras.{down,up}.weight``, normal values with the given standard deviations
+    (defaults 0.3/sqrt(dim) and 0.3/sqrt(rank)), drawn block by block, q/k/v, down then up, from one seeded generator."""
+    down_std = 0.3 / dim ** 0.5 if down_std is None else down_std
+    up_std = 0.3 / rank ** 0.5 if up_std is None else up_std
     gen = torch.Generator().manual_seed(seed)
     sd = {}
     for i in range(depth):
         for p in "qkv":
-            sd[f"blocks.{i}.self_attn.{p}_loras.down.weight"] = torch.randn(rank, dim, generator=gen) * scale / dim ** 0.5
-            sd[f"blocks.{i}.self_attn.{p}_loras.up.weight"] = torch.randn(dim, rank, generator=gen) * scale / rank ** 0.5
+            sd[f"blocks.{i}.self_attn.{p}_loras.down.weight"] = (torch.randn(rank, dim, generator=gen) * down_std).to(dtype)
+            sd[f"blocks.{i}.self_attn.{p}_loras.up.weight"] = (torch.randn(dim, rank, generator=gen) * up_std).to(dtype)
     return sd
+
+
+def standin_state_dict_for(dim, depth, rank=16, seed=1):
+    """Random Stand-In weights for the tiny ComfyUI models (the factory's defaults)."""
+    return random_standin_state_dict(dim, depth, rank, seed)
