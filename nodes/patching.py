@@ -8,7 +8,9 @@ Everything is local to a cloned ModelPatcher, under the key ``"standin"``:
     reference K/V from the run's cache (or builds them: the reference pass) and hands them to the blocks for this
     call through ``transformer_options``;
   * an OUTER_SAMPLE wrapper (:class:`SamplingRun`): gives every sampling run a fresh :class:`RunState` (its cache,
-    its sigma range) and frees it when the run ends.
+    its sigma range) and frees it when the run ends;
+  * a PREPARE_SAMPLING wrapper (:class:`MemoryEstimate`): ComfyUI's memory estimate for the run includes what
+    Stand-In allocates (:class:`StandInMemory`), so the loader makes room for it.
 The video tensor keeps its shape, so VACE, other patches and samplers see an ordinary Wan forward.
 """
 from __future__ import annotations
