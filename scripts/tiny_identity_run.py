@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from comfyui_standin.tests.support.comfy_boot import ComfyUIPathError, comfyui_path_from_env, import_comfyui

@@ -1,4 +1,4 @@
-"""Per-frame face masks (standin_core.face_masks): a real face moving across a clip, dilation, feather, classes."""
+"""Per-frame face masks (standin_core.faces.masks): a real face moving across a clip, dilation, feather, classes."""
 import cv2
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""facexlib models loaded offline through standin_core.face_models, with weights generated here; the demo command.
+"""facexlib models loaded offline through standin_core.faces.models (generated weights, and REAL detector weights from tests/data); the demo command.
 
 The weight files are random (no download is possible here) but saved under the official names, so the real
 facexlib loading path (init_detection_model / init_parsing_model with model_rootpath) runs end to end.

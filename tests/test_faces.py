@@ -1,4 +1,4 @@
-"""Reference preparation (standin_core.faces) on a real photo, against expectations computed here.
+"""Reference preparation (standin_core.faces.prepare) on a real photo, against expectations computed here.
 
 Expectations follow the official Stand-In FaceProcessor, restated in the test: box -> window of side
 int(1.5 * max(w, h)) around the integer centre, clamped; white centred padding; INTER_AREA to 512; parse class 0 white.
