@@ -48,11 +48,22 @@ def test_off_mode_never_keeps_anything():
 
 
 def test_offload_mode_stores_on_the_storage_device():
+    """Kept on the storage device (here "meta", which no build uses), handed back on the compute device."""
+    cache = ReferenceKVCache("offload", storage_device=torch.device("meta"))
+    got = cache.get_or_build(key(), lambda: entry(dtype=torch.bfloat16), device="cpu")
+    assert all(kv.keys.device.type == "cpu" for kv in got)  # the build itself is returned as it is
+    assert " on meta;" in cache.describe() and cache.describe().startswith("Stand-In K/V cache (offload): 3 layers")
+    assert all(kv.keys.device.type == "meta" and kv.values.device.type == "meta" for kv in cache._entry)
+    with pytest.raises(NotImplementedError):  # a hit moves the stored (meta) entry to the compute device
+        cache.get_or_build(key(), lambda: pytest.fail("should be cached"), device="cpu")
+
+
+def test_offload_hit_moves_the_entry_to_the_compute_device():
     cache = ReferenceKVCache("offload", storage_device=torch.device("cpu"))
     got = cache.get_or_build(key(), lambda: entry(dtype=torch.bfloat16))
-    again = cache.get_or_build(key(), lambda: pytest.fail("should be cached"))
-    assert all(torch.equal(a.keys, b.keys) for a, b in zip(got, again))
-    assert cache.describe().startswith("Stand-In K/V cache (offload): 3 layers")
+    again = cache.get_or_build(key(), lambda: pytest.fail("should be cached"), device="cpu")
+    assert all(torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values) for a, b in zip(got, again))
+    assert (cache.builds, cache.hits) == (1, 1)
 
 
 def test_memory_accounting_by_hand():

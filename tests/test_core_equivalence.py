@@ -124,7 +124,7 @@ def test_strength_is_monotone_and_matches_logit_bias_joint():
     base = model.forward_video(latent, t, context)
     kv = reference_kv(model, latent.shape, ref_latent, weights)
     distances = []
-    for s in (0.0, 0.25, 0.5, 1.0, 1.5, 2.5):
+    for s in (0.0, 1e-3, 0.25, 0.5, 1.0, 1.5, 2.5):
         ours = two_pass(model, latent, t, context, ref_latent, weights, strength=s, kv=kv)
         bias = torch.log(torch.tensor(s)).item()  # -inf at 0
         joint = model.joint_forward(latent, t, context, ref_latent, naive_loras(sd, 2), strength_mask_bias=bias)
@@ -181,15 +181,20 @@ def test_buffered_video_pass_is_bit_identical_to_concatenation():
     assert buffers.keys is None
 
 
-def test_values_go_straight_into_the_buffer_for_plain_linear_layers():
+def test_values_go_straight_into_the_buffer_for_plain_linear_layers(monkeypatch):
     gen = torch.Generator().manual_seed(0)
     layer = torch.nn.Linear(8, 6)
     x = torch.randn(2, 5, 8, generator=gen)
     buffer = torch.full((2, 7, 6), 3.0)
+    calls = []
+    real_addmm = torch.addmm
+    monkeypatch.setattr(torch, "addmm", lambda *a, **k: calls.append(1) or real_addmm(*a, **k))
     with torch.no_grad():
         expected = x @ layer.weight.T + layer.bias
         linear_into(layer, x, buffer[:, :5])
     assert torch.allclose(buffer[:, :5], expected, atol=1e-6) and (buffer[:, 5:] == 3.0).all()
+    assert len(calls) == 2  # one matmul per batch row, written into the buffer rows
+    calls.clear()
     with torch.no_grad():  # anything else (here a Sequential wrapping the layer): computed, then copied
         linear_into(torch.nn.Sequential(layer), x, buffer[:, :5])
-    assert torch.equal(buffer[:, :5], layer(x)) and (buffer[:, 5:] == 3.0).all()
+    assert torch.equal(buffer[:, :5], layer(x)) and (buffer[:, 5:] == 3.0).all() and not calls

@@ -177,14 +177,27 @@ def test_demo_without_weights_uses_the_bundled_detector_and_says_parse_was_skipp
 
 
 def test_demo_with_weights_and_a_photo_file(tmp_path, weights_dir, capsys, no_network):
-    photo = tmp_path / "photo.png"  # 16-bit RGBA PNG
+    """A 16-bit RGBA photo file through the command, with the REAL detector: the reference it writes is exactly the
+    core pipeline's on the decoded photo with the same models."""
+    import shutil
+    folder = tmp_path / "facexlib"
+    folder.mkdir()
+    shutil.copy(DATA / "detection_mobilenet0.25_Final.pth", folder)
+    shutil.copy(weights_dir / "parsing_bisenet.pth", folder)
+    photo = tmp_path / "photo.png"
     rgba = np.dstack([skimage_data.astronaut(), np.full((512, 512), 255, np.uint8)]).astype(np.uint16) * 257
     cv2.imwrite(str(photo), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
     out_dir = tmp_path / "steps"
-    assert prepare_reference.main([str(photo), "--out", str(out_dir), "--weights-dir", str(weights_dir)]) == 0
+    assert prepare_reference.main([str(photo), "--out", str(out_dir), "--weights-dir", str(folder)]) == 0
     out = capsys.readouterr().out
     assert "facexlib retinaface_mobile0.25" in out and "parser: facexlib bisenet" in out
-    assert (out_dir / "4_parse.png").is_file() and cv2.imread(str(out_dir / "6_reference.png")).shape == (512, 512, 3)
+    written = cv2.cvtColor(cv2.imread(str(out_dir / "6_reference.png")), cv2.COLOR_BGR2RGB)
+    expected = faces.prepare_reference(
+        skimage_data.astronaut(),
+        face_models.retinaface_detector(face_models.load_face_detector(folder, "retinaface_mobile0.25")),
+        face_models.bisenet_parser(face_models.load_face_parser(folder), face_models.REFERENCE_NORMALIZATION))
+    assert expected.path == "face_crop"
+    np.testing.assert_array_equal(written, expected.image)
 
 
 def test_demo_explicit_detector_without_weights_fails_clearly(tmp_path, capsys):

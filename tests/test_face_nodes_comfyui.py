@@ -105,13 +105,15 @@ def real_detector_folder(tmp_path_factory, weights_dir):
     return folder
 
 
-def test_face_mode_crops_the_face_the_real_detector_finds(comfy, nodes_faces, facexlib_folder, real_detector_folder):
+def test_face_mode_crops_the_face_the_real_detector_finds(comfy, nodes_faces, core, facexlib_folder,
+                                                          real_detector_folder):
     """Real photo, real detector weights: face_index 0/1 pick the left/right face; the prepared reference is the
     official window around that face (restated in tests/support/official_reference.py) wherever the parser kept the
     photo. The boxes come from facexlib's own loader and detector, called here directly."""
     import cv2
     from facexlib.detection import init_detection_model
     from comfyui_standin.tests.support.official_reference import area512, official_window, white_square
+    prepare, face_models = core
     facexlib_folder(real_detector_folder)
     rgb = cv2.cvtColor(cv2.imread(str(DATA / "two_people.jpg")), cv2.COLOR_BGR2RGB)
     rgb = cv2.resize(rgb, (1000, 587), interpolation=cv2.INTER_AREA)  # under 1024 px: detected at full size
@@ -131,6 +133,15 @@ def test_face_mode_crops_the_face_the_real_detector_finds(comfy, nodes_faces, fa
         kept = mask[0] > 0.5
         assert kept.float().mean() > 0.05  # the (generated) parser kept part of the photo: something to compare
         assert torch.allclose(prepared[0][kept], expected[kept], atol=1 / 255)
+        # ... and the whole image and mask are the core pipeline's, run with a parser (so the background really went
+        # through BiSeNet) on the node's own loaded models, with the reference normalisation
+        detect = face_models.retinaface_detector(nodes_faces._facexlib_model("retinaface_mobile0.25", False))
+        parse = face_models.bisenet_parser(nodes_faces._facexlib_model("bisenet", False),
+                                           face_models.REFERENCE_NORMALIZATION)
+        core_result = prepare.prepare_reference(rgb, detect, parse, face_index=index)
+        assert core_result.parse_map is not None
+        assert torch.equal(prepared, torch.from_numpy(core_result.image).float().div(255).unsqueeze(0))
+        assert torch.equal(mask[0], torch.from_numpy(core_result.mask))
         assert torch.equal(vae.seen[0], prepared[..., :3]) and latent["samples"].shape == (1, 16, 1, 64, 64)
         prepared_per_face.append(prepared)
     assert not torch.equal(*prepared_per_face)
@@ -205,3 +216,19 @@ def test_face_mask_node_tracks_the_face_with_progress(comfy, nodes_faces, core, 
     centres = [float(torch.nonzero(m)[:, 1].float().mean()) for m in masks[:3]]
     assert abs(centres[1] - centres[0] - 64) <= 8 and abs(centres[2] - centres[0] - 192) <= 8
     assert set(torch.unique(masks[:3]).tolist()) == {0.0, 1.0}
+
+
+def test_each_node_parses_with_its_official_normalisation(nodes_faces, core, facexlib_folder, real_detector_folder,
+                                                          monkeypatch):
+    """The reference (official Stand-In preprocessing) and the face-swap masks (official face-swap code) normalise
+    the parser's input differently: each node must hand BiSeNet its own."""
+    _, face_models = core
+    facexlib_folder(real_detector_folder)
+    seen = []
+    real_parser = face_models.bisenet_parser
+    monkeypatch.setattr(face_models, "bisenet_parser",
+                        lambda model, normalization: seen.append(normalization) or real_parser(model, normalization))
+    photo = comfy_image(skimage_data.astronaut())
+    nodes_faces.EncodeReferenceFace.execute(photo, RecordingVAE(), detector="retinaface_mobile0.25")
+    nodes_faces.StandInFaceMask.execute(photo, detector="retinaface_mobile0.25")
+    assert seen == [face_models.REFERENCE_NORMALIZATION, face_models.IMAGENET_NORMALIZATION]

@@ -37,7 +37,7 @@ def test_paper_geometry():
 
 def test_wan_axes_split():
     assert wan_rope_axes(128) == (44, 42, 42)
-    assert sum(wan_rope_axes(32)) == 32
+    assert wan_rope_axes(32) == (12, 10, 10)  # time gets what 2 * (d // 6) leaves
 
 
 @pytest.mark.parametrize("head_dim", [32, 128])
@@ -77,6 +77,21 @@ def test_no_reference_is_plain_attention_and_strength_zero_gives_the_reference_n
     rv = rv + 100.0
     assert (restricted_attention(q, k, v, rk, rv, heads=4, strength=0.0) - plain).abs().max().item() < 1e-5
     assert (restricted_attention(q, k, v, rk, rv, heads=4, strength=1e-3) - plain).abs().max().item() > 1e-3
+
+
+@pytest.mark.parametrize("strength", [1e-3, 1e-6, 0.4])
+def test_small_strengths_are_the_log_bias_exactly(strength):
+    """Each strength, down to tiny ones, is the joint attention with log(s) on the reference logits (no floor, no
+    clamp): checked against explicit-softmax attention with that bias, with reference values large enough that any
+    error in the bias shows."""
+    q, k, v, rk, rv = _qkv(2, 10, 4)
+    rv = rv + 100.0
+    mask = torch.zeros(10, 14)
+    mask[:, 10:] = math.log(strength)
+    expected = naive_attention(q, torch.cat([k, rk.expand(2, -1, -1)], 1), torch.cat([v, rv.expand(2, -1, -1)], 1), 4,
+                               mask)
+    ours = restricted_attention(q, k, v, rk, rv, heads=4, strength=strength)
+    assert (ours - expected).abs().max().item() < 1e-4
 
 
 @pytest.mark.parametrize("copies", [2, 3])
