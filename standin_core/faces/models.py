@@ -131,14 +131,16 @@ def load_face_parser(folders: Folders, model_name: str = "bisenet", device="cpu"
     return _load(model_name, folders, device, allow_download)
 
 
-def retinaface_detector(model, confidence: float = DETECTION_CONFIDENCE) -> Detector:
-    """A facexlib RetinaFace as a :data:`Detector` (RGB in; boxes with score out)."""
+def retinaface_detector(model, confidence: float = DETECTION_CONFIDENCE, landmarks: bool = False) -> Detector:
+    """A facexlib RetinaFace as a :data:`Detector` (RGB in): rows x1, y1, x2, y2, score, and with ``landmarks`` the
+    5 keypoints (left eye, right eye, nose, left and right mouth corner; x, y each), [N, 15]."""
     import torch
+    columns = 15 if landmarks else 5
 
     def detect(rgb: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             found = model.detect_faces(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), conf_threshold=confidence)
-        return np.asarray(found, dtype=np.float64)[:, :5]  # x1, y1, x2, y2, score (then 5 landmarks, unused)
+        return np.asarray(found, dtype=np.float64).reshape(-1, 15)[:, :columns]
     return detect
 
 
