@@ -13,10 +13,11 @@ import comfy.model_management
 import comfy.model_patcher
 import comfy.utils
 import folder_paths
+import numpy as np
 import torch
 from comfy_api.latest import io
 
-from ..standin_core.faces import masks as face_masks, models as face_models, prepare as faces
+from ..standin_core.faces import masks as face_masks, models as face_models, prepare as faces, swap as face_swap
 from .paths import FACEXLIB_FOLDER
 
 log = logging.getLogger("standin")
@@ -101,6 +102,12 @@ class EncodeReferenceFace(io.ComfyNode):
                                  tooltip="The prepared face through the VAE: one latent frame (raw, not normalised)."),
                 io.Image.Output(display_name="prepared_image", tooltip="The 512x512 reference the model sees."),
                 io.Mask.Output(display_name="mask", tooltip="1 where the photo shows, 0 where it was made white."),
+                io.Image.Output(display_name="cutout", tooltip=(
+                    "For face swap (Stand-In Face Swap Paste): the same 512x512 crop before the background was made "
+                    "white.")),
+                io.Mask.Output(display_name="cutout_alpha", tooltip=(
+                    "For face swap: 1 where the face parser saw anything but background (hair, neck and clothes "
+                    "included), the official face swap's cut-out.")),
             ],
         )
 
@@ -119,7 +126,9 @@ class EncodeReferenceFace(io.ComfyNode):
         prepared = torch.from_numpy(result.image).float().div(255.0).unsqueeze(0)
         mask = torch.from_numpy(result.mask).unsqueeze(0)
         latent = vae.encode(prepared[..., :3])
-        return io.NodeOutput({"samples": latent}, prepared, mask)
+        cutout = face_swap.face_cutout(result)
+        return io.NodeOutput({"samples": latent}, prepared, mask, torch.from_numpy(cutout[..., :3]).float().div(255.0)[None],
+                             torch.from_numpy(cutout[..., 3] > 0).float()[None])
 
 
 class StandInFaceMask(io.ComfyNode):
@@ -131,8 +140,10 @@ class StandInFaceMask(io.ComfyNode):
             category="Stand-In",
             description=(
                 "One mask per video frame covering the face (skin, brows, eyes, glasses, ears, nose, mouth, lips), "
-                "as the official Stand-In face swap builds its inpainting mask: largest face per frame, face parsing, "
-                "dilation and feathering. Frames without a face get an empty mask."),
+                "as the official Stand-In face swap builds it in its fallback path (no landmark match: the face-parse "
+                "mask of the 1.5x face window, videomask_generator.py): largest face per frame, face parsing, "
+                "dilation and feathering. Frames without a face get an empty mask. For the official face swap itself "
+                "(reference pasted with landmark matching) use Stand-In Face Swap Paste, which also gives masks."),
             inputs=[
                 io.Image.Input("images", tooltip="Video frames (an IMAGE batch)."),
                 io.Int.Input("dilation", default=face_masks.DILATION, min=0, max=128,
@@ -162,4 +173,82 @@ class StandInFaceMask(io.ComfyNode):
         return io.NodeOutput(torch.from_numpy(masks))
 
 
-NODES = [EncodeReferenceFace, StandInFaceMask]
+class StandInFaceSwapPaste(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="StandInFaceSwapPaste",
+            display_name="Stand-In Face Swap Paste",
+            category="Stand-In",
+            description=(
+                "Step one of the official Stand-In face swap: crops the video to multiples of 16 and 4n+1 frames, then "
+                "pastes the reference face onto the largest face of every frame: by default warped by the similarity "
+                "transform between the two faces' 5 keypoints (angle and size matched), else resized into the face "
+                "window through its face-parse mask. Frames without a face are left as they are. Then VAE Encode the "
+                "frames, Set Latent Noise Mask with the masks (to hold the background), and KSampler at denoise 0.85 "
+                "with the Stand-In model."),
+            inputs=[
+                io.Image.Input("images", tooltip="The video's frames (an IMAGE batch, e.g. from Get Video Components)."),
+                io.Image.Input("reference_cutout", tooltip="The 'cutout' output of Encode Stand-In Reference Face."),
+                io.Mask.Input("reference_alpha", tooltip="The 'cutout_alpha' output of Encode Stand-In Reference Face."),
+                io.Boolean.Input("match_angle_and_size", default=True, tooltip=(
+                    "On (official default): warp the face so its eyes, nose and mouth land on the frame face's. Off: "
+                    "paste it upright into the 1.5x face window through the face-parse mask.")),
+                io.Float.Input("confidence", default=face_swap.SWAP_CONFIDENCE, min=0.0, max=1.0, step=0.01,
+                               tooltip="A frame's largest face is replaced only if its detection score is above this "
+                                       "(official: 0.5)."),
+                io.Float.Input("crop_scale", default=faces.CROP_SCALE, min=1.0, max=3.0, step=0.05,
+                               tooltip="Window paste: the face window is this many times the face box (official: 1.5)."),
+                io.Int.Input("dilation", default=face_masks.DILATION, min=0, max=128,
+                             tooltip="Window paste: grow the face-parse mask by an elliptic kernel of this size "
+                                     "(pixels of the 512x512 crop); official: 10."),
+                io.Int.Input("feather", default=face_masks.FEATHER, min=0, max=255,
+                             tooltip="Window paste: soften the mask edge with a Gaussian of this size; official: 21."),
+                io.Boolean.Input("crop_and_trim", default=True, tooltip=(
+                    "On (official): centre-crop the frames to multiples of 16 and keep the first 4n+1 frames, as Wan "
+                    "needs. Off: keep the frames as they are (they must already fit).")),
+                _detector_input(),
+                _download_input(),
+            ],
+            outputs=[io.Image.Output(display_name="frames", tooltip="The frames with the reference face pasted in."),
+                     io.Mask.Output(display_name="masks", tooltip=(
+                         "Per frame: where the face was pasted (the warped alpha, or the face-parse mask); empty "
+                         "where no face was found. Feed to Set Latent Noise Mask to keep the rest of the video."))],
+        )
+
+    @classmethod
+    def execute(cls, images, reference_cutout, reference_alpha, match_angle_and_size=True,
+                confidence=face_swap.SWAP_CONFIDENCE, crop_scale=faces.CROP_SCALE, dilation=face_masks.DILATION,
+                feather=face_masks.FEATHER, crop_and_trim=True, detector=face_models.DETECTORS[0],
+                allow_download=False) -> io.NodeOutput:
+        if images.ndim != 4 or images.shape[0] == 0:
+            raise ValueError(f"Stand-In Face Swap Paste needs video frames [frames, H, W, C], got {tuple(images.shape)}")
+        if reference_cutout.ndim != 4 or reference_cutout.shape[0] != 1 or reference_alpha.shape[-2:] != \
+                reference_cutout.shape[1:3]:
+            raise ValueError("reference_cutout and reference_alpha must be the 'cutout' and 'cutout_alpha' outputs of "
+                             "Encode Stand-In Reference Face (one image and its mask of the same size)")
+        rgb = faces.to_rgb_uint8(reference_cutout[0])
+        alpha = (reference_alpha.reshape(reference_cutout.shape[1:3]).clamp(0, 1) * 255).round().to(torch.uint8)
+        cutout = np.dstack([rgb, alpha.cpu().numpy()])
+        detect = face_models.retinaface_detector(_facexlib_model(detector, allow_download), landmarks=True)
+        parser = []
+
+        def parse(crop):  # the face parser is loaded only if a frame needs the window paste
+            if not parser:
+                parser.append(face_models.bisenet_parser(_facexlib_model("bisenet", allow_download),
+                                                         face_models.IMAGENET_NORMALIZATION))
+            return parser[0](crop)
+        bar = comfy.utils.ProgressBar(images.shape[0])
+
+        def progress(done: int, total: int) -> None:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            bar.update_absolute(done, total)
+        frames, masks, how = face_swap.swap_faces(
+            images, cutout, detect, parse, match_angle_and_size=match_angle_and_size, confidence=confidence,
+            crop_scale=crop_scale, dilation=dilation, feather=feather, crop=crop_and_trim, progress=progress)
+        log.info("Stand-In face swap: %d frames, %d warped, %d window pastes, %d without a face", len(how),
+                 how.count("warped"), how.count("window"), how.count("no_face"))
+        return io.NodeOutput(torch.from_numpy(frames).float().div(255.0), torch.from_numpy(masks))
+
+
+NODES = [EncodeReferenceFace, StandInFaceMask, StandInFaceSwapPaste]

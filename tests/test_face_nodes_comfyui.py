@@ -65,7 +65,8 @@ def comfy_image(rgb):
 
 
 def test_schemas_are_complete_and_registered(comfy, nodes_faces):
-    assert [node.define_schema().node_id for node in nodes_faces.NODES] == ["EncodeReferenceFace", "StandInFaceMask"]
+    assert [node.define_schema().node_id for node in nodes_faces.NODES] == ["EncodeReferenceFace", "StandInFaceMask",
+                                                                              "StandInFaceSwapPaste"]
     for node in nodes_faces.NODES:
         schema = node.GET_SCHEMA()  # ComfyUI's own validation of the schema
         assert schema.category == "Stand-In" and len(schema.description) > 40
@@ -74,7 +75,7 @@ def test_schemas_are_complete_and_registered(comfy, nodes_faces):
         node.INPUT_TYPES()
     extension = asyncio.run(comfy.comfy_entrypoint())
     ids = {node.define_schema().node_id for node in asyncio.run(extension.get_node_list())}
-    assert {"EncodeReferenceFace", "StandInFaceMask"} <= ids
+    assert {"EncodeReferenceFace", "StandInFaceMask", "StandInFaceSwapPaste"} <= ids
     import folder_paths
     assert folder_paths.get_folder_paths("facexlib"), "the pack registers models/facexlib"
 
@@ -84,7 +85,8 @@ def test_subject_mode_needs_no_weights_and_encodes_the_prepared_image(nodes_face
     facexlib_folder(tmp_path)  # empty: subject mode must not touch it
     photo = skimage_data.astronaut()[:, 100:420]
     vae = RecordingVAE()
-    latent, prepared, mask = nodes_faces.EncodeReferenceFace.execute(comfy_image(photo), vae, subject_mode=True).result
+    latent, prepared, mask, cutout, alpha = nodes_faces.EncodeReferenceFace.execute(comfy_image(photo), vae,
+                                                                                   subject_mode=True).result
     expected = faces.prepare_reference(photo, None, None, subject_mode=True)
     assert prepared.shape == (1, 512, 512, 3) and prepared.dtype == torch.float32
     torch.testing.assert_close(prepared, comfy_image(expected.image), rtol=0, atol=0)
@@ -93,6 +95,7 @@ def test_subject_mode_needs_no_weights_and_encodes_the_prepared_image(nodes_face
     assert set(latent) == {"samples"} and latent["samples"].shape == (1, 16, 1, 64, 64)
     assert mask.shape == (1, 512, 512)  # 320 px wide: 96 white columns on each side
     assert mask[0, :, :95].max() == 0 and mask[0, :, 97:415].min() == 1 and mask[0, :, 417:].max() == 0
+    assert torch.equal(cutout, prepared) and torch.equal(alpha, (mask > 0.5).float())  # no parse: the photo's area
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +129,7 @@ def test_face_mode_crops_the_face_the_real_detector_finds(comfy, nodes_faces, co
     prepared_per_face = []
     for index, box in enumerate(boxes):
         vae = RecordingVAE()
-        latent, prepared, mask = nodes_faces.EncodeReferenceFace.execute(
+        latent, prepared, mask, cutout, cutout_alpha = nodes_faces.EncodeReferenceFace.execute(
             comfy_image(rgb), vae, face_index=index, detector="retinaface_mobile0.25").result
         left, top, right, bottom = official_window(box, rgb.shape[1], rgb.shape[0])
         expected = torch.from_numpy(area512(white_square(rgb[top:bottom, left:right]))).float() / 255
@@ -142,6 +145,9 @@ def test_face_mode_crops_the_face_the_real_detector_finds(comfy, nodes_faces, co
         assert core_result.parse_map is not None
         assert torch.equal(prepared, torch.from_numpy(core_result.image).float().div(255).unsqueeze(0))
         assert torch.equal(mask[0], torch.from_numpy(core_result.mask))
+        # the face-swap cut-out: the crop before whitening, alpha = parse class != background
+        assert torch.equal(cutout, torch.from_numpy(core_result.resized).float().div(255).unsqueeze(0))
+        assert torch.equal(cutout_alpha[0], torch.from_numpy(core_result.parse_map != 0).float())
         assert torch.equal(vae.seen[0], prepared[..., :3]) and latent["samples"].shape == (1, 16, 1, 64, 64)
         prepared_per_face.append(prepared)
     assert not torch.equal(*prepared_per_face)
@@ -232,3 +238,58 @@ def test_each_node_parses_with_its_official_normalisation(nodes_faces, core, fac
     nodes_faces.EncodeReferenceFace.execute(photo, RecordingVAE(), detector="retinaface_mobile0.25")
     nodes_faces.StandInFaceMask.execute(photo, detector="retinaface_mobile0.25")
     assert seen == [face_models.REFERENCE_NORMALIZATION, face_models.IMAGENET_NORMALIZATION]
+
+
+def read_clip(step=25):
+    import cv2
+    capture = cv2.VideoCapture(str(DATA / "short_hamilton_clip.mp4"))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    return np.stack(frames[::step])
+
+
+def test_face_swap_paste_node_runs_the_official_paste_with_progress_and_cancel(comfy, nodes_faces, core,
+                                                                              facexlib_folder, real_detector_folder,
+                                                                              monkeypatch):
+    """The node on real frames with the real detector: the core's swap (crop to x16, 4n+1 frames, landmark warp),
+    one progress tick per frame, and an interrupt stops it."""
+    import comfy.model_management
+    import comfy.utils
+    from comfyui_standin.standin_core.faces import swap
+    _, face_models = core
+    facexlib_folder(real_detector_folder)
+    frames = comfy_image(read_clip())[0]  # 11 frames of 640x360
+    photo = comfy_image(skimage_data.astronaut())
+    _, _, _, cutout, alpha = nodes_faces.EncodeReferenceFace.execute(photo, RecordingVAE(),
+                                                                    detector="retinaface_mobile0.25").result
+    calls = []
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", lambda value, total, preview, node_id=None:
+                        calls.append((value, total)))
+    pasted, masks = nodes_faces.StandInFaceSwapPaste.execute(frames, cutout, alpha,
+                                                             detector="retinaface_mobile0.25").result
+    assert pasted.shape == (9, 352, 640, 3) and masks.shape == (9, 352, 640)
+    rgba = np.dstack([(cutout[0].numpy() * 255).round().astype(np.uint8), (alpha[0].numpy() * 255).astype(np.uint8)])
+    detector = face_models.retinaface_detector(nodes_faces._facexlib_model("retinaface_mobile0.25", False),
+                                               landmarks=True)
+    expected, expected_masks, how = swap.swap_faces(frames, rgba, detector, None)
+    assert how.count("warped") >= 8
+    assert torch.equal(pasted, torch.from_numpy(expected).float().div(255))
+    assert torch.equal(masks, torch.from_numpy(expected_masks))
+    assert calls == [(done, 9) for done in range(1, 10)]  # one tick per kept frame
+    comfy.model_management.interrupt_current_processing(True)
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            nodes_faces.StandInFaceSwapPaste.execute(frames, cutout, alpha, detector="retinaface_mobile0.25")
+    finally:
+        comfy.model_management.interrupt_current_processing(False)
+
+
+def test_face_swap_paste_refuses_what_is_not_a_cutout(comfy, nodes_faces, facexlib_folder, real_detector_folder):
+    facexlib_folder(real_detector_folder)
+    frames = torch.rand(5, 64, 64, 3)
+    with pytest.raises(ValueError, match="cutout_alpha"):
+        nodes_faces.StandInFaceSwapPaste.execute(frames, torch.rand(1, 512, 512, 3), torch.ones(1, 64, 64))
