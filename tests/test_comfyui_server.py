@@ -9,8 +9,9 @@ import json
 import pytest
 import torch
 
-from comfyui_standin.tests.support.comfyui_server import (OUR_NODES, PACK_FOLDER, STANDIN_CKPT, STANDIN_SAFETENSORS, WAN_FILE, WRONG_WIDTH_LORA,
-                            Server, combo_options, serving)
+from comfyui_standin.tests.support.comfyui_server import (OUR_NODES, PACK_FOLDER, STANDIN_CKPT, STANDIN_SAFETENSORS,
+                                                         SWAP_PHOTO, SWAP_VIDEO, VAE_FILE, WAN_FILE, WRONG_WIDTH_LORA,
+                                                         Server, combo_options, serving)
 
 pytestmark = pytest.mark.comfyui
 LATENT_SHAPE = [1, 16, 2, 6, 8]  # EmptyHunyuanLatentVideo 64 x 48, 5 frames
@@ -212,3 +213,77 @@ def test_two_frame_reference_is_refused_with_a_clear_error(server):
     assert error["node_type"] == "ApplyStandInToWanModel"
     message = error["exception_message"]
     assert "reference_latent must be ONE image" in message and "2 frames" in message, message
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# (d) the face-swap workflow's graph through the real executor
+
+def face_swap_graph(prefix: str, background_consistency: bool) -> dict:
+    """The nodes of workflows/standin_wan21_face_swap.json with test files: tiny Wan model and VAE, test
+    conditioning instead of the text encoder, the REAL RetinaFace weights, a real reference photo and 5 real frames."""
+    latent_source = ["hold", 0] if background_consistency else ["encode_video", 0]
+    return {
+        "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": WAN_FILE, "weight_dtype": "default"}},
+        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": VAE_FILE}},
+        "photo": {"class_type": "LoadImage", "inputs": {"image": SWAP_PHOTO}},
+        "encode_face": {"class_type": "EncodeReferenceFace", "inputs": {
+            "image": ["photo", 0], "vae": ["vae", 0], "face_index": -1, "subject_mode": False,
+            "remove_neck_cloth_hat": False, "detector": "retinaface_mobile0.25", "allow_download": False}},
+        "weights": {"class_type": "LoadStandInLoRA", "inputs": {"weights": STANDIN_SAFETENSORS}},
+        "apply": {"class_type": "ApplyStandInToWanModel", "inputs": {
+            "model": ["unet", 0], "standin": ["weights", 0], "reference_latent": ["encode_face", 0],
+            "strength": 1.0, "start_percent": 0.0, "end_percent": 1.0}},
+        "cache": {"class_type": "StandInKVCache", "inputs": {"model": ["apply", 0], "mode": "on"}},
+        "shift": {"class_type": "ModelSamplingSD3", "inputs": {"model": ["cache", 0], "shift": 5.0}},
+        "cond": {"class_type": "StandInTestConditioning", "inputs": {"seed": 1, "tokens": 7}},
+        "uncond": {"class_type": "StandInTestConditioning", "inputs": {"seed": 2, "tokens": 7}},
+        "video": {"class_type": "LoadVideo", "inputs": {"file": SWAP_VIDEO}},
+        "parts": {"class_type": "GetVideoComponents", "inputs": {"video": ["video", 0]}},
+        "paste": {"class_type": "StandInFaceSwapPaste", "inputs": {
+            "images": ["parts", 0], "reference_cutout": ["encode_face", 3], "reference_alpha": ["encode_face", 4],
+            "match_angle_and_size": True, "confidence": 0.5, "crop_scale": 1.5, "dilation": 10, "feather": 21,
+            "crop_and_trim": True, "detector": "retinaface_mobile0.25", "allow_download": False}},
+        "encode_video": {"class_type": "VAEEncode", "inputs": {"pixels": ["paste", 0], "vae": ["vae", 0]}},
+        "hard": {"class_type": "ThresholdMask", "inputs": {"mask": ["paste", 1], "value": 0.5}},
+        "hold": {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["encode_video", 0], "mask": ["hard", 0]}},
+        "sample": {"class_type": "KSampler", "inputs": {
+            "model": ["shift", 0], "seed": 0, "steps": 3, "cfg": 5.0, "sampler_name": "euler", "scheduler": "simple",
+            "positive": ["cond", 0], "negative": ["uncond", 0], "latent_image": latent_source, "denoise": 0.85}},
+        "save": {"class_type": "SaveLatent", "inputs": {"samples": ["sample", 0], "filename_prefix": f"latents/{prefix}"}},
+        "save_encoded": {"class_type": "SaveLatent", "inputs": {"samples": ["encode_video", 0],
+                                                                "filename_prefix": f"latents/{prefix}_encoded"}},
+        "save_mask": {"class_type": "StandInTestSaveMask", "inputs": {"mask": ["hard", 0], "prefix": prefix}},
+    }
+
+
+def saved_mask(server: Server, entry: dict) -> torch.Tensor:
+    from safetensors.torch import load_file
+    (item,) = entry["outputs"]["save_mask"]["masks"]
+    return load_file(str(server.base / "output" / item["subfolder"] / item["filename"]))["mask"]
+
+
+def test_face_swap_graph_holds_the_background_only_where_the_noise_mask_says(server):
+    """The face-swap graph with background consistency on: the pasted frames are encoded, the noise mask and
+    denoise 0.85 reach the sampler, and the sampled latent equals the encoded input wherever ComfyUI's latent-size
+    mask is 0 (and differs where it is 1). Off (the official default), the background is re-sampled too."""
+    import comfy.utils
+    held = server.run(face_swap_graph("swap_held", background_consistency=True))
+    assert_success(server, held)
+    mask = saved_mask(server, held)
+    assert tuple(mask.shape) == (5, 160, 256)  # 5 frames (4n+1), sides already multiples of 16
+    assert 0.05 < float(mask.mean()) < 0.9, "the face was pasted on part of every frame"
+    # the face in these frames spans columns ~86..169 of 256: the mask covers it and leaves the right side
+    for frame_mask in mask:
+        assert frame_mask[:, 96:160].mean() > 0.85 and frame_mask[:, -24:].mean() < 0.05
+    sampled, encoded = saved_latent(server, held, "save"), saved_latent(server, held, "save_encoded")
+    assert sampled.shape == encoded.shape == (1, 16, 2, 20, 32)
+    latent_mask = comfy.utils.reshape_mask(mask, sampled.shape)  # what ComfyUI's sampler applies
+    background, face = latent_mask == 0, latent_mask == 1
+    assert background.sum() > 0 and face.sum() > 0
+    assert (sampled - encoded)[background].abs().max() < 1e-4
+    assert (sampled - encoded)[face].abs().max() > 1e-2
+    free = server.run(face_swap_graph("swap_free", background_consistency=False))
+    assert_success(server, free)
+    resampled = saved_latent(server, free, "save")
+    assert (resampled - encoded)[background].abs().max() > 1e-2
+    assert torch.equal(saved_latent(server, free, "save_encoded"), encoded)

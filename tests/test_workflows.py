@@ -14,7 +14,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
-EXPECTED_WORKFLOWS = {"standin_wan21_t2v.json", "standin_wan21_vace_pose.json", "standin_wan22_a14b.json"}
+EXPECTED_WORKFLOWS = {"standin_wan21_t2v.json", "standin_wan21_vace_pose.json", "standin_wan22_a14b.json",
+                      "standin_wan21_face_swap.json"}
 
 # Core ComfyUI nodes the workflows use: widget values in a UI workflow (control_after_generate and upload buttons
 # count), and the socket inputs that must be connected. Checked against a live server in the comfyui tier.
@@ -36,6 +37,9 @@ CORE_NODES = {
     "VAEDecode": (0, ("samples", "vae")),
     "CreateVideo": (1, ("images",)),
     "SaveVideo": (3, ("video",)),
+    "VAEEncode": (0, ("pixels", "vae")),
+    "ThresholdMask": (1, ("mask",)),
+    "SetLatentNoiseMask": (0, ("samples", "mask")),
 }
 FRONTEND_ONLY = {"Note", "MarkdownNote"}  # drawn by the frontend, never sent to the server
 SEED_CONTROLS = {"fixed", "increment", "decrement", "randomize"}
@@ -295,6 +299,29 @@ def test_wan22_a14b_gives_each_expert_its_own_standin_file():
     assert len(g.of_type("EncodeReferenceFace")) == 1, "one reference latent serves both experts"
     (video,) = g.of_type("CreateVideo")
     assert video["widgets_values"] == [16.0]
+
+
+def test_face_swap_pastes_then_resamples_at_the_official_denoise():
+    g = graph("standin_wan21_face_swap.json")
+    (sampler,) = g.of_type("KSampler")
+    assert assert_standin_model(g, sampler, "wan2.1_t2v_14B_fp16.safetensors", "Stand-In_wan2.1_T2V_14B.ckpt") == 5.0
+    seed, control, steps, cfg, sampler_name, scheduler, denoise = sampler["widgets_values"]
+    assert (steps, cfg, sampler_name, scheduler, denoise) == (20, 5.0, "euler", "simple", 0.85)
+    (paste,) = g.of_type("StandInFaceSwapPaste")
+    assert paste["widgets_values"][:6] == [True, 0.5, 1.5, 10, 21, True], "official defaults"
+    (encode,) = g.of_type("EncodeReferenceFace")
+    assert g.source(paste, "reference_cutout") is encode and g.source(paste, "reference_alpha") is encode
+    assert g.links[next(i["link"] for i in paste["inputs"] if i["name"] == "reference_cutout")][2] == 3  # cutout
+    assert g.links[next(i["link"] for i in paste["inputs"] if i["name"] == "reference_alpha")][2] == 4  # alpha
+    assert g.source(paste, "images")["type"] == "GetVideoComponents"
+    # the latent comes from the pasted frames, through the noise mask: bypassed (mode 4) = official default (off)
+    (noise_mask,) = g.of_type("SetLatentNoiseMask")
+    assert g.source(sampler, "latent_image") is noise_mask and noise_mask["mode"] == 4
+    assert g.source(noise_mask, "samples")["type"] == "VAEEncode"
+    assert g.source(g.source(noise_mask, "samples"), "pixels") is paste
+    threshold = g.source(noise_mask, "mask")
+    assert threshold["type"] == "ThresholdMask" and threshold["mode"] == 4 and g.source(threshold, "mask") is paste
+    assert "KSampler" in g.upstream_types(g.of_type("SaveVideo")[0])
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -22,10 +22,16 @@ import pytest
 import torch
 
 from comfyui_standin.tests.support.joint_sequence import standin_state_dict_for, tiny_wan_state_dict
+from comfyui_standin.tests.support.tiny_models import tiny_wan_vae_state_dict
 
 REPO = Path(__file__).resolve().parents[2]
 PACK_FOLDER = "ComfyUI-StandIn"
-OUR_NODES = ("LoadStandInLoRA", "EncodeReferenceFace", "ApplyStandInToWanModel", "StandInKVCache", "StandInFaceMask")
+OUR_NODES = ("LoadStandInLoRA", "EncodeReferenceFace", "ApplyStandInToWanModel", "StandInKVCache", "StandInFaceMask",
+             "StandInFaceSwapPaste")
+VAE_FILE = "tiny_wan_vae.safetensors"
+SWAP_VIDEO = "standin_swap_input.mp4"  # 5 real frames (4n+1), 256x160, cut from tests/data/short_hamilton_clip.mp4
+SWAP_PHOTO = "standin_swap_reference.jpg"  # tests/data/obama.jpg
+DATA = Path(__file__).resolve().parents[1] / "data"
 WAN_FILE = "tiny_wan_t2v.safetensors"
 STANDIN_SAFETENSORS = "tiny_standin.safetensors"
 STANDIN_CKPT = "tiny_standin.ckpt"
@@ -74,7 +80,30 @@ class StandInTestLatent:
         return ({"samples": torch.randn(1, 16, frames, height, width, generator=generator)},)
 
 
-NODE_CLASS_MAPPINGS = {"StandInTestConditioning": StandInTestConditioning, "StandInTestLatent": StandInTestLatent}
+class StandInTestSaveMask:
+    """Saves a MASK to output/masks/<prefix>.safetensors (so a test can read what a graph computed)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"mask": ("MASK",), "prefix": ("STRING", {"default": "mask"})}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+    CATEGORY = "testing"
+
+    def save(self, mask, prefix):
+        import os
+        import folder_paths
+        from safetensors.torch import save_file
+        folder = os.path.join(folder_paths.get_output_directory(), "masks")
+        os.makedirs(folder, exist_ok=True)
+        save_file({"mask": mask.contiguous()}, os.path.join(folder, prefix + ".safetensors"))
+        return {"ui": {"masks": [{"filename": prefix + ".safetensors", "subfolder": "masks"}]}}
+
+
+NODE_CLASS_MAPPINGS = {"StandInTestConditioning": StandInTestConditioning, "StandInTestLatent": StandInTestLatent,
+                       "StandInTestSaveMask": StandInTestSaveMask}
 '''
 
 
@@ -120,14 +149,45 @@ class Server:
 
 
 def write_weights(models: Path) -> None:
+    import shutil
+    from facexlib.parsing.bisenet import BiSeNet
     from safetensors.torch import save_file
-    for folder in ("diffusion_models", "standin", "loras"):
+    for folder in ("diffusion_models", "standin", "loras", "vae", "facexlib"):
         (models / folder).mkdir(parents=True, exist_ok=True)
     save_file(tiny_wan_state_dict(), str(models / "diffusion_models" / WAN_FILE))
+    save_file(tiny_wan_vae_state_dict(), str(models / "vae" / VAE_FILE))
+    shutil.copy(DATA / "detection_mobilenet0.25_Final.pth", models / "facexlib")  # the REAL detector
+    torch.manual_seed(0)
+    torch.save(BiSeNet(num_class=19).state_dict(), str(models / "facexlib" / "parsing_bisenet.pth"))  # generated
     standin = standin_state_dict_for(256, 3)
     save_file(standin, str(models / "standin" / STANDIN_SAFETENSORS))
     torch.save({"state_dict": standin}, str(models / "standin" / STANDIN_CKPT))  # the official checkpoint layout
     save_file(standin_state_dict_for(128, 3), str(models / WRONG_WIDTH_LORA))
+
+
+def write_inputs(folder: Path) -> None:
+    """The face-swap inputs: a reference photo and 5 real frames around a face, as an H.264 video."""
+    import shutil
+    import av
+    import cv2
+    import numpy as np
+    shutil.copy(DATA / "obama.jpg", folder / SWAP_PHOTO)
+    capture = cv2.VideoCapture(str(DATA / "short_hamilton_clip.mp4"))
+    frames = []
+    while len(frames) < 105:
+        ok, frame = capture.read()
+        assert ok, "short_hamilton_clip.mp4 has fewer frames than expected"
+        frames.append(frame)
+    capture.release()
+    with av.open(str(folder / SWAP_VIDEO), "w") as container:
+        stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 256, 160, "yuv420p"
+        for frame in frames[100:105]:
+            rgb = np.ascontiguousarray(cv2.cvtColor(frame[60:220, 116:372], cv2.COLOR_BGR2RGB))
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
 
 
 def templates_shim(comfy_root: Path, base: Path) -> dict:
@@ -161,6 +221,7 @@ def _start(tmp_path_factory) -> tuple:
     for folder in ("input", "output", "temp", "user"):
         (base / folder).mkdir()
     write_weights(base / "models")
+    write_inputs(base / "input")
 
     port = free_port()
     log_path = base / "server.log"

@@ -42,3 +42,20 @@ def random_standin_state_dict(dim, depth, rank=16, seed=1, down_std=None, up_std
 def standin_state_dict_for(dim, depth, rank=16, seed=1):
     """Random Stand-In weights for the tiny ComfyUI models (the factory's defaults)."""
     return random_standin_state_dict(dim, depth, rank, seed)
+
+
+def tiny_wan_vae_state_dict(dim=96, seed=0):
+    """A tiny REAL Wan2.1 VAE (ComfyUI's own WanVAE class, 16 latent channels, 8x spatial / 4x temporal
+    compression) with random weights, at the real width 96 (ComfyUI v0.3.64 builds that width whatever the file holds)."""
+    from comfy.ldm.wan.vae import WanVAE
+    model = WanVAE(dim=dim, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                   temperal_downsample=[False, True, True], dropout=0.0)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.ndim == 1 or name.endswith("gamma"):
+                param.copy_(1.0 + 0.05 * torch.randn(param.shape, generator=gen) if name.endswith("gamma")
+                            else 0.02 * torch.randn(param.shape, generator=gen))
+            else:
+                param.copy_(torch.randn(param.shape, generator=gen) * (0.5 / param[0].numel() ** 0.5))
+    return model.state_dict()
