@@ -2,6 +2,7 @@
 
     models/standin/   Stand-In weight files (.ckpt / .safetensors); files in models/loras/ are offered too
     models/facexlib/  face detector and parser weights, under the names facexlib uses
+    models/insightface/  ArcFace recognition models for the identity score (e.g. antelopev2/glintr100.onnx)
 """
 import os
 
@@ -9,11 +10,13 @@ import folder_paths
 
 STANDIN_FOLDER = "standin"
 FACEXLIB_FOLDER = "facexlib"
+INSIGHTFACE_FOLDER = "insightface"  # ArcFace recognition ONNX files, where other face packs keep them
 STANDIN_EXTENSIONS = {".ckpt", ".pt", ".pth", ".bin", ".safetensors", ".sft"}
 
 
 def register_model_folders() -> None:
-    for name, extensions in ((STANDIN_FOLDER, STANDIN_EXTENSIONS), (FACEXLIB_FOLDER, {".pth"})):
+    for name, extensions in ((STANDIN_FOLDER, STANDIN_EXTENSIONS), (FACEXLIB_FOLDER, {".pth"}),
+                             (INSIGHTFACE_FOLDER, {".onnx"})):
         default = os.path.join(folder_paths.models_dir, name)
         if name in folder_paths.folder_names_and_paths:
             paths, known = folder_paths.folder_names_and_paths[name]
