@@ -92,9 +92,9 @@ def _describe_input(expr: ast.expr, helpers: dict) -> dict:
 def our_schemas() -> dict:
     """node_id -> list of input descriptions, from the io.Schema(...) calls in nodes/*.py."""
     schemas = {}
-    for path in sorted((REPO / "nodes").glob("*.py")):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        helpers = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    trees = [ast.parse(path.read_text(encoding="utf-8")) for path in sorted((REPO / "nodes").glob("*.py"))]
+    helpers = {node.name: node for tree in trees for node in tree.body if isinstance(node, ast.FunctionDef)}
+    for tree in trees:  # (input helpers may be shared between node modules)
         for call in ast.walk(tree):
             if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "Schema"):
                 continue
