@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from comfyui_standin.standin_core.faces import identity, models
+from comfyui_standin.tests.support.tiny_models import tiny_recognition_onnx
 
 DATA = Path(__file__).resolve().parent / "data"
 PEOPLE = {"obama": ["obama.jpg", "obama2.jpg", "obama_small.jpg"], "biden": ["biden.jpg", "biden2.jpg"],
@@ -163,21 +164,6 @@ def test_arcface_alignment_lands_the_keypoints_on_the_template():
         assert crop[int(round(y)), int(round(x))].min() > 200  # each dot lands on its template point
 
 
-def tiny_recognition_onnx(path, weights, size=112):
-    """A model with ArcFace's signature ([1, 3, 112, 112] float32 -> [1, D]): global average pool, then a matmul."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-    graph = helper.make_graph(
-        [helper.make_node("GlobalAveragePool", ["input.1"], ["pooled"]),
-         helper.make_node("Flatten", ["pooled"], ["flat"]),
-         helper.make_node("MatMul", ["flat", "W"], ["embedding"])],
-        "tiny_arcface", [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, size, size])],
-        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [1, weights.shape[1]])],
-        [numpy_helper.from_array(weights.astype(np.float32), "W")])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
-    return path
-
-
 def test_arcface_onnx_contract_with_a_generated_model(tmp_path):
     """The embedder feeds the aligned crop as RGB NCHW in [-1, 1] and returns the model's output vector."""
     weights = np.random.default_rng(0).normal(size=(3, 8))
@@ -209,3 +195,17 @@ def test_a_missing_backend_names_the_pip_command(monkeypatch):
 def test_a_reference_without_a_face_is_refused(dlib_embed):
     with pytest.raises(ValueError, match="no face found in the reference"):
         identity.score_video(np.zeros((3, 64, 64, 3), np.uint8), np.full((64, 64, 3), 128, np.uint8), dlib_embed)
+
+
+def test_the_command_line_score_prints_the_numbers_and_writes_the_plot(tmp_path, clip, dlib_embed, capsys):
+    from comfyui_standin.scripts import identity_score
+    reference = tmp_path / "performer.png"
+    cv2.imwrite(str(reference), cv2.cvtColor(clip[150][0:200, 150:350], cv2.COLOR_RGB2BGR))
+    plot = tmp_path / "plot.png"
+    assert identity_score.main([str(DATA / "short_hamilton_clip.mp4"), str(reference), "--frames", "8",
+                                "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    expected = identity.score_video(clip, clip[150][0:200, 150:350], dlib_embed, 8, "dlib")
+    assert f"mean: {expected.mean:.4f}" in out and expected.per_frame() in out and expected.summary() in out
+    written = cv2.cvtColor(cv2.imread(str(plot)), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(written, identity.plot_scores(expected))

@@ -27,10 +27,11 @@ from comfyui_standin.tests.support.tiny_models import tiny_wan_vae_state_dict
 REPO = Path(__file__).resolve().parents[2]
 PACK_FOLDER = "ComfyUI-StandIn"
 OUR_NODES = ("LoadStandInLoRA", "EncodeReferenceFace", "ApplyStandInToWanModel", "StandInKVCache", "StandInFaceMask",
-             "StandInFaceSwapPaste")
+             "StandInFaceSwapPaste", "StandInIdentityScore", "StandInPickReference")
 VAE_FILE = "tiny_wan_vae.safetensors"
 SWAP_VIDEO = "standin_swap_input.mp4"  # 5 real frames (4n+1), 256x160, cut from tests/data/short_hamilton_clip.mp4
 SWAP_PHOTO = "standin_swap_reference.jpg"  # tests/data/obama.jpg
+PERFORMER_PHOTO = "standin_performer.png"  # the face of the man in SWAP_VIDEO, cut from another frame of the clip
 DATA = Path(__file__).resolve().parents[1] / "data"
 WAN_FILE = "tiny_wan_t2v.safetensors"
 STANDIN_SAFETENSORS = "tiny_standin.safetensors"
@@ -174,11 +175,12 @@ def write_inputs(folder: Path) -> None:
     shutil.copy(DATA / "obama.jpg", folder / SWAP_PHOTO)
     capture = cv2.VideoCapture(str(DATA / "short_hamilton_clip.mp4"))
     frames = []
-    while len(frames) < 105:
+    while len(frames) < 151:
         ok, frame = capture.read()
         assert ok, "short_hamilton_clip.mp4 has fewer frames than expected"
         frames.append(frame)
     capture.release()
+    cv2.imwrite(str(folder / PERFORMER_PHOTO), frames[150][0:200, 150:350])
     with av.open(str(folder / SWAP_VIDEO), "w") as container:
         stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=25)
         stream.width, stream.height, stream.pix_fmt = 256, 160, "yuv420p"

