@@ -93,8 +93,9 @@ class StandInIdentityScore(io.ComfyNode):
                     f"'{identity.DLIB_INSTALL}' (free for commercial use). arcface: an insightface ArcFace ONNX "
                     "from models/insightface with onnxruntime, keypoints from RetinaFace (the benchmark's kind of "
                     "model; its weights are for non-commercial research).")),
-                io.Combo.Input("arcface_model", options=[""] + arcface_files(), default="", optional=True,
-                               tooltip="The ArcFace recognition model in models/insightface (arcface backend)."),
+                io.Combo.Input("arcface_model", options=[""] + arcface_files(), default="",
+                               tooltip="The ArcFace recognition model in models/insightface (arcface backend; empty = "
+                                       "the first one found)."),
                 _detector_input(),
                 _download_input(),
             ],
