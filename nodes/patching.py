@@ -39,6 +39,7 @@ CALL_KEY = "standin_call"  # transformer_options: the reference K/V for this mod
 RUN_KEY = "standin_run"  # transformer_options: the sampling run's state
 CACHE_MODE_KEY = "standin_cache_mode"  # transformer_options: "on" | "off" | "offload" (StandInKVCache)
 SUPPORTED_MODELS = ("WanModel", "VaceWanModel")
+WAN_LATENT_CHANNELS = 16  # the Wan2.1 VAE's latent: what Stand-In's reference is and what its weights expect
 
 
 @dataclass(frozen=True)
@@ -109,10 +110,17 @@ def check_wan_model(model) -> torch.nn.Module:
         raise ValueError(
             f"Stand-In needs a Wan text-to-video model ({' or '.join(SUPPORTED_MODELS)}, loaded with 'Load Diffusion "
             f"Model'), but this MODEL is a {name}. Use Wan2.1 T2V 14B, Wan2.1 VACE 14B or a Wan2.2 A14B T2V expert.")
-    if getattr(dm, "model_type", "t2v") != "t2v":
+    channels = dm.patch_embedding.weight.shape[1]
+    if channels != WAN_LATENT_CHANNELS or getattr(dm, "model_type", "t2v") != "t2v":
+        # By the patch embedding, not by model_type: Wan2.2 I2V A14B loads as 't2v' with 36 input channels (image
+        # latent and mask concatenated to the noise), TI2V-5B takes 48 (the Wan2.2 VAE), the Fun models differ too.
+        kind = {36: "image-to-video (the start image is concatenated to the noise)",
+                48: "Wan2.2 TI2V-5B (the 48-channel Wan2.2 VAE)"}.get(channels, f"Wan '{dm.model_type}'")
         raise ValueError(
-            f"Stand-In supports Wan text-to-video models; this one is Wan '{dm.model_type}' (image-to-video). The "
-            "Stand-In weights were trained on Wan2.1 T2V 14B; load the T2V (or VACE) model instead.")
+            f"Stand-In needs a Wan text-to-video model whose patch embedding takes {WAN_LATENT_CHANNELS} latent "
+            f"channels; this one takes {channels}: {kind}. The Stand-In weights were trained on Wan2.1 T2V 14B "
+            "(they also fit Wan2.1 VACE 14B and each Wan2.2 A14B T2V expert). For a first or last frame, or to extend "
+            "a clip, use Wan2.1 VACE 14B with WanVaceToVideo (reference image / control frames) and Stand-In on it.")
     return dm
 
 

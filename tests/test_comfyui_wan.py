@@ -311,8 +311,21 @@ def test_models_it_does_not_fit(env):
     for param in i2v.parameters():
         torch.nn.init.normal_(param, std=0.02)
     i2v_model = comfy.sd.load_diffusion_model_state_dict(i2v.state_dict())
-    with pytest.raises(ValueError, match="image-to-video"):
+    with pytest.raises(ValueError, match="takes 36: image-to-video .* use Wan2.1 VACE"):
         env.apply.ApplyStandInToWanModel.execute(i2v_model, env.weights, env.ref, 1.0, 0.0, 1.0)
+    # Wan2.2 I2V A14B: no CLIP image embedding, so ComfyUI loads it as model type 't2v', with 36 input channels;
+    # TI2V-5B-like: 48 input channels. Both are refused by their patch embedding, not by model_type.
+    for channels, what in ((36, "image-to-video"), (48, "TI2V-5B")):
+        t2v_typed = WanModel(model_type="t2v", patch_size=(1, 2, 2), in_dim=channels, dim=256, ffn_dim=512,
+                             freq_dim=256, text_dim=4096, out_dim=16, num_heads=2, num_layers=3, cross_attn_norm=True,
+                             operations=comfy.ops.disable_weight_init)
+        for param in t2v_typed.parameters():
+            torch.nn.init.normal_(param, std=0.02)
+        loaded = comfy.sd.load_diffusion_model_state_dict(t2v_typed.state_dict())
+        assert loaded.model.diffusion_model.model_type == "t2v"
+        with pytest.raises(ValueError, match=f"patch embedding takes 16 latent channels; this one takes {channels}: "
+                                             f".*{what}"):
+            env.apply.ApplyStandInToWanModel.execute(loaded, env.weights, env.ref, 1.0, 0.0, 1.0)
     not_wan = env.base.clone()
     not_wan.add_object_patch("diffusion_model", torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="needs a Wan text-to-video model .* this MODEL is a Linear"):
