@@ -16,6 +16,7 @@ import pytest
 from comfyui_standin.tests.support.comfy_boot import ComfyUIPathError, check_comfyui_tree, comfyui_version, import_comfyui
 
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
+GGUF_PATH = os.environ.get("COMFYUI_GGUF_PATH")  # an unpacked city96/ComfyUI-GGUF tree: the gguf checks
 
 
 def pytest_configure(config):
@@ -27,6 +28,12 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
+    if not GGUF_PATH:  # the gguf checks need a third-party pack beside the run: not part of the comfyui tier's count
+        gguf = [item for item in items if "gguf" in item.keywords]
+        if gguf:
+            config.hook.pytest_deselected(items=gguf)
+            items[:] = [item for item in items if "gguf" not in item.keywords]
+            config._standin_gguf_deselected = len(gguf)
     if COMFYUI_PATH:
         return
     skip = pytest.mark.skip(reason="comfyui tier: COMFYUI_PATH is not set")
@@ -47,6 +54,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                                     "tests skipped); only the core tier ran")
         return
     root = config._standin_comfyui
+    if getattr(config, "_standin_gguf_deselected", 0):
+        terminalreporter.write_line(f"gguf checks: NOT RUN ({config._standin_gguf_deselected} deselected; set "
+                                    "COMFYUI_GGUF_PATH to an unpacked city96/ComfyUI-GGUF tree)")
     terminalreporter.write_line(
         f"comfyui tier on ComfyUI {comfyui_version(root)} ({root}): {counts.get('passed', 0)} passed, "
         f"{counts.get('failed', 0) + counts.get('error', 0)} failed, {counts.get('skipped', 0)} skipped")
