@@ -228,6 +228,63 @@ def test_style_lora_before_or_after_and_joint(env):
     assert (result_before - sample(env, apply(env))).abs().max().item() > 100 * TOL
 
 
+def speed_lora(env, layout, rank=64, seed=21):
+    """A lightx2v-style distill LoRA: every linear layer of every block at rank 64 (``diffusion_model.`` prefix,
+    ``lora_down/lora_up`` + ``alpha`` or ``lora_A/lora_B``), plus bias deltas (``diff_b``) on the attention outputs.
+    Returns the LoRA and the base state dict with it merged by hand: W + (alpha / rank) * up @ down, b + diff_b."""
+    gen = torch.Generator().manual_seed(seed)
+    base = {k: v.clone() for k, v in env.base.model.diffusion_model.state_dict().items()}
+    lora, merged = {}, dict(base)
+    alpha = 32.0
+    for i in range(3):
+        for proj in ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o", "cross_attn.q", "cross_attn.k",
+                     "cross_attn.v", "cross_attn.o", "ffn.0", "ffn.2"):
+            key = f"blocks.{i}.{proj}"
+            out_f, in_f = base[f"{key}.weight"].shape
+            down = torch.randn(rank, in_f, generator=gen) * 0.02
+            up = torch.randn(out_f, rank, generator=gen) * 0.02
+            if layout == "down_up":
+                lora[f"diffusion_model.{key}.lora_down.weight"] = down
+                lora[f"diffusion_model.{key}.lora_up.weight"] = up
+                lora[f"diffusion_model.{key}.alpha"] = torch.tensor(alpha)
+                scale = alpha / rank
+            else:
+                lora[f"diffusion_model.{key}.lora_A.weight"] = down
+                lora[f"diffusion_model.{key}.lora_B.weight"] = up
+                scale = 1.0
+            merged[f"{key}.weight"] = base[f"{key}.weight"] + scale * (up @ down)
+        for proj in ("self_attn.o", "cross_attn.o"):
+            delta = torch.randn(base[f"blocks.{i}.{proj}.bias"].shape, generator=gen) * 0.01
+            lora[f"diffusion_model.blocks.{i}.{proj}.diff_b"] = delta
+            merged[f"blocks.{i}.{proj}.bias"] = base[f"blocks.{i}.{proj}.bias"] + delta
+    return lora, merged
+
+
+@pytest.mark.parametrize("layout", ["down_up", "A_B"])
+def test_speed_lora_before_or_after_standin_at_four_steps_cfg_one(env, layout, tmp_path):
+    """LoraLoaderModelOnly with a rank-64 distill LoRA, before and after Stand-In: a 4-step cfg-1 run equals Stand-In
+    on the base with the LoRA merged by hand, and the joint sequence on those merged weights."""
+    import comfy.sd
+    import folder_paths
+    import nodes
+    import safetensors.torch
+    lora, merged = speed_lora(env, layout)
+    folder = tmp_path / "loras"
+    folder.mkdir()
+    safetensors.torch.save_file(lora, str(folder / f"speed_{layout}.safetensors"))
+    folder_paths.add_model_folder_path("loras", str(folder))
+    loader = nodes.LoraLoaderModelOnly()
+    before = apply(env, loader.load_lora_model_only(env.base, f"speed_{layout}.safetensors", 1.0)[0])
+    after = loader.load_lora_model_only(apply(env), f"speed_{layout}.safetensors", 1.0)[0]
+    merged_model = comfy.sd.load_diffusion_model_state_dict(merged)
+    expected = sample(env, apply(env, merged_model), steps=4, cfg=1.0)
+    result_before, result_after = sample(env, before, steps=4, cfg=1.0), sample(env, after, steps=4, cfg=1.0)
+    assert torch.equal(result_before, result_after)
+    assert (result_before - expected).abs().max().item() < TOL
+    assert (result_before - sample(env, JointModel(env, merged_model).model, steps=4, cfg=1.0)).abs().max().item() < TOL
+    assert (result_before - sample(env, apply(env), steps=4, cfg=1.0)).abs().max().item() > 100 * TOL  # the LoRA acts
+
+
 def test_cfg_one_and_batch_two(env):
     gen = torch.Generator().manual_seed(8)
     noise = torch.randn(2, 16, 2, 8, 8, generator=gen)
