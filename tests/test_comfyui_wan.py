@@ -314,6 +314,30 @@ def test_step_caches_skip_calls_without_rebuilding_the_reference(env, node_name,
     assert (ours - sample(env, joint, steps=steps)).abs().max().item() < 5 * TOL
 
 
+def guidance_patch(name):
+    """ComfyUI's own guidance and sampling patches, as a function MODEL -> MODEL."""
+    from comfy_extras import nodes_apg, nodes_cfg, nodes_model_advanced
+    return {
+        "CFGZeroStar": lambda m: nodes_cfg.CFGZeroStar.execute(m).args[0],
+        "CFGNorm": lambda m: nodes_cfg.CFGNorm.execute(m, 1.0).args[0],
+        "APG": lambda m: nodes_apg.APG.execute(m, 1.0, 5.0, -0.5).args[0],
+        "ModelSamplingSD3": lambda m: nodes_model_advanced.ModelSamplingSD3().patch(m, 5.0)[0],
+    }[name]
+
+
+@pytest.mark.parametrize("name", ["CFGZeroStar", "CFGNorm", "APG", "ModelSamplingSD3"])
+def test_guidance_and_sampling_patches_compose_exactly(env, name):
+    """These patches act on the sampler's side (cfg combination, sigma schedule), not inside the model: Stand-In
+    under them equals the joint sequence under them, before or after Stand-In is applied."""
+    patch = guidance_patch(name)
+    after = sample(env, patch(apply(env)), steps=4)
+    before = sample(env, apply(env, patch(env.base)), steps=4)
+    assert torch.equal(after, before)
+    joint = sample(env, JointModel(env, patch(env.base)).model, steps=4)
+    assert (after - joint).abs().max().item() < TOL
+    assert (after - sample(env, apply(env), steps=4)).abs().max().item() > 100 * TOL, f"{name} changed nothing"
+
+
 def test_cfg_one_and_batch_two(env):
     gen = torch.Generator().manual_seed(8)
     noise = torch.randn(2, 16, 2, 8, 8, generator=gen)
