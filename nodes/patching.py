@@ -16,7 +16,7 @@ The video tensor keeps its shape, so VACE, other patches and samplers see an ord
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
@@ -65,6 +65,7 @@ class ModelCall:
     kv: list[ReferenceKV]
     strength: float
     buffers: JointKVBuffers  # the run's [video; reference] K/V buffers, reused by every block
+    ran: set = field(default_factory=set)  # blocks whose Stand-In attention ran in this call
 
 
 class RunState:
@@ -273,6 +274,7 @@ class VideoSelfAttention:
         call: Optional[ModelCall] = transformer_options.get(CALL_KEY)
         if call is None:
             return type(self.self_attn).forward(self.self_attn, x, freqs, transformer_options=transformer_options)
+        call.ran.add(self.index)
         return video_self_attention(self.self_attn, x, freqs, self.self_attn.num_heads, call.kv[self.index],
                                     call.strength, comfy_attention(transformer_options), wan.apply_rope1,
                                     buffers=call.buffers, is_plain_linear=is_plain_comfy_linear)
@@ -320,12 +322,16 @@ class ReferencePass:
         if run.cache.builds == 1 and run.cache.hits == 0 and run.cache.mode != "off":
             log.info("%s (reference K/V built once for this run)", run.cache.describe())
         options = dict(options)
-        options[CALL_KEY] = ModelCall(kv, self.settings.strength, run.buffers)
+        call = options[CALL_KEY] = ModelCall(kv, self.settings.strength, run.buffers)
         if in_kwargs:
             kwargs["transformer_options"] = options
         else:
             args = (*args[:5], options, *args[6:])
-        return executor(*args, **kwargs)
+        replaced = not_ours(dm)
+        out = executor(*args, **kwargs)
+        if replaced:  # another patch sits on some blocks' attention: fine only if it still ran ours inside
+            check_standin_ran(dm, call, replaced, options)
+        return out
 
     def reference_pass(self, dm, x: torch.Tensor, options: dict, run: RunState) -> list[ReferenceKV]:
         """The reference tokens through every block at t = 0 (standin_core.reference.reference_branch)."""
@@ -335,6 +341,27 @@ class ReferencePass:
         if run.cache.mode != "off":
             run.drop_loras()  # built once for this run: the LoRA's device copy is no longer needed
         return kv
+
+
+def not_ours(dm) -> list[int]:
+    """Blocks whose self_attn.forward is not Stand-In's patch right now (another object patch, or an extension that
+    swapped the forward after ComfyUI applied the object patches, e.g. in an ON_LOAD callback)."""
+    return [index for index, block in enumerate(dm.blocks)
+            if not isinstance(block.self_attn.__dict__.get("forward"), VideoSelfAttention)]
+
+
+def check_standin_ran(dm, call: ModelCall, replaced: list[int], options: dict) -> None:
+    """After a model call: every block whose attention was replaced must still have run Stand-In's (a wrapper that
+    calls ours is fine), except blocks ComfyUI itself skipped on purpose (a "double_block" replacement, such as
+    Skip Layer Guidance). Otherwise the identity would be silently lost in those blocks: stop and say so."""
+    skipped = {index for kind, index in options.get("patches_replace", {}).get("dit", {}) if kind == "double_block"}
+    lost = [index for index in replaced if index not in call.ran and index not in skipped]
+    if lost:
+        raise RuntimeError(
+            f"Stand-In's attention did not run in block(s) {lost[:8]}{'...' if len(lost) > 8 else ''} of "
+            f"{len(dm.blocks)}: another node or extension replaced those blocks' self_attn.forward (a second "
+            "attention patch, or a forward swapped when the model loads). The identity would be lost there. Apply "
+            "Stand-In after the other patch, or remove one of them.")
 
 
 def wan_parts(dm, dtype: torch.dtype, device, options: dict) -> DiTParts:

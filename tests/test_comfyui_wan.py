@@ -338,6 +338,59 @@ def test_guidance_and_sampling_patches_compose_exactly(env, name):
     assert (after - sample(env, apply(env), steps=4)).abs().max().item() > 100 * TOL, f"{name} changed nothing"
 
 
+def plain_attention(self_attn):
+    """A foreign patch: the block's own (non-Stand-In) forward."""
+    return lambda x, freqs, transformer_options={}: type(self_attn).forward(self_attn, x, freqs,
+                                                                            transformer_options=transformer_options)
+
+
+def test_another_patch_on_the_same_attention_stops_the_run_with_a_message(env):
+    """A foreign object patch added after Stand-In on one block's self_attn.forward: the identity would be lost in
+    that block, so sampling stops and says which block and why."""
+    patched = apply(env)
+    dm = patched.model.diffusion_model
+    patched.add_object_patch("diffusion_model.blocks.1.self_attn.forward", plain_attention(dm.blocks[1].self_attn))
+    with pytest.raises(RuntimeError, match=r"did not run in block\(s\) \[1\] of 3: another node"):
+        sample(env, patched, steps=1)
+
+
+def test_a_forward_swapped_at_load_time_is_caught_too(env):
+    """An extension that replaces the forwards in an ON_LOAD callback (after ComfyUI applied the object patches, as
+    multi-GPU engines do) is caught the same way; one that wraps Stand-In's patch and calls it is fine."""
+    import comfy.model_management
+    import comfy.patcher_extension
+    comfy.model_management.unload_all_models()  # so that the next sampling run loads (and calls ON_LOAD)
+    swapped = apply(env)
+
+    def swap_all(patcher, *args, **kwargs):
+        for block in patcher.model.diffusion_model.blocks:
+            block.self_attn.forward = plain_attention(block.self_attn)
+    swapped.add_callback(comfy.patcher_extension.CallbacksMP.ON_LOAD, swap_all)
+    with pytest.raises(RuntimeError, match=r"did not run in block\(s\) \[0, 1, 2\] of 3"):
+        sample(env, swapped, steps=1)
+    comfy.model_management.unload_all_models()  # the swapped forwards stay on the loaded model otherwise
+
+    wrapped = apply(env)
+    calls = []
+
+    def wrap_all(patcher, *args, **kwargs):
+        for block in patcher.model.diffusion_model.blocks:
+            inner = block.self_attn.forward
+            block.self_attn.forward = lambda *a, inner=inner, **k: calls.append(1) or inner(*a, **k)
+    wrapped.add_callback(comfy.patcher_extension.CallbacksMP.ON_LOAD, wrap_all)
+    assert torch.equal(sample(env, wrapped, steps=2), sample(env, apply(env), steps=2))
+    assert calls
+    comfy.model_management.unload_all_models()
+
+
+def test_skip_layer_guidance_skips_blocks_without_a_false_alarm(env):
+    from comfy_extras import nodes_slg
+    skipping = nodes_slg.SkipLayerGuidanceDiT.execute(apply(env), 3.0, 0.0, 1.0, "1", "", 0.0).args[0]
+    result = sample(env, skipping, steps=3)
+    assert torch.isfinite(result).all()
+    assert (result - sample(env, apply(env), steps=3)).abs().max().item() > 100 * TOL  # the skip guidance acted
+
+
 def test_cfg_one_and_batch_two(env):
     gen = torch.Generator().manual_seed(8)
     noise = torch.randn(2, 16, 2, 8, 8, generator=gen)
