@@ -17,7 +17,8 @@ import torch
 
 from comfyui_standin.benchmarks.timing import TimedSampler
 from comfyui_standin.standin_core.cache import ReferenceKVCache, tensor_fingerprint
-from comfyui_standin.tests.support.comfy_boot import comfyui_path_from_env, comfyui_version, import_comfyui
+from comfyui_standin.tests.support.comfy_boot import (ComfyUIPathError, comfyui_path_from_env, comfyui_version,
+                                                      import_comfyui)
 from comfyui_standin.tests.support.tiny_models import random_standin_state_dict
 
 
@@ -37,7 +38,11 @@ class ComfySetup:
 
 
 def build_comfy_setup(cfg: dict, device: torch.device, dtype: torch.dtype) -> ComfySetup:
-    root = import_comfyui(comfyui_path_from_env(),
+    try:
+        path = comfyui_path_from_env()
+    except ComfyUIPathError as error:
+        raise SystemExit(f"--comfyui: {error}") from None
+    root = import_comfyui(path,
                           (("--cpu",) if device.type == "cpu" else ()) + ("--use-pytorch-cross-attention",),
                           need_core_nodes=False)
     import comfy.ops

@@ -1,6 +1,7 @@
-"""Face tools: EncodeReferenceFace (photo -> the reference Stand-In sees) and StandInFaceMask (per-frame face masks).
+"""Face tools: EncodeReferenceFace (photo -> the reference Stand-In sees), StandInFaceMask (per-frame face masks) and
+StandInFaceSwapPaste (the official face swap's paste).
 
-The work is done by standin_core.faces (prepare, masks, models); these classes validate, load the facexlib models
+The work is done by standin_core.faces (prepare, masks, models, swap); these classes validate, load the facexlib models
 from models/facexlib (never downloading unless the user allows it) and convert between ComfyUI types and arrays.
 The facexlib models are ComfyUI models: each is wrapped in a ModelPatcher and loaded with
 ``comfy.model_management.load_models_gpu`` before use, so ComfyUI counts their memory and unloads them (to the
@@ -31,7 +32,8 @@ def _file_identity(path):
     return None if path is None else (path, os.path.getmtime(path), os.path.getsize(path))
 
 
-def _facexlib_model(name: str, allow_download: bool):
+def _facexlib_patcher(name: str, allow_download: bool) -> comfy.model_patcher.ModelPatcher:
+    """The cached ModelPatcher of one facexlib model, built (from models/facexlib) when missing or its file changed."""
     folders = folder_paths.get_folder_paths(FACEXLIB_FOLDER)
     device = comfy.model_management.get_torch_device()
     identity = (_file_identity(face_models.find_weights(name, folders)), str(device))
@@ -43,14 +45,30 @@ def _facexlib_model(name: str, allow_download: bool):
                                                    offload_device=comfy.model_management.unet_offload_device())
         patcher.standin_identity = (_file_identity(face_models.find_weights(name, folders)), str(device))
         _PATCHERS[name] = patcher
-    comfy.model_management.load_models_gpu([patcher])
-    return patcher.model
+    return patcher
+
+
+def _facexlib_models(names, allow_download: bool) -> list:
+    """The facexlib models a node needs, loaded together and whole (facexlib's layers cannot run partly offloaded,
+    and loading one must not evict the other) by ComfyUI's model management."""
+    patchers = [_facexlib_patcher(name, allow_download) for name in names]
+    comfy.model_management.load_models_gpu(patchers, force_full_load=True)
+    return [patcher.model for patcher in patchers]
 
 
 def _detector_and_parser(detector: str, allow_download: bool, normalization):
-    detect = face_models.retinaface_detector(_facexlib_model(detector, allow_download))
-    parse = face_models.bisenet_parser(_facexlib_model("bisenet", allow_download), normalization)
-    return detect, parse
+    detector_model, parser_model = _facexlib_models([detector, "bisenet"], allow_download)
+    return face_models.retinaface_detector(detector_model), face_models.bisenet_parser(parser_model, normalization)
+
+
+def _progress(total: int):
+    """A ComfyUI progress bar ``progress(done, total)`` that also stops the node when the user cancels."""
+    bar = comfy.utils.ProgressBar(total)
+
+    def progress(done: int, count: int) -> None:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        bar.update_absolute(done, count)
+    return progress
 
 
 def _detector_input():
@@ -164,12 +182,8 @@ class StandInFaceMask(io.ComfyNode):
         if images.ndim != 4 or images.shape[0] == 0:
             raise ValueError(f"StandInFaceMask needs an IMAGE batch [frames, H, W, C], got shape {tuple(images.shape)}")
         detect, parse = _detector_and_parser(detector, allow_download, face_models.IMAGENET_NORMALIZATION)
-        bar = comfy.utils.ProgressBar(images.shape[0])
-
-        def progress(done: int, total: int) -> None:
-            comfy.model_management.throw_exception_if_processing_interrupted()
-            bar.update_absolute(done, total)
-        masks = face_masks.face_masks(images, detect, parse, dilation=dilation, feather=feather, progress=progress)
+        masks = face_masks.face_masks(images, detect, parse, dilation=dilation, feather=feather,
+                                      progress=_progress(images.shape[0]))
         return io.NodeOutput(torch.from_numpy(masks))
 
 
@@ -185,8 +199,8 @@ class StandInFaceSwapPaste(io.ComfyNode):
                 "pastes the reference face onto the largest face of every frame: by default warped by the similarity "
                 "transform between the two faces' 5 keypoints (angle and size matched), else resized into the face "
                 "window through its face-parse mask. Frames without a face are left as they are. Then VAE Encode the "
-                "frames, Set Latent Noise Mask with the masks (to hold the background), and KSampler at denoise 0.85 "
-                "with the Stand-In model."),
+                "frames and KSampler at denoise 0.85 with the Stand-In model; to hold the background, put the masks "
+                "through Threshold Mask (0.5, the official hard mask) and Set Latent Noise Mask."),
             inputs=[
                 io.Image.Input("images", tooltip="The video's frames (an IMAGE batch, e.g. from Get Video Components)."),
                 io.Image.Input("reference_cutout", tooltip="The 'cutout' output of Encode Stand-In Reference Face."),
@@ -224,25 +238,24 @@ class StandInFaceSwapPaste(io.ComfyNode):
         if images.ndim != 4 or images.shape[0] == 0:
             raise ValueError(f"Stand-In Face Swap Paste needs video frames [frames, H, W, C], got {tuple(images.shape)}")
         if reference_cutout.ndim != 4 or reference_cutout.shape[0] != 1 or reference_alpha.shape[-2:] != \
-                reference_cutout.shape[1:3]:
+                reference_cutout.shape[1:3] or reference_alpha.numel() != reference_cutout.shape[1] * reference_cutout.shape[2]:
             raise ValueError("reference_cutout and reference_alpha must be the 'cutout' and 'cutout_alpha' outputs of "
                              "Encode Stand-In Reference Face (one image and its mask of the same size)")
         rgb = faces.to_rgb_uint8(reference_cutout[0])
         alpha = (reference_alpha.reshape(reference_cutout.shape[1:3]).clamp(0, 1) * 255).round().to(torch.uint8)
         cutout = np.dstack([rgb, alpha.cpu().numpy()])
-        detect = face_models.retinaface_detector(_facexlib_model(detector, allow_download), landmarks=True)
-        parser = []
+        threshold = min(confidence, face_models.DETECTION_CONFIDENCE)  # the node's own check is `confidence`
+        (detector_model,) = _facexlib_models([detector], allow_download)
+        detect = face_models.retinaface_detector(detector_model, threshold, landmarks=True)
+        parser = None
 
-        def parse(crop):  # the face parser is loaded only if a frame needs the window paste
-            if not parser:
-                parser.append(face_models.bisenet_parser(_facexlib_model("bisenet", allow_download),
-                                                         face_models.IMAGENET_NORMALIZATION))
-            return parser[0](crop)
-        bar = comfy.utils.ProgressBar(images.shape[0])
-
-        def progress(done: int, total: int) -> None:
-            comfy.model_management.throw_exception_if_processing_interrupted()
-            bar.update_absolute(done, total)
+        def parse(crop):  # the face parser is loaded only if a frame needs the window paste (with the detector)
+            nonlocal parser
+            if parser is None:
+                parser = face_models.bisenet_parser(_facexlib_models([detector, "bisenet"], allow_download)[1],
+                                                    face_models.IMAGENET_NORMALIZATION)
+            return parser(crop)
+        progress = _progress(images.shape[0])
         frames, masks, how = face_swap.swap_faces(
             images, cutout, detect, parse, match_angle_and_size=match_angle_and_size, confidence=confidence,
             crop_scale=crop_scale, dilation=dilation, feather=feather, crop=crop_and_trim, progress=progress)

@@ -8,13 +8,12 @@ import os
 import comfy.model_management
 import comfy.utils
 import folder_paths
-import numpy as np
 import torch
 from comfy_api.latest import io, ui
 
 from ..standin_core.faces import identity
 from ..standin_core.faces import models as face_models
-from .faces import _detector_input, _download_input, _facexlib_model
+from .faces import _detector_input, _download_input, _facexlib_models, _progress
 from .paths import INSIGHTFACE_FOLDER
 
 log = logging.getLogger("standin")
@@ -56,17 +55,8 @@ def _embedder(backend: str, arcface_model: str, detector: str, allow_download: b
         found = arcface_files()
         arcface_model = found[0] if found else ARCFACE_FILES[0]  # a missing file raises, naming it and the folders
     session = identity.load_onnx(_arcface_path(arcface_model))
-    detect = face_models.retinaface_detector(_facexlib_model(detector, allow_download), landmarks=True)
-    return identity.arcface_embedder(session, detect)
-
-
-def _progress(total: int):
-    bar = comfy.utils.ProgressBar(total)
-
-    def progress(done: int, count: int) -> None:
-        comfy.model_management.throw_exception_if_processing_interrupted()
-        bar.update_absolute(done, count)
-    return progress
+    (detector_model,) = _facexlib_models([detector], allow_download)
+    return identity.arcface_embedder(session, face_models.retinaface_detector(detector_model, landmarks=True))
 
 
 class StandInIdentityScore(io.ComfyNode):
@@ -153,7 +143,8 @@ class StandInPickReference(io.ComfyNode):
     def execute(cls, photos, detector=face_models.DETECTORS[0], allow_download=False) -> io.NodeOutput:
         if photos.ndim != 4 or photos.shape[0] == 0:
             raise ValueError(f"Stand-In Pick Reference needs photos [N, H, W, C], got {tuple(photos.shape)}")
-        detect = face_models.retinaface_detector(_facexlib_model(detector, allow_download), landmarks=True)
+        (detector_model,) = _facexlib_models([detector], allow_download)
+        detect = face_models.retinaface_detector(detector_model, landmarks=True)
         best, reports = identity.pick_reference(list(photos), detect)
         report = "\n".join(r.line() for r in reports) + f"\nbest: photo {best}"
         return io.NodeOutput(photos[best:best + 1], best, report)

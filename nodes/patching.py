@@ -239,7 +239,9 @@ class MemoryEstimate:
     (:class:`StandInMemory`), so its loader frees (or offloads) that much more before sampling starts.
 
     ComfyUI asks ``model.model.memory_required(input_shape)`` while it prepares sampling; for the duration of that
-    step (and only for this model) the answer gets Stand-In's bytes added.
+    step (and only for this model) the answer gets Stand-In's bytes added. The BaseModel is shared by every clone,
+    so this relies on ComfyUI preparing one sampling run at a time (it has no public hook for extra memory). Later
+    per-step estimates (how many conds to batch) are ComfyUI's own, without Stand-In's buffers.
     """
 
     def __init__(self, settings: StandInSettings):

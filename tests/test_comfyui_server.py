@@ -1,6 +1,6 @@
 """The pack inside a REAL ComfyUI server: node registration (/object_info) and graphs through the real executor.
 
-The server (tests/comfyui_server.py) runs ``main.py --cpu`` from COMFYUI_PATH with the repository linked in as
+The server (tests/support/comfyui_server.py) runs ``main.py --cpu`` from COMFYUI_PATH with the repository linked in as
 ``custom_nodes/ComfyUI-StandIn`` and tiny test-made weights in its model folders. Graphs go in through the API route
 ``POST /prompt`` on 127.0.0.1; results come back from ``/history``.
 """

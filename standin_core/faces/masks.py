@@ -1,4 +1,4 @@
-"""Per-frame face masks for face swap / inpainting (the mask of the official face-swap pipeline).
+"""Per-frame face masks for face swap / inpainting: the mask of the official face swap's fallback (window) path.
 
 For every frame (WeChatCV/Stand-In, ``preprocessor/videomask_generator.py``): detect faces and keep the largest;
 take the 1.5x window around it (clamped, not padded); resize it to 512 x 512 (INTER_AREA); parse; keep the face
@@ -38,7 +38,7 @@ def face_part_mask(parse_map: np.ndarray, classes: Sequence[int] = FACE_PART_CLA
 
 def face_mask(frame, detector: Detector, parser: Parser, *, dilation: int = DILATION, feather: int = FEATHER,
               crop_scale: float = CROP_SCALE, parse_size: int = REFERENCE_SIZE) -> np.ndarray:
-    """One frame (any layout :func:`~standin_core.faces.to_rgb_uint8` accepts) -> float32 mask [H, W] in 0..1."""
+    """One frame (any layout :func:`~standin_core.faces.prepare.to_rgb_uint8` accepts) -> float32 mask [H, W] in 0..1."""
     rgb = to_rgb_uint8(frame)
     height, width = rgb.shape[:2]
     mask = np.zeros((height, width), np.float32)

@@ -4,9 +4,10 @@ Nothing here downloads unless ``allow_download=True`` is passed: a missing file 
 :class:`MissingFaceWeightsError` naming the file, the folder it belongs in and its official URL. torch, facexlib and
 scikit-image are imported only inside the functions that need them.
 
-The adapters turn the models into the plain callables :mod:`standin_core.faces` expects:
-``retinaface_detector`` / ``cascade_detector`` -> :data:`~standin_core.faces.Detector`,
-``bisenet_parser`` -> :data:`~standin_core.faces.Parser`.
+The adapters turn the models into the plain callables :mod:`standin_core.faces.prepare` expects:
+``retinaface_detector`` / ``cascade_detector`` -> :data:`~standin_core.faces.prepare.Detector` (with
+``landmarks=True`` the 5 keypoints too, for :mod:`.swap` and :mod:`.identity`),
+``bisenet_parser`` -> :data:`~standin_core.faces.prepare.Parser`.
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ No face: the whole image padded to a white square (then parsed, as the official 
 Subject mode (non-human subjects): no detection, no parsing, the whole image padded to a white square.
 
 The detector and the parser are passed in as plain callables (see :data:`Detector`, :data:`Parser`), so this
-module needs only numpy and OpenCV; :mod:`standin_core.face_models` builds them from facexlib or scikit-image.
+module needs only numpy and OpenCV; :mod:`standin_core.faces.models` builds them from facexlib or scikit-image.
 """
 from __future__ import annotations
 
@@ -246,7 +246,7 @@ def prepare_reference(image, detector: Optional[Detector], parser: Optional[Pars
         path, region = "subject", rgb
     else:
         if detector is None:
-            raise ValueError("no face detector given: load one (see standin_core.face_models) or use subject mode")
+            raise ValueError("no face detector given: load one (see standin_core.faces.models) or use subject mode")
         boxes = detect_faces(rgb, detector)
         chosen = select_face(boxes, face_index)
         if chosen is None:

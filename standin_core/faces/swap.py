@@ -26,7 +26,7 @@ import numpy as np
 
 from .masks import DILATION, FEATHER, face_part_mask
 from .prepare import CROP_SCALE, DETECT_MAX_SIDE, REFERENCE_SIZE, PreparedReference, _limit_side, _parse, \
-    square_crop_window, to_rgb_uint8
+    select_face, square_crop_window, to_rgb_uint8
 
 SWAP_CONFIDENCE = 0.5  # official confidence_threshold
 
@@ -133,9 +133,8 @@ def swap_faces(frames, cutout: np.ndarray, detector: LandmarkDetector, parser, *
     for index, frame in enumerate(array):
         found = detect_with_landmarks(frame, detector)
         pasted, mask, kind = frame, None, "no_face"
-        if len(found):
-            areas = (found[:, 2] - found[:, 0]) * (found[:, 3] - found[:, 1])
-            face = found[int(np.argmax(areas))]
+        face = select_face(found, -1)
+        if face is not None:
             if face[4] > confidence:
                 matrix = None
                 if source_points is not None:

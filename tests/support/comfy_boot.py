@@ -28,10 +28,13 @@ def check_comfyui_tree(comfyui_path: str) -> Path:
 
 
 def comfyui_version(root: Path) -> str:
-    for line in (root / "comfyui_version.py").read_text().splitlines():
-        if line.startswith("__version__"):
-            return line.split("=", 1)[1].strip().strip("\"'")
-    return "(unknown)"
+    try:
+        for line in (root / "comfyui_version.py").read_text().splitlines():
+            if line.startswith("__version__"):
+                return line.split("=", 1)[1].strip().strip("\"'")
+    except OSError:
+        pass
+    return "(unknown version)"
 
 
 def import_comfyui(comfyui_path: str, extra_args=("--cpu", "--use-pytorch-cross-attention"),

@@ -1,5 +1,6 @@
-"""Tiny REAL Wan models with random weights (ComfyUI's own WanModel / VaceWanModel classes) and matching
-random Stand-In weights, for the ComfyUI test tier, the tiny identity run and the benchmark. Needs ComfyUI imported.
+"""Tiny models for the tests, the tiny identity run and the benchmark: REAL Wan models and a Wan2.1 VAE with random
+weights (ComfyUI's own classes: these functions need ComfyUI imported), the one random Stand-In weights factory, and a
+small ONNX model with ArcFace's signature (these two need no ComfyUI).
 """
 import torch
 
