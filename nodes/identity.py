@@ -5,8 +5,6 @@ The work is in standin_core.faces.identity; this module picks the backend, finds
 import logging
 import os
 
-import comfy.model_management
-import comfy.utils
 import folder_paths
 import torch
 from comfy_api.latest import io, ui
