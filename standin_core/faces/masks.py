@@ -36,6 +36,20 @@ def face_part_mask(parse_map: np.ndarray, classes: Sequence[int] = FACE_PART_CLA
     return mask
 
 
+def window_part_mask(rgb: np.ndarray, box, parser: Parser, crop_scale: float = CROP_SCALE, dilation: int = DILATION,
+                     feather: int = FEATHER, parse_size: int = REFERENCE_SIZE):
+    """The official window mask of one face: its ``crop_scale`` window (clamped), resized to ``parse_size``
+    (INTER_AREA), parsed, face parts dilated and feathered, resized back (INTER_LINEAR). Returns the window
+    (left, top, right, bottom) and its uint8 mask, or None for an empty window."""
+    height, width = rgb.shape[:2]
+    left, top, right, bottom = square_crop_window(tuple(int(v) for v in box[:4]), width, height, crop_scale)
+    if right - left < 1 or bottom - top < 1:
+        return None
+    crop = cv2.resize(rgb[top:bottom, left:right], (parse_size, parse_size), interpolation=cv2.INTER_AREA)
+    parts = face_part_mask(_parse(parser, crop), dilation=dilation, feather=feather)
+    return (left, top, right, bottom), cv2.resize(parts, (right - left, bottom - top), interpolation=cv2.INTER_LINEAR)
+
+
 def face_mask(frame, detector: Detector, parser: Parser, *, dilation: int = DILATION, feather: int = FEATHER,
               crop_scale: float = CROP_SCALE, parse_size: int = REFERENCE_SIZE) -> np.ndarray:
     """One frame (any layout :func:`~standin_core.faces.prepare.to_rgb_uint8` accepts) -> float32 mask [H, W] in 0..1."""
@@ -43,14 +57,10 @@ def face_mask(frame, detector: Detector, parser: Parser, *, dilation: int = DILA
     height, width = rgb.shape[:2]
     mask = np.zeros((height, width), np.float32)
     box = select_face(detect_faces(rgb, detector), -1)
-    if box is None:
+    window = None if box is None else window_part_mask(rgb, box, parser, crop_scale, dilation, feather, parse_size)
+    if window is None:
         return mask
-    left, top, right, bottom = square_crop_window(tuple(int(v) for v in box), width, height, crop_scale)
-    if right - left < 1 or bottom - top < 1:
-        return mask
-    crop = cv2.resize(rgb[top:bottom, left:right], (parse_size, parse_size), interpolation=cv2.INTER_AREA)
-    parts = face_part_mask(_parse(parser, crop), dilation=dilation, feather=feather)
-    parts = cv2.resize(parts, (right - left, bottom - top), interpolation=cv2.INTER_LINEAR)
+    (left, top, right, bottom), parts = window
     mask[top:bottom, left:right] = parts.astype(np.float32) / 255.0
     return mask
 

@@ -24,9 +24,8 @@ from typing import Callable, Optional
 import cv2
 import numpy as np
 
-from .masks import DILATION, FEATHER, face_part_mask
-from .prepare import CROP_SCALE, DETECT_MAX_SIDE, REFERENCE_SIZE, PreparedReference, _limit_side, _parse, \
-    select_face, square_crop_window, to_rgb_uint8
+from .masks import DILATION, FEATHER, window_part_mask
+from .prepare import CROP_SCALE, DETECT_MAX_SIDE, PreparedReference, _limit_side, select_face, to_rgb_uint8
 
 SWAP_CONFIDENCE = 0.5  # official confidence_threshold
 
@@ -97,16 +96,12 @@ def paste_in_window(frame: np.ndarray, cutout: np.ndarray, box, parser, crop_sca
                     dilation: int = DILATION, feather: int = FEATHER) -> tuple[np.ndarray, np.ndarray]:
     """The official fallback: the cut-out resized into the face window, pasted through the frame's face parse mask."""
     from PIL import Image
-    height, width = frame.shape[:2]
-    left, top, right, bottom = square_crop_window(tuple(int(v) for v in box), width, height, crop_scale)
-    mask = np.zeros((height, width), np.uint8)
-    if right - left < 1 or bottom - top < 1:
+    mask = np.zeros(frame.shape[:2], np.uint8)
+    window = window_part_mask(frame, box, parser, crop_scale, dilation, feather)
+    if window is None:
         return frame, mask
-    size = (right - left, bottom - top)
-    resized = Image.fromarray(cutout, "RGBA").resize(size, Image.Resampling.LANCZOS)
-    crop = cv2.resize(frame[top:bottom, left:right], (REFERENCE_SIZE, REFERENCE_SIZE), interpolation=cv2.INTER_AREA)
-    parts = face_part_mask(_parse(parser, crop), dilation=dilation, feather=feather)
-    parts = cv2.resize(parts, size, interpolation=cv2.INTER_LINEAR)
+    (left, top, right, bottom), parts = window
+    resized = Image.fromarray(cutout, "RGBA").resize((right - left, bottom - top), Image.Resampling.LANCZOS)
     pasted = Image.fromarray(frame)
     pasted.paste(resized, (left, top), mask=Image.fromarray(parts, "L"))
     mask[top:bottom, left:right] = parts
