@@ -237,12 +237,13 @@ class StandInFaceSwapPaste(io.ComfyNode):
                 allow_download=False) -> io.NodeOutput:
         if images.ndim != 4 or images.shape[0] == 0:
             raise ValueError(f"Stand-In Face Swap Paste needs video frames [frames, H, W, C], got {tuple(images.shape)}")
-        if reference_cutout.ndim != 4 or reference_cutout.shape[0] != 1 or reference_alpha.shape[-2:] != \
-                reference_cutout.shape[1:3] or reference_alpha.numel() != reference_cutout.shape[1] * reference_cutout.shape[2]:
+        size = tuple(reference_cutout.shape[1:3])
+        if reference_cutout.ndim != 4 or reference_cutout.shape[0] != 1 or tuple(reference_alpha.shape[-2:]) != size \
+                or reference_alpha.numel() != size[0] * size[1]:
             raise ValueError("reference_cutout and reference_alpha must be the 'cutout' and 'cutout_alpha' outputs of "
                              "Encode Stand-In Reference Face (one image and its mask of the same size)")
         rgb = faces.to_rgb_uint8(reference_cutout[0])
-        alpha = (reference_alpha.reshape(reference_cutout.shape[1:3]).clamp(0, 1) * 255).round().to(torch.uint8)
+        alpha = (reference_alpha.reshape(size).clamp(0, 1) * 255).round().to(torch.uint8)
         cutout = np.dstack([rgb, alpha.cpu().numpy()])
         threshold = min(confidence, face_models.DETECTION_CONFIDENCE)  # the node's own check is `confidence`
         (detector_model,) = _facexlib_models([detector], allow_download)

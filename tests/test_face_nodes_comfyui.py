@@ -293,3 +293,5 @@ def test_face_swap_paste_refuses_what_is_not_a_cutout(comfy, nodes_faces, facexl
     frames = torch.rand(5, 64, 64, 3)
     with pytest.raises(ValueError, match="cutout_alpha"):
         nodes_faces.StandInFaceSwapPaste.execute(frames, torch.rand(1, 512, 512, 3), torch.ones(1, 64, 64))
+    with pytest.raises(ValueError, match="cutout_alpha"):  # a batch of masks is not one cut-out's alpha
+        nodes_faces.StandInFaceSwapPaste.execute(frames, torch.rand(1, 512, 512, 3), torch.ones(2, 512, 512))
