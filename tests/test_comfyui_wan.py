@@ -391,6 +391,26 @@ def test_skip_layer_guidance_skips_blocks_without_a_false_alarm(env):
     assert (result - sample(env, apply(env), steps=3)).abs().max().item() > 100 * TOL  # the skip guidance acted
 
 
+def test_torch_compile_keeps_standin(env, monkeypatch):
+    """TorchCompileModel (inductor on the CPU; the first compile takes about a minute on 2 cores, which is why there
+    is one such test): the compiled model still runs Stand-In's patches, building the reference once per run, and
+    matches the eager Stand-In run to float32 rounding, while the eager base model is far away."""
+    from comfy_extras import nodes_torch_compile
+    compiles, builds = [], []
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda *a, **k: compiles.append(1) or real_compile(*a, **k))
+    original_pass = env.patching.ReferencePass.reference_pass
+    monkeypatch.setattr(env.patching.ReferencePass, "reference_pass",
+                        lambda self, *a: builds.append(1) or original_pass(self, *a))
+    compiled = nodes_torch_compile.TorchCompileModel.execute(apply(env), "inductor").args[0]
+    assert compiles, "TorchCompileModel did not call torch.compile"
+    result = sample(env, compiled, steps=2)
+    assert builds == [1]
+    eager = sample(env, apply(env), steps=2)
+    assert (result - eager).abs().max().item() < 1e-4
+    assert (result - sample(env, env.base, steps=2)).abs().max().item() > 1e-2
+
+
 def test_cfg_one_and_batch_two(env):
     gen = torch.Generator().manual_seed(8)
     noise = torch.randn(2, 16, 2, 8, 8, generator=gen)
