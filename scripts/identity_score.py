@@ -11,23 +11,9 @@ import argparse
 import sys
 
 import cv2
-import numpy as np
 
 from comfyui_standin.standin_core.faces import identity, models
-
-
-def read_video(path: str) -> np.ndarray:
-    capture = cv2.VideoCapture(path)
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    capture.release()
-    if not frames:
-        raise SystemExit(f"error: no frames could be read from {path!r}")
-    return np.stack(frames)
+from comfyui_standin.standin_core.faces.video import read_video
 
 
 def main(argv=None) -> int:
@@ -55,7 +41,11 @@ def main(argv=None) -> int:
             embed = identity.arcface_embedder(identity.load_onnx(args.arcface_model), detector)
     except identity.MissingBackendError as error:
         raise SystemExit(f"error: {error}") from error
-    result = identity.score_video(read_video(args.video), cv2.cvtColor(photo, cv2.COLOR_BGR2RGB), embed, args.frames,
+    try:
+        frames = read_video(args.video)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from error
+    result = identity.score_video(frames, cv2.cvtColor(photo, cv2.COLOR_BGR2RGB), embed, args.frames,
                                   args.backend)
     cv2.imwrite(args.plot, cv2.cvtColor(identity.plot_scores(result), cv2.COLOR_RGB2BGR))
     print(f"mean: {'no face' if result.mean is None else f'{result.mean:.4f}'}")

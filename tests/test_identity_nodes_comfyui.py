@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from comfyui_standin.standin_core.faces.video import read_video
+
 pytestmark = pytest.mark.comfyui
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -29,14 +31,7 @@ def core(comfy):
 
 @pytest.fixture(scope="module")
 def clip_frames():
-    capture = cv2.VideoCapture(str(DATA / "short_hamilton_clip.mp4"))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    return np.stack(frames)
+    return read_video(DATA / "short_hamilton_clip.mp4")
 
 
 def comfy_images(rgb):

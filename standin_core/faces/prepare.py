@@ -163,15 +163,25 @@ def _limit_side(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
 
 # ---------------------------------------------------------------------------------------------------- faces
 
-def detect_faces(image: np.ndarray, detector: Detector, max_side: int = DETECT_MAX_SIDE) -> np.ndarray:
-    """Run ``detector`` (on a copy at most ``max_side`` px) and return boxes [N, 4] in input pixels, left to right."""
+def detect_rows(image: np.ndarray, detector, columns: int = 4, max_side: int = DETECT_MAX_SIDE) -> np.ndarray:
+    """Run ``detector`` on a copy at most ``max_side`` px; its first ``columns`` columns [N, columns] in input
+    pixels: the box (x1, y1, x2, y2), then the score (left as it is) and keypoint coordinates (rescaled)."""
     small, scale = _limit_side(image, max_side)
     raw = np.asarray(detector(small), dtype=np.float64)
     if raw.size == 0:
-        return np.zeros((0, 4))
-    if raw.ndim != 2 or raw.shape[1] < 4:
-        raise ValueError(f"the face detector returned shape {raw.shape}; expected [N, >=4] rows (x1, y1, x2, y2, ...)")
-    boxes = raw[:, :4] / scale
+        return np.zeros((0, columns))
+    if raw.ndim != 2 or raw.shape[1] < columns:
+        raise ValueError(f"the face detector returned shape {raw.shape}; expected [N, >={columns}] rows "
+                         "(x1, y1, x2, y2, ...)")
+    rows = raw[:, :columns].copy()
+    rows[:, :4] /= scale
+    rows[:, 5:] /= scale
+    return rows
+
+
+def detect_faces(image: np.ndarray, detector: Detector, max_side: int = DETECT_MAX_SIDE) -> np.ndarray:
+    """Run ``detector`` (on a copy at most ``max_side`` px) and return boxes [N, 4] in input pixels, left to right."""
+    boxes = detect_rows(image, detector, 4, max_side)
     return boxes[np.lexsort((boxes[:, 1], boxes[:, 0]))]
 
 

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from .masks import DILATION, FEATHER, window_part_mask
-from .prepare import CROP_SCALE, DETECT_MAX_SIDE, PreparedReference, _limit_side, select_face, to_rgb_uint8
+from .prepare import CROP_SCALE, DETECT_MAX_SIDE, PreparedReference, detect_rows, select_face, to_rgb_uint8
 
 SWAP_CONFIDENCE = 0.5  # official confidence_threshold
 
@@ -55,17 +55,8 @@ def face_cutout(prepared: PreparedReference) -> np.ndarray:
 
 
 def detect_with_landmarks(rgb: np.ndarray, detector: LandmarkDetector, max_side: int = DETECT_MAX_SIDE) -> np.ndarray:
-    """``detector`` on a copy at most ``max_side`` px; rows [N, 15] scaled back to ``rgb``'s pixels."""
-    small, scale = _limit_side(rgb, max_side)
-    raw = np.asarray(detector(small), dtype=np.float64)
-    if raw.size == 0:
-        return np.zeros((0, 15))
-    if raw.ndim != 2 or raw.shape[1] < 15:
-        raise ValueError(f"the face detector returned shape {raw.shape}; expected [N, 15] rows (box, score, 5 points)")
-    raw = raw[:, :15].copy()
-    raw[:, :4] /= scale
-    raw[:, 5:] /= scale
-    return raw
+    """``detector`` on a copy at most ``max_side`` px; rows [N, 15] (box, score, 5 keypoints) in ``rgb``'s pixels."""
+    return detect_rows(rgb, detector, 15, max_side)
 
 
 def reference_keypoints(cutout: np.ndarray, detector: LandmarkDetector) -> Optional[np.ndarray]:

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from comfyui_standin.standin_core.faces.video import read_video
 from comfyui_standin.tests.support.joint_sequence import standin_state_dict_for, tiny_wan_state_dict
 from comfyui_standin.tests.support.tiny_models import tiny_wan_vae_state_dict
 
@@ -173,19 +174,14 @@ def write_inputs(folder: Path) -> None:
     import cv2
     import numpy as np
     shutil.copy(DATA / "obama.jpg", folder / SWAP_PHOTO)
-    capture = cv2.VideoCapture(str(DATA / "short_hamilton_clip.mp4"))
-    frames = []
-    while len(frames) < 151:
-        ok, frame = capture.read()
-        assert ok, "short_hamilton_clip.mp4 has fewer frames than expected"
-        frames.append(frame)
-    capture.release()
-    cv2.imwrite(str(folder / PERFORMER_PHOTO), frames[150][0:200, 150:350])
+    frames = read_video(DATA / "short_hamilton_clip.mp4", limit=151)
+    assert len(frames) == 151, "short_hamilton_clip.mp4 has fewer frames than expected"
+    cv2.imwrite(str(folder / PERFORMER_PHOTO), cv2.cvtColor(frames[150][0:200, 150:350], cv2.COLOR_RGB2BGR))
     with av.open(str(folder / SWAP_VIDEO), "w") as container:
         stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=25)
         stream.width, stream.height, stream.pix_fmt = 256, 160, "yuv420p"
         for frame in frames[100:105]:
-            rgb = np.ascontiguousarray(cv2.cvtColor(frame[60:220, 116:372], cv2.COLOR_BGR2RGB))
+            rgb = np.ascontiguousarray(frame[60:220, 116:372])
             for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
