@@ -70,7 +70,7 @@ def build_comfy_setup(cfg: dict, device: torch.device, dtype: torch.dtype) -> Co
     gen = torch.Generator().manual_seed(2)
     reference = torch.randn(1, 16, 1, 2 * cfg["ref_height"], 2 * cfg["ref_width"], generator=gen)
     settings = patching.StandInSettings(weights, reference, tensor_fingerprint(reference), 1.0, 0.0, 1.0)
-    patches = [patching.VideoSelfAttention(block.self_attn, i) for i, block in enumerate(model.blocks)]
+    patches = [patching.VideoSelfAttention(i) for i in range(len(model.blocks))]
     latent = torch.randn(1, 16, cfg["frames"], 2 * cfg["height"], 2 * cfg["width"], device=device, dtype=dtype)
     context = torch.randn(2, cfg["text_len"], 4096, device=device, dtype=dtype)
     sigmas = torch.linspace(1.0, 0.0, cfg["steps"] + 1, device=device)

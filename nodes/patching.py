@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -60,11 +60,17 @@ class StandInSettings:
 
 @dataclass(frozen=True)
 class ModelCall:
-    """Handed to the patched blocks for one model call."""
+    """Handed to the patched blocks for one model call (``transformer_options[CALL_KEY]``).
 
-    kv: list[ReferenceKV]
+    ``blocks`` are the blocks of the diffusion model that is running THIS call: the patches find their module there
+    at call time and hold none themselves, so a model deep-copied for another device (ComfyUI's multi-GPU work units)
+    computes with its own weights. ``kv`` is None where identity does not apply (strength 0, outside the range): the
+    blocks then run their own forward."""
+
+    blocks: Sequence[torch.nn.Module]
+    kv: Optional[Sequence[ReferenceKV]]
     strength: float
-    buffers: JointKVBuffers  # the run's [video; reference] K/V buffers, reused by every block
+    buffers: Optional[JointKVBuffers]  # the run's [video; reference] K/V buffers, reused by every block
     ran: set = field(default_factory=set)  # blocks whose Stand-In attention ran in this call
 
 
@@ -160,8 +166,7 @@ def apply_standin(model, weights: StandInWeights, latent: dict, strength: float,
     patched = model.clone()
     remove_standin(patched)
     for index, block in enumerate(dm.blocks):
-        patched.add_object_patch(f"diffusion_model.blocks.{index}.self_attn.forward",
-                                 VideoSelfAttention(block.self_attn, index))
+        patched.add_object_patch(f"diffusion_model.blocks.{index}.self_attn.forward", VideoSelfAttention(index))
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, ReferencePass(settings))
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, KEY, SamplingRun(settings))
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREPARE_SAMPLING, KEY, MemoryEstimate(settings))
@@ -266,20 +271,28 @@ class MemoryEstimate:
 
 
 class VideoSelfAttention:
-    """Object patch for one block's ``self_attn.forward``: ComfyUI calls it as fn(x, freqs, transformer_options)."""
+    """Object patch for block ``index``'s ``self_attn.forward``: ComfyUI calls it as fn(x, freqs, transformer_options).
 
-    def __init__(self, self_attn: torch.nn.Module, index: int):
-        self.self_attn = self_attn
+    It holds no module: the block it runs in is found at call time in the call's :class:`ModelCall`, which
+    :class:`ReferencePass` puts in ``transformer_options`` for every call of the model that is running."""
+
+    def __init__(self, index: int):
         self.index = index
 
     def __call__(self, x, freqs, transformer_options={}):
         call: Optional[ModelCall] = transformer_options.get(CALL_KEY)
         if call is None:
-            return type(self.self_attn).forward(self.self_attn, x, freqs, transformer_options=transformer_options)
+            raise RuntimeError(
+                f"Stand-In's attention patch (block {self.index}) ran outside a Wan model call that went through "
+                "ComfyUI's diffusion-model wrappers, so it cannot tell which model it runs in, and the identity "
+                "would be lost. Some node calls the Wan blocks directly; sample with KSampler, or remove Stand-In.")
+        self_attn = call.blocks[self.index].self_attn
+        if call.kv is None:
+            return type(self_attn).forward(self_attn, x, freqs, transformer_options=transformer_options)
         call.ran.add(self.index)
-        return video_self_attention(self.self_attn, x, freqs, self.self_attn.num_heads, call.kv[self.index],
-                                    call.strength, comfy_attention(transformer_options), wan.apply_rope1,
-                                    buffers=call.buffers, is_plain_linear=is_plain_comfy_linear)
+        return video_self_attention(self_attn, x, freqs, self_attn.num_heads, call.kv[self.index], call.strength,
+                                    comfy_attention(transformer_options), wan.apply_rope1, buffers=call.buffers,
+                                    is_plain_linear=is_plain_comfy_linear)
 
 
 _PLAIN_LINEAR_FORWARDS = {torch.nn.Linear.forward, comfy.ops.disable_weight_init.Linear.forward,
@@ -314,22 +327,21 @@ class ReferencePass:
         run: Optional[RunState] = options.get(RUN_KEY)
         if run is None:  # called outside a sampling run (e.g. a bare model call): no cache to keep
             run = RunState(ReferenceKVCache("off"), float("inf"), 0.0, None)
+        x, dm = args[0], executor.class_obj  # the diffusion model running this call (it may be a deep copy)
+        options = dict(options)
         if self.settings.strength == 0 or not run.active_at(options.get("sigmas")):
+            options[CALL_KEY] = ModelCall(dm.blocks, None, self.settings.strength, None)
+            args, kwargs = _with_options(args, kwargs, options, in_kwargs)
             return executor(*args, **kwargs)
-        x, dm = args[0], executor.class_obj
         _, rows, cols = token_grid(x.shape[2:], dm.patch_size)
         key = CacheKey(self.settings.reference_fingerprint, id(self.settings.weights), run.model_state,
                        (rows, cols), str(x.device), str(x.dtype))
         kv = run.cache.get_or_build(key, lambda: self.reference_pass(dm, x, options, run), device=x.device)
         if run.cache.builds == 1 and run.cache.hits == 0 and run.cache.mode != "off":
             log.info("%s (reference K/V built once for this run)", run.cache.describe())
-        options = dict(options)
-        call = options[CALL_KEY] = ModelCall(kv, self.settings.strength, run.buffers)
-        if in_kwargs:
-            kwargs["transformer_options"] = options
-        else:
-            args = (*args[:5], options, *args[6:])
+        call = options[CALL_KEY] = ModelCall(dm.blocks, kv, self.settings.strength, run.buffers)
         replaced = not_ours(dm)
+        args, kwargs = _with_options(args, kwargs, options, in_kwargs)
         out = executor(*args, **kwargs)
         if replaced:  # another patch sits on some blocks' attention: fine only if it still ran ours inside
             check_standin_ran(dm, call, replaced, options)
@@ -343,6 +355,13 @@ class ReferencePass:
         if run.cache.mode != "off":
             run.drop_loras()  # built once for this run: the LoRA's device copy is no longer needed
         return kv
+
+
+def _with_options(args: tuple, kwargs: dict, options: dict, in_kwargs: bool) -> tuple[tuple, dict]:
+    """WanModel._forward's arguments with ``transformer_options`` (keyword, or positional argument 5) replaced."""
+    if in_kwargs:
+        return args, {**kwargs, "transformer_options": options}
+    return (*args[:5], options, *args[6:]), kwargs
 
 
 def not_ours(dm) -> list[int]:
