@@ -153,11 +153,17 @@ def prepare_reference(model, latent: dict) -> torch.Tensor:
     return latent_format.process_in(samples.float()).to(comfy.model_management.intermediate_device())
 
 
+MAX_STRENGTH = 3.0  # the node's widget maximum
+
+
 def apply_standin(model, weights: StandInWeights, latent: dict, strength: float, start_percent: float,
                   end_percent: float):
     """A clone of ``model`` with Stand-In installed; ``model`` itself is left untouched."""
     dm = check_wan_model(model)
     weights.validate_for(dm.dim, len(dm.blocks), model_name=f"this {type(dm).__name__}")
+    if not 0.0 <= strength <= MAX_STRENGTH:  # also NaN, which passes ComfyUI's min/max validation
+        raise ValueError(f"strength must be a number from 0 to {MAX_STRENGTH:g} (1 = Stand-In as trained, 0 = the base "
+                         f"model), got {strength}: set the strength input of Apply Stand-In to Wan Model")
     if not 0.0 <= start_percent <= end_percent <= 1.0:
         raise ValueError(f"start_percent ({start_percent}) must be <= end_percent ({end_percent}), both in 0..1")
     reference = prepare_reference(model, latent)
