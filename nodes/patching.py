@@ -15,8 +15,9 @@ The video tensor keeps its shape, so VACE, other patches and samplers see an ord
 """
 from __future__ import annotations
 
+import inspect
 import logging
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from typing import Optional, Sequence
 
 import torch
@@ -30,6 +31,7 @@ import comfy.patcher_extension
 from ..standin_core import (CacheKey, JointKVBuffers, ReferenceKV, ReferenceKVCache, StandInWeights,
                             tensor_fingerprint, token_grid, video_self_attention)
 from ..standin_core.cache import format_bytes, kv_cache_bytes
+from ..standin_core.positions import PositionMap
 from ..standin_core.reference import DiTParts, reference_branch
 
 log = logging.getLogger("standin")
@@ -341,7 +343,7 @@ class ReferencePass:
             return executor(*args, **kwargs)
         _, rows, cols = token_grid(x.shape[2:], dm.patch_size)
         key = CacheKey(self.settings.reference_fingerprint, id(self.settings.weights), run.model_state,
-                       (rows, cols), str(x.device), str(x.dtype))
+                       (rows, cols), str(x.device), str(x.dtype), astuple(position_map(dm, options)))
         kv = run.cache.get_or_build(key, lambda: self.reference_pass(dm, x, options, run), device=x.device)
         if run.cache.builds == 1 and run.cache.hits == 0 and run.cache.mode != "off":
             log.info("%s (reference K/V built once for this run)", run.cache.describe())
@@ -391,15 +393,27 @@ def check_standin_ran(dm, call: ModelCall, replaced: list[int], options: dict) -
             "Stand-In after the other patch, or remove one of them.")
 
 
+def position_map(dm, options: dict) -> PositionMap:
+    """How this call's video RoPE positions are scaled and shifted: ComfyUI's ``rope_options`` (ScaleROPE, v0.8.0+),
+    which WanModel.rope_encode applies as position k -> shift + scale * k on each axis (t, y, x). A WanModel whose
+    rope_encode takes no options (ComfyUI before ScaleROPE) ignores them, and so does the reference."""
+    rope = options.get("rope_options") or {}
+    if not rope or "transformer_options" not in inspect.signature(dm.rope_encode).parameters:
+        return PositionMap()
+    return PositionMap(scale=tuple(float(rope.get(f"scale_{axis}", 1.0)) for axis in "tyx"),
+                       shift=tuple(float(rope.get(f"shift_{axis}", 0.0)) for axis in "tyx"))
+
+
 def wan_parts(dm, dtype: torch.dtype, device, options: dict) -> DiTParts:
     """ComfyUI's WanModel as the parts the reference branch runs through, computed as its own forward does."""
     def attention_for_block(index):
         return comfy_attention({**options, "block_index": index, "standin_reference_pass": True})
 
+    mapped = position_map(dm, options)  # the reference follows any scale/shift of the video's positions
     return DiTParts(
         patch_embedding=lambda latent: dm.patch_embedding(latent.float()),  # WanModel.forward_orig: float32 conv
         patch_size=tuple(dm.patch_size),
-        rope=lambda positions: dm.rope_embedder(positions[None]).movedim(1, 2),  # as WanModel.rope_encode
+        rope=lambda positions: dm.rope_embedder(mapped(positions)[None]).movedim(1, 2),  # as WanModel.rope_encode
         time_embedding=dm.time_embedding, time_projection=dm.time_projection, freq_dim=dm.freq_dim, width=dm.dim,
         heads=dm.num_heads, blocks=dm.blocks, apply_rope=wan.apply_rope1,
         block_modulation=lambda block: comfy.model_management.cast_to(block.modulation, dtype=dtype, device=device),

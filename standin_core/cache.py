@@ -4,7 +4,8 @@ K_I and V_I of every block depend only on:
   * the reference latent (its values, shape and dtype),
   * the Stand-In weights,
   * the base model's weights as patched at sampling time (a style LoRA changes the reference pass too),
-  * the video's token grid (the reference's RoPE rows/cols start just past it),
+  * the video's token grid (the reference's RoPE rows/cols start just past it) and any scale/shift of the video's
+    RoPE positions (the reference's positions follow it),
   * the device and dtype the pass ran in.
 Not on the prompt and not on the timestep (the reference runs at t = 0 and, as in the official code, without text
 cross-attention), so one entry serves cond and uncond rows and every denoising step. :class:`CacheKey` holds exactly
@@ -41,6 +42,7 @@ class CacheKey:
     video_grid: tuple  # (rows, cols) of the video token grid: the reference positions depend on it
     device: str
     dtype: str
+    positions_map: tuple = ()  # how the video's RoPE positions are scaled/shifted (positions.PositionMap), if at all
 
 
 def kv_cache_bytes(depth: int, ref_tokens: int, width: int, bytes_per_value: int) -> int:

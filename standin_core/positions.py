@@ -11,6 +11,7 @@ ComfyUI's ``apply_rope1``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -48,6 +49,32 @@ def reference_positions(ref_height: int, ref_width: int, video_height: int, vide
     return _grid_ids(time=torch.tensor([-1]),
                      rows=torch.arange(video_height, video_height + ref_height),
                      cols=torch.arange(video_width, video_width + ref_width))
+
+
+@dataclass(frozen=True)
+class PositionMap:
+    """An affine map of RoPE positions, axis by axis (t, h, w): p -> shift + scale * p.
+
+    It is how ComfyUI's ScaleROPE (``rope_options``) places the video tokens: the video token k of an axis sits at
+    shift + scale * k instead of k. The reference tokens get the same map, so they keep the official layout
+    relative to the video grid (one frame before its first frame, the spatial block just past its last row and
+    column) in the scaled coordinates.
+    """
+
+    scale: tuple = (1.0, 1.0, 1.0)
+    shift: tuple = (0.0, 0.0, 0.0)
+
+    @property
+    def is_identity(self) -> bool:
+        return tuple(self.scale) == (1.0, 1.0, 1.0) and tuple(self.shift) == (0.0, 0.0, 0.0)
+
+    def __call__(self, positions: torch.Tensor) -> torch.Tensor:
+        """``positions`` [L, 3] (t, h, w) mapped; the identity map returns them unchanged."""
+        if self.is_identity:
+            return positions
+        scale = torch.tensor(self.scale, dtype=positions.dtype, device=positions.device)
+        shift = torch.tensor(self.shift, dtype=positions.dtype, device=positions.device)
+        return torch.addcmul(shift, positions, scale)
 
 
 def _grid_ids(time: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:

@@ -34,10 +34,10 @@ def test_entry_is_reused_only_under_an_equal_key():
     first = cache.get_or_build(key(), build)
     assert cache.get_or_build(key(), build) is first
     for changed in (dict(reference="abd"), dict(weights=2), dict(model_state=1), dict(video_grid=(30, 40)), dict(dtype="bfloat16"),
-                    dict(device="cuda:0")):
+                    dict(device="cuda:0"), dict(positions_map=((1.0, 2.0, 1.0), (0.0, 0.0, 0.0)))):
         got = cache.get_or_build(key(**changed), build)
         assert got[0].keys[0, 0, 0].item() == len(builds)  # rebuilt, not stale
-    assert len(builds) == 7 and cache.hits == 1
+    assert len(builds) == 8 and cache.hits == 1
 
 
 def test_off_mode_never_keeps_anything():

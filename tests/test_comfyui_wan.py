@@ -70,7 +70,7 @@ def sample(env, model, steps=3, cfg=3.0, noise=None, latent=None, negative=True,
 class JointModel:
     """A clone of a model whose diffusion model is replaced by the joint-sequence reference (a test-only wrapper)."""
 
-    def __init__(self, env, model):
+    def __init__(self, env, model, **joint_options):
         import comfy.patcher_extension
         self.calls = 0
         ref = processed_reference(env, model)
@@ -78,7 +78,8 @@ class JointModel:
         def wrapper(executor, x, timestep, context, clip_fea, time_dim_concat, transformer_options, **kw):
             self.calls += 1
             return joint_forward(executor.class_obj, x, timestep, context, ref, env.standin_sd,
-                                 vace_context=kw.get("vace_context"), vace_strength=kw.get("vace_strength"))
+                                 vace_context=kw.get("vace_context"), vace_strength=kw.get("vace_strength"),
+                                 **joint_options)
 
         self.model = model.clone()
         self.model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_joint", wrapper)
@@ -425,6 +426,30 @@ def test_a_call_that_bypasses_the_wrappers_stops_with_a_message(env):
     with torch.no_grad(), pytest.raises(RuntimeError, match="outside a Wan model call that went through"):
         dm(env.noise, torch.tensor([500.0]), env.cond, transformer_options={})
     comfy.model_management.unload_all_models()
+
+
+def test_scale_rope_places_the_reference_by_the_same_map(env):
+    """ScaleROPE (ComfyUI v0.8.0+) places the video token k of each axis at shift + scale * k. The reference follows
+    the same map, so it keeps the official layout relative to the video grid in the scaled coordinates: the run
+    equals the joint sequence whose every position, video and image, is mapped. ComfyUI v0.3.64 has no ScaleROPE
+    and its Wan ignores ``rope_options``: there Stand-In ignores them too (the run equals the unmapped joint)."""
+    import importlib.util
+    scale, shift = (2.0, 0.5, 1.5), (1.0, -3.0, 2.0)  # (t, y, x)
+    rope = dict(scale_x=scale[2], shift_x=shift[2], scale_y=scale[1], shift_y=shift[1], scale_t=scale[0],
+                shift_t=shift[0])
+    plain = sample(env, apply(env))
+    if importlib.util.find_spec("comfy_extras.nodes_rope") is not None:
+        from comfy_extras.nodes_rope import ScaleROPE
+        ours = sample(env, ScaleROPE.execute(apply(env), **rope).args[0])
+        joint = JointModel(env, ScaleROPE.execute(env.base, **rope).args[0], position_scale=scale,
+                           position_shift=shift)
+        assert (ours - sample(env, joint.model)).abs().max().item() < TOL
+        assert (ours - plain).abs().max().item() > 100 * TOL  # the map acted
+    else:
+        scaled = apply(env)
+        scaled.model_options.setdefault("transformer_options", {})["rope_options"] = rope
+        assert torch.equal(sample(env, scaled), plain)
+        assert (plain - sample(env, JointModel(env, env.base).model)).abs().max().item() < TOL
 
 
 def test_skip_layer_guidance_skips_blocks_without_a_false_alarm(env):

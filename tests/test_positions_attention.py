@@ -121,3 +121,15 @@ def test_reference_batch_mismatch_is_refused():
     q, k, v, rk, rv = _qkv(3, 4, 2)
     with pytest.raises(ValueError, match="batch"):
         restricted_attention(q, k, v, rk.expand(2, -1, -1), rv.expand(2, -1, -1), heads=2)
+
+
+def test_position_map_moves_the_reference_with_the_scaled_video_grid():
+    """ScaleROPE's map, hand-computed: video row k at shift + scale * k; the reference (time -1, rows/cols just past
+    a 3 x 4 grid) lands one scaled step past the last scaled video row/col, and one scaled frame before frame 0."""
+    from comfyui_standin.standin_core.positions import PositionMap
+    mapped = PositionMap(scale=(2.0, 0.5, 1.5), shift=(1.0, -3.0, 2.0))
+    reference = mapped(reference_positions(1, 2, 3, 4))
+    assert reference.tolist() == [[-1.0, -1.5, 8.0], [-1.0, -1.5, 9.5]]  # t: 1 - 2; h: -3 + 0.5 * 3; w: 2 + 1.5 * 4, 5
+    video = mapped(video_positions(1, 3, 4))
+    assert video[-1].tolist() == [1.0, -2.0, 6.5]  # the last video token: t 0, row 2, col 3
+    assert PositionMap()(video) is video

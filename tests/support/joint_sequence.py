@@ -8,7 +8,7 @@ cross-attention and get no VACE hints, as in the official code.
 """
 import torch
 
-from comfyui_standin.tests.support.naive_wan import naive_apply_rope, naive_attention, rope_for, rope_table
+from comfyui_standin.tests.support.naive_wan import naive_apply_rope, naive_attention, rope_at, rope_for, rope_table
 from comfyui_standin.tests.support.tiny_models import standin_state_dict_for, tiny_wan_state_dict  # noqa: F401  (re-exported for the tests)
 
 
@@ -19,11 +19,13 @@ def _grid(f, h, w, t0=0, h0=0, w0=0):
 
 @torch.no_grad()
 def joint_forward(dm, x, timestep, context, reference, standin_sd, vace_context=None, vace_strength=None,
-                  video_to_image_bias=0.0):
+                  video_to_image_bias=0.0, position_scale=None, position_shift=None):
     """The official joint-sequence forward of Stand-In on ComfyUI WanModel ``dm`` (weights as currently loaded).
 
     ``reference`` is the reference latent already in the model's latent space, [1, 16, 1, h, w].
     ``video_to_image_bias`` is added to the video queries' logits on the image keys (0 = the paper).
+    ``position_scale``/``position_shift`` ((t, h, w) each): every token of the joint sequence, video and image, is
+    placed at shift + scale * (its official position), as ComfyUI's ScaleROPE places the video's tokens.
     """
     from comfy.ldm.wan.model import sinusoidal_embedding_1d
     batch, dim, heads = x.shape[0], dm.dim, dm.num_heads
@@ -40,7 +42,13 @@ def joint_forward(dm, x, timestep, context, reference, standin_sd, vace_context=
     e0_image = dm.time_projection(dm.time_embedding(sinusoidal_embedding_1d(dm.freq_dim, torch.zeros(1)))).unflatten(1, (6, dim))
     context = dm.text_embedding(context)
 
-    rot = rope_for(torch.cat([_grid(*grid), _grid(1, hi, wi, -1, grid[1], grid[2])]), rope_table(dim // heads))
+    positions = torch.cat([_grid(*grid), _grid(1, hi, wi, -1, grid[1], grid[2])])
+    if position_scale is None and position_shift is None:
+        rot = rope_for(positions, rope_table(dim // heads))
+    else:
+        scale = torch.tensor(position_scale or (1.0, 1.0, 1.0), dtype=torch.float64)
+        shift = torch.tensor(position_shift or (0.0, 0.0, 0.0), dtype=torch.float64)
+        rot = rope_at(shift + scale * positions.double(), dim // heads)
     is_image = torch.cat([torch.zeros(s, dtype=torch.bool), torch.ones(r, dtype=torch.bool)])[None, :, None]
     mask = torch.zeros(s + r, s + r)
     mask[s:, :s] = float("-inf")

@@ -76,6 +76,17 @@ def rope_for(positions, tables):
     return torch.cat([tables[a][positions[:, a] + 1] for a in range(3)], dim=-1)
 
 
+def rope_at(positions, head_dim, theta=10000.0):
+    """Like rope_for, for real-valued positions [L, 3] (float64 angles): complex [L, head_dim/2]."""
+    t_dim = head_dim - 2 * (head_dim // 3)
+    parts = []
+    for axis, axis_dim in enumerate((t_dim, head_dim // 3, head_dim // 3)):
+        freqs = 1.0 / theta ** (torch.arange(0, axis_dim, 2).double() / axis_dim)
+        angles = torch.outer(positions[:, axis].double(), freqs)
+        parts.append(torch.polar(torch.ones_like(angles), angles))
+    return torch.cat(parts, dim=-1)
+
+
 def naive_apply_rope(x, rot, heads):
     b, s, width = x.shape
     pairs = torch.view_as_complex(x.double().reshape(b, s, heads, -1, 2))
