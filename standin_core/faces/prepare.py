@@ -48,6 +48,8 @@ DETECT_MAX_SIDE = 1024  # detection runs on a copy at most this large (the offic
 REGION_MAX_SIDE = 4096  # larger crops are area-downscaled to this before padding (bounds memory; result ~identical)
 MIN_SIDE = 8
 MAX_SIDE = 16384
+SMALL_FACE = 64  # a face (or a whole image) smaller than this is upscaled more than 8x into the 512 reference
+_STRIP_VALUES = 1 << 18  # values converted at a time by to_rgb_uint8 (~1 MB of float32)
 WHITE = 255
 
 
@@ -103,32 +105,44 @@ def to_rgb_uint8(image) -> np.ndarray:
                          "downscale it first (e.g. with 'Upscale Image By' < 1)")
     if array.dtype == np.uint8 and array.shape[2] in (1, 3):
         values8 = array
-    else:
-        values = array.astype(np.float32) / 255.0 if array.dtype == np.uint8 else _to_unit_float(array)
-        if values.shape[2] in (2, 4):  # composite over white
-            alpha = values[:, :, -1:]
-            values = values[:, :, :-1] * alpha + (1.0 - alpha)
-        values8 = np.clip(np.rint(values * 255.0), 0, 255).astype(np.uint8)
+    else:  # converted in strips of rows: a huge float IMAGE never gets full-size float temporaries
+        if not (array.dtype in (np.uint8, np.uint16, np.bool_) or np.issubdtype(array.dtype, np.floating)):
+            raise ValueError(f"unsupported image dtype {array.dtype}: use uint8, uint16 or float in 0..1")
+        channels = array.shape[2] - (1 if array.shape[2] in (2, 4) else 0)
+        values8 = np.empty((height, width, channels), np.uint8)
+        rows = max(1, _STRIP_VALUES // (width * array.shape[2]))
+        for top in range(0, height, rows):
+            values8[top:top + rows] = _strip_to_uint8(array[top:top + rows])
     if values8.shape[2] == 1:
         values8 = np.repeat(values8, 3, axis=2)
     return np.ascontiguousarray(values8)
 
 
+def _strip_to_uint8(array: np.ndarray) -> np.ndarray:
+    """Some rows of an image in any accepted dtype -> uint8, alpha (the last of 2 or 4 channels) over white."""
+    values = _to_unit_float(array)
+    if values.shape[2] in (2, 4):  # composite over white
+        alpha = values[:, :, -1:]
+        values = values[:, :, :-1] * alpha + (1.0 - alpha)
+    return np.clip(np.rint(values * 255.0), 0, 255).astype(np.uint8)
+
+
 def _to_unit_float(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
     if array.dtype == np.uint16:
         return array.astype(np.float32) / 65535.0
     if array.dtype == np.bool_:
         return array.astype(np.float32)
-    if np.issubdtype(array.dtype, np.floating):
-        values = array.astype(np.float32)
-        if not np.isfinite(values).all():
-            raise ValueError("image contains NaN or infinite values: check the node that produced it")
-        low, high = float(values.min()), float(values.max())
-        if low < -1e-3 or high > 1.0 + 1e-3:
-            raise ValueError(f"float image values must lie in 0..1 (ComfyUI's IMAGE range), got {low:.3g}..{high:.3g}: "
-                             "divide 0..255 data by 255")
-        return np.clip(values, 0.0, 1.0)
-    raise ValueError(f"unsupported image dtype {array.dtype}: use uint8, uint16 or float in 0..1")
+    values = array.astype(np.float32)
+    if not np.isfinite(values).all():
+        raise ValueError("image contains NaN or infinite values: check the node that produced it (e.g. a VAE decode "
+                         "in half precision, or a math node dividing by zero)")
+    low, high = float(values.min()), float(values.max())
+    if low < -1e-3 or high > 1.0 + 1e-3:
+        raise ValueError(f"float image values must lie in 0..1 (ComfyUI's IMAGE range), found {low:.3g}..{high:.3g}: "
+                         "divide 0..255 data by 255")
+    return np.clip(values, 0.0, 1.0)
 
 
 def split_batch(images) -> list[np.ndarray]:
@@ -275,6 +289,12 @@ def prepare_reference(image, detector: Optional[Detector], parser: Optional[Pars
                 notes.append(f"the detected face box {face_box} is empty: using the whole image")
             else:
                 path, region = "face_crop", rgb[top:bottom, left:right]
+    small = face_box is not None and max(face_box[2] - face_box[0], face_box[3] - face_box[1]) < SMALL_FACE
+    if small or max(height, width) < SMALL_FACE:
+        what = (f"the face is only {face_box[2] - face_box[0]}x{face_box[3] - face_box[1]} px" if small
+                else f"the image is only {width}x{height} px")
+        notes.append(f"{what}: it is upscaled to {size}x{size}, so the identity will be blurred. Use a photo where "
+                     f"the face is at least {SMALL_FACE} px (ideally 256 px or more)")
     region, _ = _limit_side(region, REGION_MAX_SIDE)
     content = pad_to_square(np.ones(region.shape[:2], np.float32), value=0)
     resized = cv2.resize(pad_to_square(region), (size, size), interpolation=cv2.INTER_AREA)
