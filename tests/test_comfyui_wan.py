@@ -452,6 +452,36 @@ def test_scale_rope_places_the_reference_by_the_same_map(env):
         assert (plain - sample(env, JointModel(env, env.base).model)).abs().max().item() < TOL
 
 
+def test_context_windows_give_each_window_the_reference_before_its_first_frame(env, monkeypatch):
+    """WAN Context Windows run the model on windows of frames, each window with RoPE positions
+    0..n-1 of its own, and fuse the results. What is right for Stand-In: each window is a clip of its own, with the
+    reference at the official place for that clip (time -1, the spatial block past its grid), so every window gets
+    the identity. That is what the pack does, with one reference pass for the whole run (the grid is the same for
+    every window): the run equals the same windows over the joint sequence."""
+    import inspect
+
+    from comfy_extras.nodes_context_windows import WanContextWindowsManualNode as Windows
+    builds = []
+    original_pass = env.patching.ReferencePass.reference_pass
+    monkeypatch.setattr(env.patching.ReferencePass, "reference_pass",
+                        lambda self, *a: builds.append(1) or original_pass(self, *a))
+    noise = torch.randn(1, 16, 5, 8, 12, generator=torch.Generator().manual_seed(5))  # 5 latent frames
+
+    def windowed(model):  # 9 video frames = 3 latent frames per window, 1 latent frame of overlap
+        settings = dict(model=model, context_length=9, context_overlap=1, context_schedule="standard_static",
+                        context_stride=1, closed_loop=False, fuse_method="pyramid", freenoise=False)
+        accepted = inspect.signature(Windows.execute).parameters  # v0.3.64 has no freenoise
+        return Windows.execute(**{k: v for k, v in settings.items() if k in accepted}).args[0]
+
+    ours = sample(env, windowed(apply(env)), noise=noise)
+    assert builds == [1]
+    joint = JointModel(env, windowed(env.base))
+    expected = sample(env, joint.model, noise=noise)
+    assert joint.calls == 3 * 2  # two windows per step: the windows really ran
+    assert (ours - expected).abs().max().item() < TOL
+    assert (ours - sample(env, apply(env), noise=noise)).abs().max().item() > 100 * TOL  # windows changed the run
+
+
 def test_skip_layer_guidance_skips_blocks_without_a_false_alarm(env):
     from comfy_extras import nodes_slg
     skipping = nodes_slg.SkipLayerGuidanceDiT.execute(apply(env), 3.0, 0.0, 1.0, "1", "", 0.0).args[0]
