@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from comfyui_standin.benchmarks.timing import TimedSampler
-from comfyui_standin.standin_core.cache import ReferenceKVCache, tensor_fingerprint
+from comfyui_standin.benchmarks.timing import TimedSampler, cache_for
+from comfyui_standin.standin_core.cache import tensor_fingerprint
 from comfyui_standin.tests.support.comfy_boot import (ComfyUIPathError, comfyui_path_from_env, comfyui_version,
                                                       import_comfyui)
 from comfyui_standin.tests.support.tiny_models import random_standin_state_dict
@@ -86,8 +86,7 @@ class ComfySampler(TimedSampler):
         self.s, self.variant = s, variant
         self.run = None
         if variant != "base":
-            mode = "off" if variant == "uncached" else "on"
-            self.run = s.patching.RunState(ReferenceKVCache(mode), math.inf, 0.0, model_state=None)
+            self.run = s.patching.RunState(cache_for(variant), math.inf, 0.0, model_state=None)
 
     def _install(self, on: bool) -> None:
         for block, patch in zip(self.s.model.blocks, self.s.patches):

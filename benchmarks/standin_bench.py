@@ -44,7 +44,7 @@ from comfyui_standin.standin_core.weights import StandInWeights, standin_weights
 from comfyui_standin.tests.support.tiny_models import random_standin_state_dict
 
 from comfyui_standin.benchmarks import analytic
-from comfyui_standin.benchmarks.timing import TimedSampler, sync
+from comfyui_standin.benchmarks.timing import TimedSampler, cache_for, sync
 from comfyui_standin.benchmarks.wan_like import WanLike, base_self_attention
 
 log = logging.getLogger("standin_bench")
@@ -177,9 +177,10 @@ def build_setup(cfg: dict, device: torch.device, dtype: torch.dtype) -> Setup:
                  cfg=5.0, video_grid=(frames, height, width))
 
 
-def reference_pass(s: Setup):
+def reference_pass(s: Setup, keep=lambda kv: kv):
     """The whole reference branch (the core's one implementation) on the Wan-like model."""
-    return reference_branch(s.model.parts(), s.ref_latent, s.video_grid, s.loras, s.dtype, s.device)
+    return reference_branch(s.model.parts(), s.ref_latent, s.video_grid, s.loras, s.dtype, s.device, keep=keep)
+
 
 
 class Sampler(TimedSampler):
@@ -190,7 +191,7 @@ class Sampler(TimedSampler):
         self.s, self.variant = s, variant
         self.cache = None
         if variant != "base":
-            self.cache = ReferenceKVCache(mode="off" if variant == "uncached" else "on")
+            self.cache = cache_for(variant)
         self.buffers = None if variant == "concat" else JointKVBuffers()
 
     def model_call(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -199,7 +200,7 @@ class Sampler(TimedSampler):
             def attention(i, sa, h, freqs):
                 return base_self_attention(i, sa, h, freqs, self.buffers)
         else:
-            kv = self.cache.get_or_build(s.cache_key, lambda: reference_pass(s), device=s.device)
+            kv = self.cache.get_or_build(s.cache_key, lambda: reference_pass(s, self.cache.keep), device=s.device)
 
             def attention(i, sa, h, freqs, kv=kv):
                 return video_self_attention(sa, h, freqs, sa.heads, kv[i], buffers=self.buffers)
@@ -299,6 +300,8 @@ def parse_args(argv=None):
                         "and makes the timings noisier)")
     p.add_argument("--with-concat", action="store_true",
                    help="also time the cached path with a torch.cat of the K/V per block (instead of the buffers)")
+    p.add_argument("--with-offload", action="store_true",
+                   help="also time the offload cache: K/V in CPU memory, streamed to the device block by block")
     p.add_argument("--comfyui", action="store_true",
                    help="time ComfyUI's real WanModel with the pack's ComfyUI glue (needs COMFYUI_PATH)")
     p.add_argument("--kernel-reps", type=int, default=5, help="repetitions of the isolated attention timing")
@@ -349,7 +352,8 @@ def main(argv=None) -> int:
     result = Result(device=device_name(device), device_type=device.type, command=command.strip(), config=cfg, dtype=dtype_name,
                     analytic=ana)
 
-    variants = ["base", "cached", "uncached"] + (["concat"] if args.with_concat else [])
+    variants = (["base", "cached", "uncached"] + (["offload"] if args.with_offload else [])
+                + (["concat"] if args.with_concat else []))
     if args.comfyui and args.with_concat:
         raise SystemExit("--with-concat times the core path; it is not available with --comfyui")
 
@@ -465,7 +469,7 @@ def report(result: Result, shape, work, variants) -> list[str]:
         for v in variants[1:]:
             run, steady = mc[v]["run"], mc[v]["steady"]
             label = {"cached": "Stand-In cached", "uncached": "Stand-In uncached",
-                     "concat": "Stand-In cached, torch.cat K/V"}[v]
+                     "offload": "Stand-In offload (streamed)", "concat": "Stand-In cached, torch.cat K/V"}[v]
             lines.append(f"  {label:31s} run {pct(run['median'])} [{pct(run['min'])}, {pct(run['max'])}]  "
                          f"steady call {pct(steady['median'])} [IQR {pct(steady['q1'])}, {pct(steady['q3'])}]")
     k = m["kernel"]
@@ -475,7 +479,8 @@ def report(result: Result, shape, work, variants) -> list[str]:
         f"{1e3 * k['attention_s_plus_r']:.2f} ms per block -> kernel floor {pct(m['kernel_floor'])} of a base call; "
         f"K/V concat {1e3 * k['kv_concat']:.3f} ms per block = {pct(m['concat_share'])} of a base call",
         f"cache: {fmt_bytes(m.get('cache_bytes', 0))} measured (analytic {fmt_bytes(a['cache_bytes'])}); "
-        f"builds/hits per run: cached {m.get('cached_builds_hits')}, uncached {m.get('uncached_builds_hits')}",
+        f"builds/hits per run: cached {m.get('cached_builds_hits')}, uncached {m.get('uncached_builds_hits')}"
+        + (f", offload {m.get('offload_builds_hits')}" if "offload_builds_hits" in m else ""),
         "sampled latent bit-identical to the cached run's: " + ", ".join(
             f"{v} {'yes' if same else 'NO'}" for v, same in m["same_latent_as_cached"].items()),
         "peak memory (" + ("CUDA max_memory_allocated" if result.device_type == "cuda" else
@@ -493,8 +498,13 @@ def report(result: Result, shape, work, variants) -> list[str]:
         f"{pct(a['floor'])} -> {cached['steady']['median'] / a['floor']:.2f}x (limit 1.2x)",
         f"  uncached overhead: run {pct(uncached['run']['median'])} (analytic {pct(a['uncached_run'])}; paper +3.6% "
         f"time, +2.6% FLOPs)",
-        "=" * 100,
     ]
+    if "offload" in m[clock]:
+        offload = m[clock]["offload"]
+        lines.append(f"  offload (streamed) steady call {pct(offload['steady']['median'])} vs cached "
+                     f"{pct(cached['steady']['median'])} -> {(1 + offload['steady']['median']) / (1 + cached['steady']['median']):.3f}x "
+                     "the cached call time (limit 1.10x)")
+    lines.append("=" * 100)
     return lines
 
 

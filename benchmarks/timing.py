@@ -5,6 +5,8 @@ import time
 
 import torch
 
+from comfyui_standin.standin_core.cache import ReferenceKVCache
+
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -44,3 +46,11 @@ class TimedSampler:
 
     def finish(self) -> None:
         """Sampling ended."""
+
+
+def cache_for(variant: str) -> ReferenceKVCache:
+    """The K/V cache a Stand-In variant runs with. "offload" keeps the K/V in CPU memory and streams them block by
+    block (also on a CPU run, where it then times the copies)."""
+    if variant == "offload":
+        return ReferenceKVCache("offload", storage_device=torch.device("cpu"), always_stream=True)
+    return ReferenceKVCache("off" if variant == "uncached" else "on")

@@ -23,8 +23,9 @@ class StandInKVCache(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="A model (with Stand-In applied before or after this node)."),
                 io.Combo.Input("mode", options=["on", "offload", "off"], default="on", tooltip=(
-                    "on: keep the K/V on the GPU for the run (fastest). offload: keep them on the offload device "
-                    "(CPU) between steps, for low VRAM. off: recompute every model call (debugging, benchmarks).")),
+                    "on: keep the K/V on the GPU for the run (fastest). offload: keep them in CPU memory and stream "
+                    "one block at a time to the GPU just before that block (two blocks' worth on the GPU instead of "
+                    "all 40), for low VRAM. off: recompute every model call (debugging, benchmarks).")),
             ],
             outputs=[io.Model.Output(tooltip="The model with this cache setting (a clone)."),
                      io.String.Output(display_name="cache_info", tooltip="What the cache will hold, and where.")],
@@ -32,9 +33,10 @@ class StandInKVCache(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, mode) -> io.NodeOutput:
-        info = describe_cache(model, mode)
+        patched = set_cache_mode(model, mode)
+        info = describe_cache(patched, mode)
         log.info("Stand-In %s", info)
-        return io.NodeOutput(set_cache_mode(model, mode), info)
+        return io.NodeOutput(patched, info)
 
 
 NODES = [StandInKVCache]

@@ -233,8 +233,17 @@ class StandInMemory:
         return self.cache + self.buffers + self.lora
 
 
+def cache_streams(model) -> bool:
+    """Whether this model's K/V cache lives off the compute device and is streamed block by block (mode offload,
+    with an offload device other than the load device)."""
+    mode = model.model_options.get("transformer_options", {}).get(CACHE_MODE_KEY, "on")
+    offload_device = torch.device(comfy.model_management.unet_offload_device())
+    return mode == "offload" and offload_device != torch.device(model.load_device)
+
+
 def standin_memory(model, settings: StandInSettings, latent_shape) -> StandInMemory:
-    """What a run with a latent batch of ``latent_shape`` [B, C, T, H, W] allocates for Stand-In on the device."""
+    """What a run with a latent batch of ``latent_shape`` [B, C, T, H, W] allocates for Stand-In on the device.
+    A streamed (offload) cache holds two blocks' worth there (:class:`standin_core.cache.StreamedKV`)."""
     dm = diffusion_model_of(model)
     element = torch.empty((), dtype=compute_dtype(model)).element_size()
     ref_tokens = settings.reference_tokens(dm.patch_size)
@@ -242,7 +251,8 @@ def standin_memory(model, settings: StandInSettings, latent_shape) -> StandInMem
     device = torch.device(model.load_device)
     on_device = all(t.device == device for block in settings.weights.blocks
                     for low_rank in (block.q, block.k, block.v) for t in (low_rank.down, low_rank.up))
-    return StandInMemory(cache=kv_cache_bytes(len(dm.blocks), ref_tokens, dm.dim, element),
+    blocks_on_device = min(2, len(dm.blocks)) if cache_streams(model) else len(dm.blocks)
+    return StandInMemory(cache=kv_cache_bytes(blocks_on_device, ref_tokens, dm.dim, element),
                          buffers=2 * latent_shape[0] * (frames * rows * cols + ref_tokens) * dm.dim * element,
                          lora=0 if on_device else settings.weights.nbytes)
 
@@ -359,7 +369,7 @@ class ReferencePass:
         """The reference tokens through every block at t = 0 (standin_core.reference.reference_branch)."""
         kv = reference_branch(wan_parts(dm, x.dtype, x.device, options), self.settings.reference,
                               token_grid(x.shape[2:], dm.patch_size), run.loras(self.settings.weights, x.device),
-                              x.dtype, x.device)
+                              x.dtype, x.device, keep=run.cache.keep)
         if run.cache.mode != "off":
             run.drop_loras()  # built once for this run: the LoRA's device copy is no longer needed
         return kv
@@ -449,7 +459,9 @@ def describe_cache(model, mode: str) -> str:
     settings = standin_settings(model)
     if settings is None:
         return f"cache {mode}: Stand-In is not applied to this MODEL yet (the setting still holds once it is)"
-    where = {"on": "on the compute device", "offload": "on the offload device between steps",
+    where = {"on": "on the compute device",
+             "offload": "on the offload device, streamed to the compute device one block at a time (two blocks "
+                        "there at once)",
              "off": "not kept (recomputed every model call)"}[mode]
     example = standin_memory(model, settings, (2, 16, 21, 60, 104))  # 832x480, 81 frames, cond + uncond
     return (f"cache {mode}: reference K/V {format_bytes(expected_cache_bytes(model))} {where}. While sampling, "

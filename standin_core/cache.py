@@ -59,14 +59,82 @@ def format_bytes(n: float) -> str:
     return f"{sign}{n} B"
 
 
+class StreamedKV(Sequence[ReferenceKV]):
+    """The reference K/V of every block, kept on a storage device and handed out on the compute device one block at a
+    time: ``kv[i]`` is block i's K/V in one of TWO device slots, so the device holds two blocks' worth (not all of them).
+
+    Reading block i also starts copying block i + 1 into the other slot. On CUDA that copy runs on a side stream from
+    pinned host memory, after the compute stream has finished with what the slot held (an event recorded when block
+    i was asked for, i.e. after everything block i - 1 queued), and the compute stream waits for a slot's copy
+    before block i uses it. A slot's contents are valid until block i + 2 is asked for: the caller copies them
+    into its [video; reference] buffers straight away. Blocks may be asked for out of order (skipped blocks);
+    any block is then fetched on demand.
+    """
+
+    def __init__(self, entry: Sequence[ReferenceKV], device):
+        self.entry = list(entry)
+        self.device = torch.device(device)
+        self.slots: list[Optional[ReferenceKV]] = [None, None]
+        self.held = [-1, -1]  # which block each slot holds
+        self.copied: list = [None, None]  # CUDA events: the copy into the slot is done
+        self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        self.copies = 0  # host-to-device block copies made
+
+    def __len__(self) -> int:
+        return len(self.entry)
+
+    def __getitem__(self, index: int) -> ReferenceKV:
+        if not 0 <= index < len(self.entry):
+            raise IndexError(index)
+        released = torch.cuda.current_stream(self.device).record_event() if self.stream is not None else None
+        if self.held[index % 2] != index:
+            self._fetch(index, released)
+        if self.stream is not None:
+            torch.cuda.current_stream(self.device).wait_event(self.copied[index % 2])
+        if index + 1 < len(self.entry) and self.held[(index + 1) % 2] != index + 1:
+            self._fetch(index + 1, released)  # prefetch the next block into the other slot
+        return self.slots[index % 2]
+
+    def _fetch(self, index: int, released) -> None:
+        slot, source = index % 2, self.entry[index]
+        if self.slots[slot] is None:
+            self.slots[slot] = ReferenceKV(torch.empty_like(source.keys, device=self.device),
+                                           torch.empty_like(source.values, device=self.device))
+        target = self.slots[slot]
+        if self.stream is None:
+            target.keys.copy_(source.keys)
+            target.values.copy_(source.values)
+        else:
+            with torch.cuda.stream(self.stream):
+                self.stream.wait_event(released)  # the compute stream is done with what this slot held
+                target.keys.copy_(source.keys, non_blocking=True)
+                target.values.copy_(source.values, non_blocking=True)
+                self.copied[slot] = self.stream.record_event()
+        self.held[slot] = index
+        self.copies += 1
+
+    @property
+    def device_bytes(self) -> int:
+        """Bytes this object holds on the compute device (its two slots)."""
+        return sum(kv.nbytes for kv in self.slots if kv is not None)
+
+
 class ReferenceKVCache:
     """Holds at most one entry (the reference K/V of every block) under its :class:`CacheKey`.
 
-    mode "on": kept where it was computed; "offload": kept on ``storage_device`` between uses and moved to the
-    compute device when used; "off": nothing kept, every lookup recomputes.
+    mode "on": kept where it was computed; "off": nothing kept, every lookup recomputes; "offload": each block's K/V
+    is moved to ``storage_device`` (pinned when the compute device is CUDA) as soon as the reference pass has made
+    it (:meth:`keep`), and every lookup hands out a :class:`StreamedKV` that brings one block at a time back to the
+    compute device: the device holds two blocks' worth instead of all of them. Where storage and compute device are
+    the same (a CPU-only run) there is nothing to move and the entry is handed out as it is, unless
+    ``always_stream`` is set (the tests and the CPU benchmark use it to run the streaming path on the CPU).
     """
 
-    def __init__(self, mode: str = "on", storage_device=None):
+    always_stream = False
+
+    def __init__(self, mode: str = "on", storage_device=None, always_stream: Optional[bool] = None):
+        if always_stream is not None:
+            self.always_stream = always_stream
         if mode not in MODES:
             raise ValueError(f"cache mode must be one of {MODES}, got {mode!r}")
         if mode == "offload" and storage_device is None:
@@ -78,21 +146,41 @@ class ReferenceKVCache:
         self.builds = 0
         self.hits = 0
 
+    def keep(self, kv: ReferenceKV) -> ReferenceKV:
+        """How one freshly built block's K/V is kept: as it is, or (offload) on the storage device, pinned for
+        asynchronous copies when it comes from a CUDA device."""
+        if self.mode != "offload":
+            return kv
+        stored = kv.to(self.storage_device)
+        if kv.keys.device.type == "cuda" and stored.keys.device.type == "cpu":
+            stored = ReferenceKV(stored.keys.pin_memory(), stored.values.pin_memory())
+        return stored
+
     def get_or_build(self, key: CacheKey, build: Callable[[], Sequence[ReferenceKV]],
-                     device=None) -> list[ReferenceKV]:
-        """The K/V of every block for ``key``: the cached entry if its key is equal, else ``build()`` (and keep it)."""
+                     device=None) -> Sequence[ReferenceKV]:
+        """The K/V of every block for ``key``: the cached entry if its key is equal, else ``build()`` (and keep it).
+
+        ``build()`` should pass each block's K/V through :meth:`keep` as it makes them; any it returned elsewhere are
+        moved here."""
         if self.mode != "off" and self._key == key and self._entry is not None:
             self.hits += 1
-            if self.mode == "offload":
-                return [kv.to(device, non_blocking=True) for kv in self._entry]
-            return self._entry
+            return self._hand_out(device)
         entry = list(build())
         self.builds += 1
         if self.mode == "off":
             return entry
         self._key = key
-        self._entry = [kv.to(self.storage_device) for kv in entry] if self.mode == "offload" else entry
-        return entry
+        self._entry = [self.keep(kv) if self.mode == "offload" and kv.keys.device != torch.device(self.storage_device)
+                       else kv for kv in entry]
+        return self._hand_out(device)
+
+    def _hand_out(self, device) -> Sequence[ReferenceKV]:
+        if self.mode != "offload":
+            return self._entry
+        device = torch.device(device) if device is not None else self._entry[0].keys.device
+        if device == self._entry[0].keys.device and not self.always_stream:
+            return self._entry
+        return StreamedKV(self._entry, device)
 
     def clear(self) -> None:
         """Drop the entry (explicit invalidation; also what ends a sampling run)."""

@@ -107,11 +107,13 @@ def build_reference_kv(blocks: Sequence, ref_tokens: torch.Tensor, zero_modulati
                        ref_rotations: torch.Tensor, loras: Sequence[BlockLoRA], heads: int,
                        attention_for_block: Optional[Callable[[int], AttentionFn]] = None,
                        apply_rope: Callable = default_apply_rope,
-                       block_modulation: Callable = lambda block: block.modulation) -> list[ReferenceKV]:
+                       block_modulation: Callable = lambda block: block.modulation,
+                       keep: Callable[[ReferenceKV], ReferenceKV] = lambda kv: kv) -> list[ReferenceKV]:
     """The blocks' part of the reference pass: K/V of every block for the reference tokens [1, R, width].
 
     ``zero_modulation`` is e0 at t = 0 [1, 6, width]; ``block_modulation(block)`` returns the block's modulation
-    parameter ready to add (the ComfyUI glue casts it to the compute device/dtype there). Use
+    parameter ready to add (the ComfyUI glue casts it to the compute device/dtype there). ``keep(kv)`` is applied
+    to each block's K/V as soon as it is made (the offload cache moves it off the device there). Use
     :func:`reference_branch` for the whole branch from the reference latent.
     """
     if len(loras) != len(blocks):
@@ -123,7 +125,7 @@ def build_reference_kv(blocks: Sequence, ref_tokens: torch.Tensor, zero_modulati
         last = index == len(blocks) - 1
         ref_tokens, kv = reference_block(block, ref_tokens, modulation, ref_rotations, lora, heads, attention,
                                          apply_rope, need_output=not last)
-        kv_per_block.append(kv)
+        kv_per_block.append(keep(kv))
     return kv_per_block
 
 
@@ -163,13 +165,15 @@ def pad_to_patch(latent: torch.Tensor, patch_size: Sequence[int]) -> torch.Tenso
 
 
 def reference_branch(parts: DiTParts, reference_latent: torch.Tensor, video_grid: Sequence[int],
-                     loras: Sequence[BlockLoRA], dtype: torch.dtype, device) -> list[ReferenceKV]:
+                     loras: Sequence[BlockLoRA], dtype: torch.dtype, device,
+                     keep: Callable[[ReferenceKV], ReferenceKV] = lambda kv: kv) -> list[ReferenceKV]:
     """Stand-In's whole reference branch: the per-block K/V that the video tokens attend to.
 
     ``reference_latent`` [1, C, 1, h, w] (in the model's latent space) is padded and patch-embedded into R tokens;
     they get the reference RoPE positions for a video whose token grid has ``video_grid[-2:]`` = (rows, cols)
     (time -1, the spatial block just past the video grid), the modulation of t = 0, and go through every block
-    with the Stand-In LoRA on q/k/v and no text cross-attention, in ``dtype`` on ``device``.
+    with the Stand-In LoRA on q/k/v and no text cross-attention, in ``dtype`` on ``device``; ``keep`` as in
+    :func:`build_reference_kv`.
     This is the one implementation the ComfyUI nodes, the benchmark and the tests run.
     """
     latent = pad_to_patch(reference_latent.to(device=device, dtype=dtype), parts.patch_size)  # as the video latent
@@ -181,7 +185,7 @@ def reference_branch(parts: DiTParts, reference_latent: torch.Tensor, video_grid
     zero_modulation = zero_timestep_modulation(parts.time_embedding, parts.time_projection, parts.freq_dim,
                                                parts.width, dtype=dtype, device=device)
     return build_reference_kv(parts.blocks, tokens, zero_modulation, rotations, loras, parts.heads,
-                              parts.attention_for_block, parts.apply_rope, parts.block_modulation)
+                              parts.attention_for_block, parts.apply_rope, parts.block_modulation, keep)
 
 
 def video_self_attention(self_attn, x: torch.Tensor, rotations: torch.Tensor, heads: int,

@@ -99,9 +99,10 @@ def check_timed_runs(measured, depth, ref_tokens, width, steps):
 
 def test_timing_script_times_the_real_method(tmp_path):
     result = run_benchmark(tmp_path, ["--dim", "64", "--depth", "2", "--ref-height", "1", "--ref-width", "2",
-                                      *TINY, "--with-concat"])
-    assert set(result["measured"]["same_latent_as_cached"]) == {"base", "uncached", "concat"}
+                                      *TINY, "--with-concat", "--with-offload"])
+    assert set(result["measured"]["same_latent_as_cached"]) == {"base", "uncached", "offload", "concat"}
     check_timed_runs(result["measured"], depth=2, ref_tokens=2, width=64, steps=3)
+    assert result["measured"]["offload_builds_hits"] == [1, 2]
     assert torch.is_inference_mode_enabled() is False
 
 
@@ -109,6 +110,7 @@ def test_timing_script_times_the_real_method(tmp_path):
 def test_timing_script_on_comfyui_wan_model(comfy, tmp_path):
     """--comfyui: ComfyUI's WanModel with the pack's glue times the same method."""
     result = run_benchmark(tmp_path, ["--comfyui", "--dim", "256", "--depth", "2", "--ref-height", "2",
-                                      "--ref-width", "2", *TINY])
+                                      "--ref-width", "2", *TINY, "--with-offload"])
+    assert result["measured"]["same_latent_as_cached"]["offload"] is True
     assert "WanModel + the pack's nodes/patching.py" in result["device"]
     check_timed_runs(result["measured"], depth=2, ref_tokens=4, width=256, steps=3)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from comfyui_standin.standin_core import CacheKey, ReferenceKV, ReferenceKVCache, kv_cache_bytes, tensor_fingerprint
+from comfyui_standin.standin_core.cache import StreamedKV
 
 CORE = Path(__file__).resolve().parents[1] / "standin_core"
 COMFY_MODULES = {"comfy", "comfy_api", "comfy_extras", "comfy_execution", "folder_paths", "nodes", "server",
@@ -48,22 +49,38 @@ def test_off_mode_never_keeps_anything():
 
 
 def test_offload_mode_stores_on_the_storage_device():
-    """Kept on the storage device (here "meta", which no build uses), handed back on the compute device."""
+    """Kept on the storage device (here "meta", which no build uses) and streamed back from there block by block:
+    even the build's own call gets the streamed entry (reading a meta tensor back fails, which proves it)."""
     cache = ReferenceKVCache("offload", storage_device=torch.device("meta"))
     got = cache.get_or_build(key(), lambda: entry(dtype=torch.bfloat16), device="cpu")
-    assert all(kv.keys.device.type == "cpu" for kv in got)  # the build itself is returned as it is
+    assert isinstance(got, StreamedKV) and len(got) == 3
     assert " on meta;" in cache.describe() and cache.describe().startswith("Stand-In K/V cache (offload): 3 layers")
     assert all(kv.keys.device.type == "meta" and kv.values.device.type == "meta" for kv in cache._entry)
-    with pytest.raises(NotImplementedError):  # a hit moves the stored (meta) entry to the compute device
-        cache.get_or_build(key(), lambda: pytest.fail("should be cached"), device="cpu")
-
-
-def test_offload_hit_moves_the_entry_to_the_compute_device():
-    cache = ReferenceKVCache("offload", storage_device=torch.device("cpu"))
-    got = cache.get_or_build(key(), lambda: entry(dtype=torch.bfloat16))
+    with pytest.raises(NotImplementedError):
+        got[0]
     again = cache.get_or_build(key(), lambda: pytest.fail("should be cached"), device="cpu")
-    assert all(torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values) for a, b in zip(got, again))
-    assert (cache.builds, cache.hits) == (1, 1)
+    assert isinstance(again, StreamedKV) and (cache.builds, cache.hits) == (1, 1)
+
+
+def test_offload_streams_one_block_at_a_time_through_two_device_slots(monkeypatch):
+    """40 blocks stored: every block read back equals its stored K/V, but all of them come from the same two device
+    slots (the device holds 2 blocks' worth, counted from the slots' own storages), each block is copied once when
+    read in order, and blocks read out of order or again (skipped blocks) are still right."""
+    monkeypatch.setattr(ReferenceKVCache, "always_stream", True)  # CPU storage and CPU "device": force the copies
+    cache = ReferenceKVCache("offload", storage_device=torch.device("cpu"))
+    stored = [ReferenceKV(torch.randn(1, 5, 8), torch.randn(1, 5, 8)) for _ in range(40)]
+    streamed = cache.get_or_build(key(), lambda: [ReferenceKV(kv.keys.clone(), kv.values.clone()) for kv in stored],
+                                  device="cpu")
+    storages = set()
+    for index in range(40):
+        kv = streamed[index]
+        assert torch.equal(kv.keys, stored[index].keys) and torch.equal(kv.values, stored[index].values)
+        storages |= {kv.keys.untyped_storage().data_ptr(), kv.values.untyped_storage().data_ptr()}
+    assert not storages & {t.untyped_storage().data_ptr() for kv in cache._entry for t in (kv.keys, kv.values)}
+    assert len(storages) == 4  # keys and values of two slots
+    assert streamed.device_bytes == 2 * stored[0].nbytes and streamed.copies == 40
+    for index in (7, 9, 9, 3, 39, 0):
+        assert torch.equal(streamed[index].values, stored[index].values)
 
 
 def test_memory_accounting_by_hand():

@@ -482,6 +482,39 @@ def test_context_windows_give_each_window_the_reference_before_its_first_frame(e
     assert (ours - sample(env, apply(env), noise=noise)).abs().max().item() > 100 * TOL  # windows changed the run
 
 
+def test_offload_streams_the_reference_kv_block_by_block(env, monkeypatch):
+    """The offload cache keeps each block's reference K/V off the compute device and brings one block at a time into
+    two device slots (forced here on the CPU, where storage and compute device are the same). The run is
+    bit-identical to the cache "on"; in every model call each block's attention got its K/V from one of the same
+    two slots, which hold two blocks' worth (3 x 5 reference tokens x width 256 x keys and values x float32)."""
+    import itertools
+
+    from comfyui_standin.standin_core.cache import ReferenceKVCache, StreamedKV
+    monkeypatch.setattr(ReferenceKVCache, "always_stream", True)
+    seen, tags = [], itertools.count()
+    original = StreamedKV.__getitem__
+
+    def recording(self, index):
+        kv = original(self, index)
+        tag = self.__dict__.setdefault("tag", next(tags))
+        seen.append((tag, index, kv.keys.untyped_storage().data_ptr(), self.device_bytes))
+        return kv
+
+    monkeypatch.setattr(StreamedKV, "__getitem__", recording)
+    patched = apply(env)
+    offload = env.cache.StandInKVCache.execute(patched, "offload").args[0]
+    on = env.cache.StandInKVCache.execute(patched, "on").args[0]
+    assert torch.equal(sample(env, offload, steps=3), sample(env, on, steps=3))
+    calls = {}
+    for tag, index, pointer, device_bytes in seen:
+        calls.setdefault(tag, []).append((index, pointer, device_bytes))
+    assert len(calls) == 3  # one streamed entry per model call (cond and uncond batched)
+    for blocks in calls.values():
+        assert [index for index, _, _ in blocks] == [0, 1, 2]
+        assert len({pointer for _, pointer, _ in blocks}) == 2
+        assert max(device_bytes for _, _, device_bytes in blocks) == 2 * (2 * 15 * 256 * 4)
+
+
 def test_skip_layer_guidance_skips_blocks_without_a_false_alarm(env):
     from comfy_extras import nodes_slg
     skipping = nodes_slg.SkipLayerGuidanceDiT.execute(apply(env), 3.0, 0.0, 1.0, "1", "", 0.0).args[0]
@@ -665,6 +698,20 @@ def test_comfyui_memory_estimate_counts_what_standin_allocates(env, monkeypatch)
     assert ours - base == CACHE_BYTES + 2 * 2 * (video_tokens + 15) * 256 * 4
     assert ours_min - base_min == CACHE_BYTES + 2 * 1 * (video_tokens + 15) * 256 * 4
     assert "memory_required" not in vars(env.base.model)  # the estimate is only changed while preparing
+
+
+def test_offload_counts_two_blocks_on_the_device_when_the_cache_is_streamed(env, monkeypatch):
+    """With an offload device other than the compute device (a GPU run), the streamed cache holds two blocks' worth
+    on the device: that is what ComfyUI's estimate gets and what the node reports."""
+    import comfy.model_management
+    monkeypatch.setattr(comfy.model_management, "unet_offload_device", lambda: torch.device("meta"))
+    patched = apply(env)
+    offload, info = env.cache.StandInKVCache.execute(patched, "offload").args
+    settings = env.patching.standin_settings(offload)
+    memory = env.patching.standin_memory(offload, settings, (2, 16, 3, 8, 12))
+    assert memory.cache == 2 * (2 * 15 * 256 * 4) == CACHE_BYTES * 2 // 3  # 2 of 3 blocks
+    assert env.patching.standin_memory(patched, settings, (2, 16, 3, 8, 12)).cache == CACHE_BYTES  # mode "on"
+    assert "streamed to the compute device one block at a time" in info
 
 
 def test_linear_into_writes_the_buffer_directly_for_plain_layers(env, monkeypatch):
