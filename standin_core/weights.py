@@ -7,12 +7,17 @@ the same keys behind a ``diffusion_model.`` prefix, in fp32 or fp16.
 
 Loading is safe by construction: safetensors holds only tensors, and ``.ckpt``/``.pt``/``.pth`` files go through
 ``torch.load(weights_only=True)``, which refuses any pickled object that is not a tensor or a plain container, so no
-code inside a file ever runs.
+code inside a file ever runs. A safetensors header is read and checked first (its length, every tensor's byte range
+against the file, the total against :data:`MAX_FILE_BYTES`), so a header that declares absurd shapes is refused
+before anything is allocated.
 """
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
+import struct
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +28,10 @@ _PREFIXES = ("model.diffusion_model.", "diffusion_model.", "model.", "dit.")
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
+MAX_FILE_BYTES = 4 * 2 ** 30  # the largest Stand-In file (Wan 14B, rank 128, float32) is 0.6 GiB
+_HEADER_MAX_BYTES = 16 * 2 ** 20
+_SAFETENSORS_ITEM_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2,
+                           "U16": 2, "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 
 
 class StandInWeightsError(ValueError):
@@ -127,6 +136,7 @@ def read_state_dict(path: str) -> dict:
     lower = path.lower()
     if lower.endswith(SAFETENSORS_SUFFIXES):
         import safetensors.torch
+        check_safetensors_header(path)
         try:
             return safetensors.torch.load_file(path, device="cpu")
         except Exception as error:  # safetensors raises its own error types for truncated/corrupt headers
@@ -135,16 +145,64 @@ def read_state_dict(path: str) -> dict:
         try:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:
-            if "weights_only" in str(error) or "Unsupported global" in str(error) or "Weights only load failed" in str(error):
+            if "GLOBAL" in str(error) or "Unsupported global" in str(error):  # a pickled callable
                 raise StandInWeightsError(
                     f"refused to load {path}: it contains pickled Python objects other than tensors, which could run "
                     "code. Stand-In weights are plain tensors; get the file from the official release or convert it "
                     "to .safetensors.") from error
+            if "Weights only load failed" in str(error):
+                raise StandInWeightsError(
+                    f"refused to load {path}: the safe (tensors only) loader cannot read it: it is truncated or corrupt, "
+                    "or holds pickled data other than tensors. Stand-In weights are plain tensors; download the file "
+                    "again from the official release.") from error
             raise StandInWeightsError(f"cannot read {path} as a torch checkpoint (truncated or corrupt?): {error}") from error
         return _unwrap(loaded, path)
     raise StandInWeightsError(
         f"unsupported Stand-In weight file {path}: expected .safetensors or a torch checkpoint "
         f"({', '.join(PICKLE_SUFFIXES)})")
+
+
+def check_safetensors_header(path: str) -> None:
+    """Read and check a safetensors header without reading any tensor: its declared length, each tensor's dtype,
+    shape and byte range against the file, and the total size. :class:`StandInWeightsError` when anything is off."""
+    size = os.path.getsize(path)
+
+    def refuse(problem: str):
+        raise StandInWeightsError(f"refused {path}: {problem}. The file is truncated or corrupt, or not a Stand-In "
+                                  "weight file (nothing was loaded); download it again.")
+    with open(path, "rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            refuse(f"it has {size} bytes, too few for a safetensors header")
+        (length,) = struct.unpack("<Q", prefix)
+        if length > min(_HEADER_MAX_BYTES, size - 8):
+            refuse(f"its header declares {length} bytes but the file has {size}")
+        try:
+            header = json.loads(handle.read(length))
+        except (UnicodeDecodeError, ValueError) as error:
+            refuse(f"its header is not valid JSON ({error})")
+    if not isinstance(header, dict):
+        refuse("its header is not a JSON object")
+    data_bytes, total = size - 8 - length, 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (start, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+            if not all(isinstance(v, int) and v >= 0 for v in (*shape, start, end)):
+                raise ValueError
+        except (KeyError, TypeError, ValueError):
+            refuse(f"its header entry for {name!r} is malformed: {str(entry)[:200]}")
+        if dtype not in _SAFETENSORS_ITEM_BYTES:
+            refuse(f"{name!r} has the unknown dtype {dtype!r}")
+        nbytes = math.prod(shape) * _SAFETENSORS_ITEM_BYTES[dtype]
+        total += nbytes
+        if end - start != nbytes or end > data_bytes:
+            refuse(f"the header declares {name!r} as {dtype} {list(shape)} ({nbytes} bytes at {start}..{end}) but "
+                   f"the file holds {data_bytes} bytes of tensor data")
+    if total > MAX_FILE_BYTES:
+        refuse(f"its header declares {total} bytes of tensors, far more than any Stand-In file "
+               f"(at most {MAX_FILE_BYTES})")
 
 
 def _unwrap(loaded, path: str) -> dict:

@@ -1,7 +1,7 @@
 """facexlib models loaded offline through standin_core.faces.models (generated weights, and REAL detector weights from tests/data); the demo command.
 
 The weight files are random (no download is possible here) but saved under the official names, so the real
-facexlib loading path (init_detection_model / init_parsing_model with model_rootpath) runs end to end.
+facexlib model classes are built and filled from them as in production (safe weights_only loading, no download).
 """
 import os
 import subprocess
@@ -43,12 +43,13 @@ def weights_dir(tmp_path_factory):
 
 @pytest.fixture
 def no_network(monkeypatch):
-    """Any attempt by facexlib to download fails the test."""
+    """Any attempt to download (the pack's checked download, or facexlib's own) fails the test."""
     import facexlib.utils.misc as misc
 
     def refuse(url, *args, **kwargs):
         raise AssertionError(f"tried to download {url}")
     monkeypatch.setattr(misc, "download_url_to_file", refuse)
+    monkeypatch.setattr(face_models, "_open_url", refuse)
 
 
 def assert_same_weights(model, path):
@@ -85,19 +86,6 @@ def test_missing_weights_name_file_folder_and_url_and_download_nothing(tmp_path,
     message = str(error.value)
     assert f"'{file_name}'" in message and str(tmp_path) in message and URLS[name] in message
     assert list(tmp_path.iterdir()) == []
-
-
-def test_download_only_when_allowed(tmp_path, monkeypatch, weights_dir):
-    import facexlib.utils.misc as misc
-    fetched = []
-
-    def fake_download(url, destination, *args, **kwargs):  # stands in for the network: copies the generated file
-        fetched.append((url, destination))
-        Path(destination).write_bytes((weights_dir / os.path.basename(url)).read_bytes())
-    monkeypatch.setattr(misc, "download_url_to_file", fake_download)
-    model = face_models.load_face_parser(str(tmp_path), allow_download=True)
-    assert fetched == [(URLS["bisenet"], str(tmp_path / "parsing_bisenet.pth"))]
-    assert_same_weights(model, weights_dir / "parsing_bisenet.pth")
 
 
 def test_corrupt_file_says_which_and_where_from(tmp_path, no_network):

@@ -1,7 +1,11 @@
 """Face detector and parser models: facexlib's RetinaFace and BiSeNet loaded offline, and a bundled fallback.
 
 Nothing here downloads unless ``allow_download=True`` is passed: a missing file raises
-:class:`MissingFaceWeightsError` naming the file, the folder it belongs in and its official URL. torch, facexlib and
+:class:`MissingFaceWeightsError` naming the file, the folder it belongs in and its official URL. A download
+(:func:`download_weights`) goes to a temporary name in the folder, is checked against the published SHA-256 of that
+release file (:data:`KNOWN_SHA256`), and only then renamed into place, so a wrong, cut or interrupted download never
+leaves a file that later loads. Weight files are read with ``torch.load(weights_only=True)``: tensors only, no
+pickled code ever runs (facexlib's own loaders would use the torch version's default). torch, facexlib and
 scikit-image are imported only inside the functions that need them.
 
 The adapters turn the models into the plain callables :mod:`standin_core.faces.prepare` expects:
@@ -11,8 +15,10 @@ The adapters turn the models into the plain callables :mod:`standin_core.faces.p
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import tempfile
 from typing import Iterable, Optional, Sequence, Union
 
 import cv2
@@ -29,7 +35,20 @@ FACEXLIB_WEIGHTS = {  # model name -> (file name facexlib uses, official downloa
                               f"{_RELEASES}/v0.1.0/detection_mobilenet0.25_Final.pth"),
     "bisenet": ("parsing_bisenet.pth", f"{_RELEASES}/v0.2.0/parsing_bisenet.pth"),
 }
+# SHA-256 of the facexlib release files, from public pins of those exact URLs (none is published by facexlib itself):
+# the Arch Linux AUR package python-facexlib 0.2.5 (PKGBUILD sha256sums over the release URLs) lists all three;
+# clibdev/Pytorch_Retinaface (README: the same two RetinaFace files re-released) and clibdev/face-parsing.PyTorch
+# (README: the same BiSeNet file) agree, and several projects pin detection_Resnet50_Final.pth (109,497,761 bytes)
+# to the same value. The mobile0.25 file in tests/data is a different file (a Pytorch_Retinaface fork's copy).
+KNOWN_SHA256 = {
+    "detection_Resnet50_Final.pth": "6d1de9c2944f2ccddca5f5e010ea5ae64a39845a86311af6fdf30841b0a5a16d",
+    "detection_mobilenet0.25_Final.pth": "2979b33ffafda5d74b6948cd7a5b9a7a62f62b949cef24e95fd15d2883a65220",
+    "parsing_bisenet.pth": "468e13ca13a9b43cc0881a9f99083a430e9c0a38abd935431d1c28ee94b26567",
+}
+MAX_DOWNLOAD_BYTES = 256 * 2 ** 20  # the largest release file is 110 MB
+DOWNLOAD_TIMEOUT_S = 60
 DETECTORS = ("retinaface_resnet50", "retinaface_mobile0.25")
+_NETWORKS = {"retinaface_resnet50": "resnet50", "retinaface_mobile0.25": "mobile0.25"}  # facexlib's network_name
 PARSERS = ("bisenet",)
 # Input normalisation of the parser: the official reference preprocessing uses mean = std = 0.5; the official
 # face-swap mask (and the official ComfyUI node) use the ImageNet statistics.
@@ -42,6 +61,14 @@ Folders = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 
 class MissingFaceWeightsError(RuntimeError):
     """A facexlib weight file is not in any of the folders searched (the message says what to do)."""
+
+
+class UnsafeFaceWeightsError(RuntimeError):
+    """A face weight file holds pickled objects other than tensors (it could run code): refused, never run."""
+
+
+class FaceWeightsDownloadError(RuntimeError):
+    """A download was refused or failed; nothing was saved under the weight file's name."""
 
 
 def _folder_list(folders: Folders) -> list[str]:
@@ -85,36 +112,113 @@ def require_weights(model_name: str, folders: Folders) -> str:
 
 def _import_facexlib():
     try:
-        from facexlib.detection import init_detection_model
-        from facexlib.parsing import init_parsing_model
+        from facexlib.detection.retinaface import RetinaFace
+        from facexlib.parsing.bisenet import BiSeNet
     except ImportError as error:
         raise RuntimeError(f"facexlib could not be imported ({error}): install it with 'pip install facexlib' "
                            "(it needs torchvision)") from error
-    return init_detection_model, init_parsing_model
+    return RetinaFace, BiSeNet
+
+
+def _open_url(url: str):
+    """The HTTP response for ``url`` (the one place that touches the network)."""
+    import urllib.request
+    return urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S)
+
+
+def download_weights(model_name: str, folder: Union[str, os.PathLike], url: Optional[str] = None) -> str:
+    """Download a facexlib release file into ``folder`` and return its path, only if its SHA-256 is the published one.
+
+    The bytes go to a temporary file in ``folder`` (``.<name>.*.part``, a name nothing loads), are hashed while they
+    arrive, and are renamed to the real name only after the hash matched; on any failure (wrong bytes, a connection
+    closed early, too large, an interrupt) the temporary file is removed and a :class:`FaceWeightsDownloadError` says
+    what happened. Files with no known hash are never downloaded."""
+    file_name, official_url = weights_file(model_name)
+    url = url or official_url
+    expected = KNOWN_SHA256.get(file_name)
+    if expected is None:
+        raise FaceWeightsDownloadError(
+            f"'{file_name}' has no known SHA-256, so it is not downloaded automatically (an unchecked file could be "
+            f"anything). Download it from {url} yourself and put it in {folder}{os.sep}.")
+    folder = os.fspath(folder)
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{file_name}.", suffix=".part", dir=folder)
+    log.warning("Stand-In: downloading %s into %s (allowed explicitly; checked against its SHA-256)", url, folder)
+    try:
+        digest, size = hashlib.sha256(), 0
+        with os.fdopen(handle, "wb") as out, _open_url(url) as response:
+            declared = response.headers.get("Content-Length")
+            while True:
+                chunk = response.read(1 << 16)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > MAX_DOWNLOAD_BYTES:
+                    raise FaceWeightsDownloadError(f"the download of {url} exceeds {MAX_DOWNLOAD_BYTES} bytes, more than "
+                                                   f"any facexlib file; nothing was saved")
+                digest.update(chunk)
+                out.write(chunk)
+            if declared is not None and size != int(declared):
+                raise FaceWeightsDownloadError(f"the download of {url} stopped after {size} of {declared} bytes; "
+                                               f"nothing was saved. Try again, or download it by hand and put it in "
+                                               f"{folder}{os.sep}.")
+            out.flush()
+            os.fsync(out.fileno())
+        if digest.hexdigest() != expected:
+            raise FaceWeightsDownloadError(
+                f"the file downloaded from {url} ({size} bytes) has SHA-256 {digest.hexdigest()}, not the published "
+                f"{expected} of '{file_name}': it was deleted. Try again later, or download it by hand and put it in "
+                f"{folder}{os.sep}.")
+        os.replace(temporary, os.path.join(folder, file_name))
+    except BaseException as error:
+        os.unlink(temporary)
+        if isinstance(error, FaceWeightsDownloadError) or not isinstance(error, Exception):
+            raise
+        raise FaceWeightsDownloadError(
+            f"downloading '{file_name}' from {url} failed ({type(error).__name__}: {error}); nothing was saved. Try "
+            f"again, or download it by hand and put it in {folder}{os.sep}.") from error
+    return os.path.join(folder, file_name)
+
+
+def _read_weights(path: str, file_name: str, url: str) -> dict:
+    import torch
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        if "GLOBAL" in str(error) or "Unsupported global" in str(error):  # a pickled callable: it could run code
+            raise UnsafeFaceWeightsError(
+                f"refused to load face model '{file_name}' from {path}: it contains pickled Python objects other than "
+                f"tensors, which could run code. Replace it with the facexlib release file from {url}") from error
+        raise
+    if not isinstance(state, dict):
+        raise ValueError(f"it holds a {type(state).__name__}, not a dictionary of tensors")
+    return {key[len("module."):] if key.startswith("module.") else key: value for key, value in state.items()}
 
 
 def _load(model_name: str, folders: Folders, device, allow_download: bool):
-    init_detection_model, init_parsing_model = _import_facexlib()
+    """facexlib's model built here and filled from the file with ``weights_only`` loading (what facexlib's
+    init_detection_model / init_parsing_model do, without their unchecked download)."""
+    retina_face, bisenet = _import_facexlib()
+    file_name, url = weights_file(model_name)
     path = find_weights(model_name, folders)
-    if path is None and not allow_download:
-        require_weights(model_name, folders)
-    root = os.path.dirname(path) if path else _folder_list(folders)[0]
     if path is None:
-        log.warning("Stand-In: downloading %s into %s (allowed explicitly)", weights_file(model_name)[1], root)
+        if not allow_download:
+            require_weights(model_name, folders)
+        path = download_weights(model_name, _folder_list(folders)[0])
     try:
         if model_name in DETECTORS:
-            model = init_detection_model(model_name, half=False, device=device, model_rootpath=root)
+            model = retina_face(network_name=_NETWORKS[model_name], half=False, device=device)
         else:
-            model = init_parsing_model(model_name, half=False, device=device, model_rootpath=root)
-    except MissingFaceWeightsError:
+            model = bisenet(num_class=19)
+        model.load_state_dict(_read_weights(path, file_name, url), strict=True)
+    except UnsafeFaceWeightsError:
         raise
     except Exception as error:  # corrupt / truncated / wrong file: say which one and how to fix it
-        file_name, url = weights_file(model_name)
         reason = (str(error).strip().splitlines() or [""])[0][:200]
-        raise RuntimeError(f"could not load face model '{file_name}' from {root} ({type(error).__name__}: {reason}). "
-                           f"The file may be truncated "
-                           f"or not the facexlib release; download it again from {url}") from error
-    return model.eval()
+        raise RuntimeError(f"could not load face model '{file_name}' from {os.path.dirname(path)} "
+                           f"({type(error).__name__}: {reason}). The file may be truncated or not the facexlib "
+                           f"release; download it again from {url}") from error
+    return model.eval().to(device)
 
 
 def load_face_detector(folders: Folders, model_name: str = "retinaface_resnet50", device="cpu",
