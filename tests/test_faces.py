@@ -210,10 +210,12 @@ def test_batches(astronaut):
 
 def test_tiny_image_without_face_is_padded_and_upscaled():
     tiny = np.zeros((10, 16, 3), np.uint8)
-    tiny[:, :, 1] = 200
+    tiny[:, :8, 1] = 200
+    tiny[:, 8:, 0] = 120
     result = faces.prepare_reference(tiny, face_models.cascade_detector(), None)
     assert result.path == "whole_image_no_face" and result.image.shape == (512, 512, 3)
-    assert (result.image[:60] == 255).all() and (result.image[256, 256] == (0, 200, 0)).all()
+    assert (result.image[:60] == 255).all() and (result.image[256, 128] == (0, 200, 0)).all()
+    assert (result.image[256, 384] == (120, 0, 0)).all()
 
 
 def test_huge_image_detects_on_a_copy_and_crops_at_full_resolution(astronaut, lbp):

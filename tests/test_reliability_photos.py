@@ -257,3 +257,19 @@ def test_nan_or_inf_pixels_are_refused(bad, layout, detector):
             image = image.half()
     with pytest.raises(ValueError, match="NaN or infinite values: check the node that produced it"):
         faces.prepare_reference(image, detector, None)
+
+
+def test_a_blank_image_is_refused_with_the_likely_cause(detector, tmp_path):
+    """A 16-bit grayscale PNG converted to RGB the way ComfyUI's Load Image does (PIL 'I;16' -> 'RGB') comes out
+    white: no face, and a white reference would keep no identity. The error says so and names the likely cause."""
+    gray = cv2.cvtColor(photo("obama_small.jpg"), cv2.COLOR_RGB2GRAY)
+    cv2.imwrite(str(tmp_path / "gray16.png"), gray.astype(np.uint16) * 257)
+    with Image.open(tmp_path / "gray16.png") as opened:
+        assert opened.mode in ("I;16", "I")
+        as_comfyui_reads_it = np.array(opened.convert("RGB"))
+    assert (as_comfyui_reads_it == 255).mean() > 0.99
+    with pytest.raises(ValueError, match=r"no face found: the reference image \(320x240\) is blank .* 16-bit"):
+        faces.prepare_reference(as_comfyui_reads_it, detector, None)
+    almost = photo("obama_small.jpg")  # a real photo is far from blank
+    assert faces.blank_fraction(almost) < 0.01
+    assert faces.prepare_reference(as_comfyui_reads_it, None, None, subject_mode=True).path == "subject"

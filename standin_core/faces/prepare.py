@@ -48,6 +48,7 @@ DETECT_MAX_SIDE = 1024  # detection runs on a copy at most this large (the offic
 REGION_MAX_SIDE = 4096  # larger crops are area-downscaled to this before padding (bounds memory; result ~identical)
 MIN_SIDE = 8
 MAX_SIDE = 16384
+BLANK_FRACTION = 0.995  # an image this much of one colour has nothing to detect (e.g. a 16-bit PNG turned white)
 SMALL_FACE = 64  # a face (or a whole image) smaller than this is upscaled more than 8x into the 512 reference
 _STRIP_VALUES = 1 << 18  # values converted at a time by to_rgb_uint8 (~1 MB of float32)
 WHITE = 255
@@ -243,6 +244,14 @@ def whiten(image: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return np.where(keep[:, :, None], image, np.uint8(WHITE)).astype(np.uint8)
 
 
+def blank_fraction(image: np.ndarray, max_side: int = DETECT_MAX_SIDE) -> float:
+    """Share of the pixels that have the image's most common colour (on a strided view at most ``max_side``)."""
+    step = max(1, -(-max(image.shape[:2]) // max_side))
+    pixels = image[::step, ::step].reshape(-1, 3).astype(np.int32)
+    _, counts = np.unique((pixels[:, 0] << 16) | (pixels[:, 1] << 8) | pixels[:, 2], return_counts=True)
+    return float(counts.max()) / len(pixels)
+
+
 def _parse(parser: Parser, image: np.ndarray) -> np.ndarray:
     parse_map = np.asarray(parser(image))
     if parse_map.shape != image.shape[:2] or not np.issubdtype(parse_map.dtype, np.integer):
@@ -274,6 +283,11 @@ def prepare_reference(image, detector: Optional[Detector], parser: Optional[Pars
         boxes = detect_faces(rgb, detector)
         chosen = select_face(boxes, face_index)
         if chosen is None:
+            if blank_fraction(rgb) >= BLANK_FRACTION:
+                raise ValueError(
+                    f"no face found: the reference image ({width}x{height}) is blank ({100 * BLANK_FRACTION:g}% or "
+                    "more of its pixels are one colour), so there is no identity to keep. If it came from a 16-bit "
+                    "grayscale PNG, ComfyUI's Load Image turns those white: save the photo as an 8-bit PNG or a JPEG")
             path, region = "whole_image_no_face", rgb
             notes.append("no face detected: using the whole image padded to a white square. For a non-human subject "
                          "turn on subject mode; for a person use a photo where the face is visible and frontal")
