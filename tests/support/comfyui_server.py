@@ -23,7 +23,7 @@ import torch
 
 from comfyui_standin.standin_core.faces.video import read_video
 from comfyui_standin.tests.support.joint_sequence import standin_state_dict_for, tiny_wan_state_dict
-from comfyui_standin.tests.support.tiny_models import tiny_wan_vae_state_dict
+from comfyui_standin.tests.support.tiny_models import style_lora, tiny_wan_vae_state_dict
 
 REPO = Path(__file__).resolve().parents[2]
 PACK_FOLDER = "ComfyUI-StandIn"
@@ -38,6 +38,8 @@ WAN_FILE = "tiny_wan_t2v.safetensors"
 STANDIN_SAFETENSORS = "tiny_standin.safetensors"
 STANDIN_CKPT = "tiny_standin.ckpt"
 WRONG_WIDTH_LORA = "loras/tiny_standin_dim128.safetensors"
+STANDIN_OTHER = "tiny_standin_seed7.safetensors"  # another Stand-In file of the right shape (other values)
+STYLE_LORA = "tiny_style_lora.safetensors"  # a style LoRA for LoraLoaderModelOnly (tiny_models.style_lora)
 START_TIMEOUT_S = 120
 PROMPT_TIMEOUT_S = 120
 
@@ -104,8 +106,42 @@ class StandInTestSaveMask:
         return {"ui": {"masks": [{"filename": prefix + ".safetensors", "subfolder": "masks"}]}}
 
 
+class StandInTestMemory:
+    """After a run (its input is the sampled LATENT): the server process's RSS, the bytes of the distinct storages of
+    every tensor the garbage collector tracks, and the Stand-In run objects still alive (the pack's RunState,
+    JointKVBuffers holding tensors, ReferenceKVCache holding an entry)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"samples": ("LATENT",), "label": ("STRING", {"default": ""})}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "measure"
+    OUTPUT_NODE = True
+    CATEGORY = "testing"
+
+    def measure(self, samples, label):
+        import gc
+        import psutil
+        gc.collect()
+        storages, alive = {}, {"RunState": 0, "JointKVBuffers": 0, "ReferenceKVCache": 0}
+        for obj in gc.get_objects():
+            kind = type(obj)
+            if issubclass(kind, torch.Tensor):
+                if obj.device.type != "meta":
+                    storage = obj.untyped_storage()
+                    storages[(obj.device.type, storage.data_ptr())] = storage.nbytes()
+            elif kind.__name__ in alive and kind.__module__.rsplit(".", 1)[-1] in ("patching", "attention", "cache"):
+                holds = {"RunState": True, "JointKVBuffers": getattr(obj, "keys", None) is not None,
+                         "ReferenceKVCache": getattr(obj, "_entry", None) is not None}[kind.__name__]
+                alive[kind.__name__] += int(holds)
+        report = {"label": label, "rss": psutil.Process().memory_info().rss, "tensor_bytes": sum(storages.values()),
+                  "tensors": len(storages), **alive}
+        return {"ui": {"memory": [report]}}
+
+
 NODE_CLASS_MAPPINGS = {"StandInTestConditioning": StandInTestConditioning, "StandInTestLatent": StandInTestLatent,
-                       "StandInTestSaveMask": StandInTestSaveMask}
+                       "StandInTestSaveMask": StandInTestSaveMask, "StandInTestMemory": StandInTestMemory}
 '''
 
 
@@ -130,16 +166,46 @@ class Server:
     def log_tail(self, chars: int = 6000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
 
-    def submit(self, graph: dict) -> str:
+    def submit(self, graph: dict, client_id: str = None) -> str:
         import requests
-        response = requests.post(self.url + "/prompt", json={"prompt": graph, "client_id": uuid.uuid4().hex},
-                                 timeout=30)
+        body = {"prompt": graph, "client_id": client_id or uuid.uuid4().hex}
+        response = requests.post(self.url + "/prompt", json=body, timeout=30)
         assert response.status_code == 200, f"/prompt refused the graph: {response.text}\n{self.log_tail()}"
         return response.json()["prompt_id"]
 
     def run(self, graph: dict) -> dict:
         """Submit ``graph`` and wait until the executor is done with it; returns its /history entry."""
-        prompt_id = self.submit(graph)
+        return self.wait(self.submit(graph))
+
+    def interrupt_during(self, graph: dict, node: str, after_steps: int, timeout: float = PROMPT_TIMEOUT_S) -> str:
+        """Submit ``graph``, follow its progress on the websocket, and POST /interrupt (the frontend's Cancel) once
+        ``node`` has reported ``after_steps`` steps. Returns the prompt id (``wait`` for its history entry)."""
+        import asyncio
+        import json
+        import aiohttp  # a ComfyUI requirement
+        client_id = uuid.uuid4().hex
+
+        async def follow():
+            async with aiohttp.ClientSession() as session:
+                async with session.ws_connect(f"{self.url.replace('http', 'ws', 1)}/ws?clientId={client_id}") as ws:
+                    prompt_id = self.submit(graph, client_id)
+                    async for message in ws:
+                        if message.type != aiohttp.WSMsgType.TEXT:
+                            continue  # binary previews
+                        event = json.loads(message.data)
+                        data = event.get("data", {})
+                        if event["type"] == "progress" and data.get("node") == node and data["value"] >= after_steps:
+                            async with session.post(self.url + "/interrupt") as response:
+                                assert response.status == 200, await response.text()
+                            return prompt_id
+                        if event["type"] in ("execution_error", "execution_success"):
+                            pytest.fail(f"the prompt ended before {node} reached step {after_steps}: {event}")
+            pytest.fail("the websocket closed before the interrupt")
+
+        return asyncio.run(asyncio.wait_for(follow(), timeout))
+
+    def wait(self, prompt_id: str) -> dict:
+        """Wait until the executor is done with ``prompt_id`` (success, error or interrupt); its /history entry."""
         deadline = time.monotonic() + PROMPT_TIMEOUT_S
         while time.monotonic() < deadline:
             entry = self.get(f"/history/{prompt_id}").get(prompt_id)
@@ -165,6 +231,8 @@ def write_weights(models: Path) -> None:
     save_file(standin, str(models / "standin" / STANDIN_SAFETENSORS))
     torch.save({"state_dict": standin}, str(models / "standin" / STANDIN_CKPT))  # the official checkpoint layout
     save_file(standin_state_dict_for(128, 3), str(models / WRONG_WIDTH_LORA))
+    save_file(standin_state_dict_for(256, 3, seed=7), str(models / "standin" / STANDIN_OTHER))
+    save_file(style_lora(tiny_wan_state_dict()), str(models / "loras" / STYLE_LORA))
 
 
 def write_inputs(folder: Path) -> None:

@@ -1,6 +1,6 @@
 """Tiny models for the tests, the tiny identity run and the benchmark: REAL Wan models and a Wan2.1 VAE with random
-weights (ComfyUI's own classes: these functions need ComfyUI imported), the one random Stand-In weights factory, and a
-small ONNX model with ArcFace's signature (these two need no ComfyUI).
+weights (ComfyUI's own classes: these functions need ComfyUI imported), the one random Stand-In weights factory, a
+random style LoRA for them, and a small ONNX model with ArcFace's signature (the last three need no ComfyUI).
 """
 import torch
 
@@ -38,6 +38,19 @@ def random_standin_state_dict(dim, depth, rank=16, seed=1, down_std=None, up_std
             sd[f"blocks.{i}.self_attn.{p}_loras.down.weight"] = (torch.randn(rank, dim, generator=gen) * down_std).to(dtype)
             sd[f"blocks.{i}.self_attn.{p}_loras.up.weight"] = (torch.randn(dim, rank, generator=gen) * up_std).to(dtype)
     return sd
+
+
+def style_lora(model_state: dict, seed=5, rank=4, scale=0.05) -> dict:
+    """A random style LoRA (lora_A/lora_B) on every block's self-attention q, v, cross-attention k and FFN input."""
+    gen = torch.Generator().manual_seed(seed)
+    lora = {}
+    depth = 1 + max(int(k.split(".")[1]) for k in model_state if k.startswith("blocks."))
+    for i in range(depth):
+        for proj in ("self_attn.q", "self_attn.v", "cross_attn.k", "ffn.0"):
+            out_f, in_f = model_state[f"blocks.{i}.{proj}.weight"].shape
+            lora[f"diffusion_model.blocks.{i}.{proj}.lora_A.weight"] = torch.randn(rank, in_f, generator=gen) * scale
+            lora[f"diffusion_model.blocks.{i}.{proj}.lora_B.weight"] = torch.randn(out_f, rank, generator=gen) * scale
+    return lora
 
 
 def standin_state_dict_for(dim, depth, rank=16, seed=1):
