@@ -82,7 +82,8 @@ def _download_input():
     return io.Boolean.Input(
         "allow_download", default=False,
         tooltip=("Off: a missing facexlib weight file stops the run with the file name, folder and URL. On: missing "
-                 "files are downloaded from the facexlib GitHub releases into models/facexlib."))
+                 "files are downloaded from the facexlib GitHub releases into models/facexlib, and kept only if "
+                 "their SHA-256 is the published one."))
 
 
 class EncodeReferenceFace(io.ComfyNode):
