@@ -212,8 +212,8 @@ def test_applying_twice_replaces(env):
     assert len(patches) == 3
 
 
-def test_style_lora_before_or_after_and_joint(env):
-    import comfy.sd
+def style_lora(env) -> dict:
+    """A small style LoRA (lora_A/lora_B) on q, v, a cross-attention key and the FFN of every block."""
     gen = torch.Generator().manual_seed(5)
     lora = {}
     for i in range(3):
@@ -221,6 +221,12 @@ def test_style_lora_before_or_after_and_joint(env):
             out_f, in_f = env.base.model.diffusion_model.state_dict()[f"blocks.{i}.{proj}.weight"].shape
             lora[f"diffusion_model.blocks.{i}.{proj}.lora_A.weight"] = torch.randn(4, in_f, generator=gen) * 0.05
             lora[f"diffusion_model.blocks.{i}.{proj}.lora_B.weight"] = torch.randn(out_f, 4, generator=gen) * 0.05
+    return lora
+
+
+def test_style_lora_before_or_after_and_joint(env):
+    import comfy.sd
+    lora = style_lora(env)
     with_lora = comfy.sd.load_lora_for_models(env.base, None, lora, 1.0, 0)[0]
     after = comfy.sd.load_lora_for_models(apply(env), None, lora, 1.0, 0)[0]
     before = apply(env, with_lora)
@@ -229,6 +235,35 @@ def test_style_lora_before_or_after_and_joint(env):
     joint = JointModel(env, with_lora)
     assert (result_before - sample(env, joint.model)).abs().max().item() < TOL
     assert (result_before - sample(env, apply(env))).abs().max().item() > 100 * TOL
+
+
+def test_low_vram_partial_loading_is_exact(env, monkeypatch):
+    """ComfyUI's low-VRAM path (--lowvram, or too little free VRAM): the weights that do not fit stay on the offload
+    device and are cast, and LoRA-patched, layer by layer at call time. Forced here on the CPU by giving the loader a
+    64 KiB budget. Stand-In's reference pass and video attention then run through those cast layers: the run equals
+    the joint sequence on the same partially loaded model, and the fully loaded run, with and without a style LoRA."""
+    import comfy.model_management
+    import comfy.sd
+    comfy.model_management.unload_all_models()
+    full = {name: sample(env, apply(env, model)) for name, model in
+            (("plain", env.base), ("lora", comfy.sd.load_lora_for_models(env.base, None, style_lora(env), 1.0, 0)[0]))}
+    comfy.model_management.unload_all_models()
+    original = comfy.model_management.LoadedModel.model_load
+    cast_layers = []
+
+    def partial_load(self, lowvram_model_memory=0, force_patch_weights=False):
+        loaded = original(self, 64 * 1024, force_patch_weights=force_patch_weights)
+        cast_layers.append(sum(bool(getattr(m, "comfy_cast_weights", False)) for m in loaded.modules()))
+        return loaded
+
+    monkeypatch.setattr(comfy.model_management.LoadedModel, "model_load", partial_load)
+    with_lora = comfy.sd.load_lora_for_models(env.base, None, style_lora(env), 1.0, 0)[0]
+    for name, model in (("plain", env.base), ("lora", with_lora)):
+        ours = sample(env, apply(env, model))
+        assert (ours - sample(env, JointModel(env, model).model)).abs().max().item() < TOL
+        assert (ours - full[name]).abs().max().item() < TOL
+    assert cast_layers and min(cast_layers) > 20, cast_layers  # most layers really went through the low-VRAM cast
+    comfy.model_management.unload_all_models()
 
 
 def speed_lora(env, layout, rank=64, seed=21):
