@@ -39,7 +39,9 @@ class LoadStandInLoRA(io.ComfyNode):
             path = resolve_standin_file(weights)
         except FileNotFoundError as error:
             folders = ", ".join(folder_paths.get_folder_paths(STANDIN_FOLDER))
-            raise ValueError(f"Stand-In weight file '{weights}' not found. Put it in one of: {folders}") from error
+            raise ValueError(f"Stand-In weight file '{weights}' not found. Put it in one of: {folders} and pick it "
+                             "from the list (names are relative to those folders; '..' and absolute paths are not "
+                             "accepted)") from error
         loaded = load_standin_weights(path)
         log.info("Loaded Stand-In weights %s", loaded.describe())
         return io.NodeOutput(loaded)

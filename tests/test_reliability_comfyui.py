@@ -191,20 +191,28 @@ def wait_for_error(server, prompt_id: str) -> dict:
 
 def test_weight_name_with_dotdot_is_refused_by_validation(server, comfy, monkeypatch, tmp_path):
     """A valid Stand-In file sits just outside the model folders; names that climb to it (relative, absolute, via the
-    loras/ prefix) are refused by /prompt's validation before anything runs. Called directly, the loader still looks
-    only inside its folders (ComfyUI's folder_paths strips the climb)."""
+    loras/ prefix) never load it. ComfyUI v0.8.0 refuses them in /prompt's validation (400, nothing queued). v0.3.64
+    does not check a V3 combo's value against its options, so there the prompt runs and the loader node refuses the
+    name itself (were the outside file read, the graph would run to the end: it is valid weights)."""
     import requests
     from safetensors.torch import save_file
     outside = server.base / "outside_standin.safetensors"
     save_file(standin_state_dict_for(256, 3), str(outside))
-    history_before = server.get("/history")
+    validates_v3_combos = "io.Combo.io_type" in (Path(os.environ["COMFYUI_PATH"]) / "execution.py").read_text()
     for name in ("../../outside_standin.safetensors", str(outside), "loras/../../../outside_standin.safetensors",
                  f"../standin/{STANDIN_CKPT}"):
-        response = requests.post(server.url + "/prompt", json={"prompt": standin_only_graph(weights=name)}, timeout=30)
-        assert response.status_code == 400, (name, response.text)
-        (error,) = response.json()["node_errors"]["weights"]["errors"]
-        assert error["type"] == "value_not_in_list" and name in error["details"], error
-    assert server.get("/history") == history_before and server.get("/queue")["queue_pending"] == []
+        graph = standin_only_graph(weights=name, prefix="dotdot")
+        if validates_v3_combos:
+            history_before = server.get("/history")
+            response = requests.post(server.url + "/prompt", json={"prompt": graph}, timeout=30)
+            assert response.status_code == 400, (name, response.text)
+            (error,) = response.json()["node_errors"]["weights"]["errors"]
+            assert error["type"] == "value_not_in_list" and name in error["details"], error
+            assert server.get("/history") == history_before and server.get("/queue")["queue_pending"] == []
+        else:
+            error = execution_error(server, graph)
+            assert error["node_type"] == "LoadStandInLoRA", error
+            assert f"Stand-In weight file '{name}' not found" in error["exception_message"], error
 
     import folder_paths
     from comfyui_standin.nodes import loaders
@@ -214,9 +222,12 @@ def test_weight_name_with_dotdot_is_refused_by_validation(server, comfy, monkeyp
     save_file(standin_state_dict_for(256, 3), str(tmp_path / "outside.safetensors"))
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "standin", ([str(models / "standin")], {".safetensors"}))
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(models / "loras")], {".safetensors"}))
-    for name in ("../../outside.safetensors", "loras/../../outside.safetensors"):
-        with pytest.raises(ValueError, match="not found. Put it in one of"):
+    for name in ("../../outside.safetensors", "loras/../../outside.safetensors", str(tmp_path / "outside.safetensors"),
+                 "../outside.safetensors"):
+        with pytest.raises(ValueError, match="not found. Put it in one of.*'..' and absolute paths are not accepted"):
             loaders.LoadStandInLoRA.execute(name)
+    save_file(standin_state_dict_for(256, 3), str(models / "standin" / "inside.safetensors"))
+    assert loaders.LoadStandInLoRA.execute("inside.safetensors").args[0].depth == 3  # a listed file loads
 
 
 def test_node_download_goes_through_the_checked_download(comfy, nodes_faces, facexlib_folder, weights_dir,
