@@ -36,8 +36,8 @@ def standin_weight_files() -> list[str]:
 
 def resolve_standin_file(name: str) -> str:
     """The path of one of the files :func:`standin_weight_files` offers; FileNotFoundError for any other name (a
-    path that climbs out with '..', an absolute path, a file that is gone). ComfyUI before v0.4 does not check a V3
-    combo's value against its options when a prompt arrives, so the node checks it itself."""
+    path that climbs out with '..', an absolute path, a file that is gone). Some ComfyUI versions (v0.3.64) do not
+    check a V3 combo's value against its options when a prompt arrives, so the node checks it itself."""
     if name not in standin_weight_files():
         raise FileNotFoundError(name)
     if name.startswith("loras/"):
