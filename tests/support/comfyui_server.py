@@ -33,6 +33,7 @@ VAE_FILE = "tiny_wan_vae.safetensors"
 SWAP_VIDEO = "standin_swap_input.mp4"  # 5 real frames (4n+1), 256x160, cut from tests/data/short_hamilton_clip.mp4
 SWAP_PHOTO = "standin_swap_reference.jpg"  # tests/data/obama.jpg
 PERFORMER_PHOTO = "standin_performer.png"  # the face of the man in SWAP_VIDEO, cut from another frame of the clip
+PHOTOS = (SWAP_PHOTO, "standin_kit_harington.jpg", "standin_rose_leslie.jpg")  # three people (tests/data)
 DATA = Path(__file__).resolve().parents[1] / "data"
 WAN_FILE = "tiny_wan_t2v.safetensors"
 STANDIN_SAFETENSORS = "tiny_standin.safetensors"
@@ -236,12 +237,15 @@ def write_weights(models: Path) -> None:
 
 
 def write_inputs(folder: Path) -> None:
-    """The face-swap inputs: a reference photo and 5 real frames around a face, as an H.264 video."""
+    """The face-swap inputs (a reference photo and 5 real frames around a face, as an H.264 video) and two more
+    reference photos of other people."""
     import shutil
     import av
     import cv2
     import numpy as np
     shutil.copy(DATA / "obama.jpg", folder / SWAP_PHOTO)
+    shutil.copy(DATA / "kit_harington1.jpg", folder / PHOTOS[1])
+    shutil.copy(DATA / "rose_leslie1.jpg", folder / PHOTOS[2])
     frames = read_video(DATA / "short_hamilton_clip.mp4", limit=151)
     assert len(frames) == 151, "short_hamilton_clip.mp4 has fewer frames than expected"
     cv2.imwrite(str(folder / PERFORMER_PHOTO), cv2.cvtColor(frames[150][0:200, 150:350], cv2.COLOR_RGB2BGR))

@@ -150,9 +150,10 @@ def server_graph(cond_seed=1, reference_seed=42, photo=None, strength=1.0, weigh
                  steps=2, mode="on", memory=None, prefix="reliability"):
     """Loader -> Stand-In (file, reference, strength) -> style LoRA -> K/V cache (mode) -> KSampler -> SaveLatent.
 
-    The reference is a seeded latent (StandInTestLatent), or with ``photo`` a real photo from the server's input folder
-    through EncodeReferenceFace (its latent saved too, by "save_reference"). With ``memory`` (a label), the
-    StandInTestMemory node measures the server after the sampler ran."""
+    The reference is a seeded latent (StandInTestLatent), or with ``photo`` a real photo from the server's input folder,
+    scaled to 48 x 48 (centre crop) and VAE-encoded with the tiny Wan VAE, its latent saved too ("save_reference").
+    (EncodeReferenceFace's 512 x 512 face through a full-width Wan VAE takes a minute on a CPU: the face preparation is
+    tested on its own.) With ``memory`` (a label), StandInTestMemory measures the server after the sampler ran."""
     graph = {
         "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": WAN_FILE, "weight_dtype": "default"}},
         "weights": {"class_type": "LoadStandInLoRA", "inputs": {"weights": weights}},
@@ -178,9 +179,9 @@ def server_graph(cond_seed=1, reference_seed=42, photo=None, strength=1.0, weigh
     if photo is not None:
         graph["photo"] = {"class_type": "LoadImage", "inputs": {"image": photo}}
         graph["vae"] = {"class_type": "VAELoader", "inputs": {"vae_name": VAE_FILE}}
-        graph["reference"] = {"class_type": "EncodeReferenceFace", "inputs": {
-            "image": ["photo", 0], "vae": ["vae", 0], "face_index": -1, "subject_mode": False,
-            "remove_neck_cloth_hat": False, "detector": "retinaface_mobile0.25", "allow_download": False}}
+        graph["scaled"] = {"class_type": "ImageScale", "inputs": {
+            "image": ["photo", 0], "upscale_method": "area", "width": 48, "height": 48, "crop": "center"}}
+        graph["reference"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["scaled", 0], "vae": ["vae", 0]}}
         graph["save_reference"] = {"class_type": "SaveLatent", "inputs": {
             "samples": ["reference", 0], "filename_prefix": f"latents/{prefix}_reference"}}
     if memory is not None:

@@ -1,0 +1,135 @@
+"""Batching (issue 10): cond and uncond in one batch, cfg 1, batch size > 1, several positive conds
+(ConditioningCombine), area conds (ConditioningSetArea): every row gets the right reference keys, and the result
+equals running the rows one by one and the paper's joint sequence.
+
+"One by one" is the same Stand-In model behind a wrapper that splits every model call into calls of one row each, so
+Stand-In never sees a batch. Tiny real Wan models, CPU float32, comfyui tier.
+"""
+import pytest
+import torch
+
+from comfyui_standin.tests.support.reliability import conds, joint_model, load_model, sample, standin
+from comfyui_standin.tests.support.tiny_models import standin_state_dict_for, tiny_wan_state_dict
+
+pytestmark = pytest.mark.comfyui
+TOL = 1e-5  # relative to the output's size (|x| up to ~6 here): float32 rounding of batched vs single-row matmuls
+
+
+def assert_close(result, expected, what):
+    difference = (result - expected).abs().max().item()
+    assert difference < TOL * max(1.0, expected.abs().max().item()), f"{what}: max difference {difference:.3g}"
+
+
+@pytest.fixture(scope="module")
+def env(comfy):
+    from comfyui_standin.standin_core import standin_weights_from_state_dict
+
+    class Env:
+        pass
+
+    env = Env()
+    env.base = load_model(tiny_wan_state_dict())
+    env.standin_state = standin_state_dict_for(256, 3)
+    env.weights = standin_weights_from_state_dict(env.standin_state, source="tiny")
+    gen = torch.Generator().manual_seed(42)
+    env.reference = torch.randn(1, 16, 1, 6, 10, generator=gen)  # non-square: 3 x 5 reference tokens
+    env.noise = torch.randn(3, 16, 2, 8, 12, generator=gen)  # batch 3
+    env.cond, env.cond2, env.uncond = conds(1, 3, 2)
+    return env
+
+
+class BatchLog:
+    """A DIFFUSION_MODEL wrapper on a clone of the model: records the batch and size of every model call and, with
+    ``split``, runs every call one row at a time (the wrappers added after it, Stand-In's, then see batch 1)."""
+
+    def __init__(self, model, split: bool):
+        import comfy.patcher_extension
+        self.calls = []
+
+        def wrapper(executor, x, timestep, context, *args, **kwargs):
+            self.calls.append(tuple(x.shape))
+            if not split or x.shape[0] == 1:
+                return executor(x, timestep, context, *args, **kwargs)
+            rows = []
+            for i in range(x.shape[0]):
+                row_kwargs = {k: v[i:i + 1] if isinstance(v, torch.Tensor) and v.shape[:1] == x.shape[:1] else v
+                              for k, v in kwargs.items()}
+                rows.append(executor(x[i:i + 1], timestep[i:i + 1], context[i:i + 1], *args, **row_kwargs))
+            return torch.cat(rows)
+
+        self.model = model.clone()
+        self.model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_batches", wrapper)
+
+
+def run_three_ways(env, positive, negative, cfg, noise, steps=2):
+    """(batched Stand-In, Stand-In one row at a time, joint sequence) runs, and the batched run's model calls."""
+    batched = BatchLog(env.base, split=False)
+    ours = sample(standin(batched.model, env.weights, env.reference), noise, positive, negative, steps=steps, cfg=cfg)
+    split = BatchLog(env.base, split=True)
+    one_by_one = sample(standin(split.model, env.weights, env.reference), noise, positive, negative, steps=steps,
+                        cfg=cfg)
+    joint = sample(joint_model(env.base, env.reference, env.standin_state), noise, positive, negative, steps=steps,
+                   cfg=cfg)
+    assert split.calls == batched.calls
+    return ours, one_by_one, joint, batched.calls
+
+
+@pytest.mark.parametrize("cfg", [1.0, 3.0])
+def test_a_batch_of_three_latents_equals_its_rows_one_by_one(env, cfg):
+    """Batch size 3; at cfg 3 cond and uncond go in one model call of 6 rows, at cfg 1 only the 3 cond rows."""
+    positive, negative = [[env.cond, {}]], [[env.uncond, {}]]
+    ours, one_by_one, joint, calls = run_three_ways(env, positive, negative, cfg, env.noise)
+    assert {shape[0] for shape in calls} == {6 if cfg > 1 else 3}
+    assert_close(ours, one_by_one, "rows one by one")
+    assert_close(ours, joint, "joint sequence")
+    # and each latent of the batch equals that latent sampled alone
+    for row in range(3):
+        alone = sample(standin(env.base, env.weights, env.reference), env.noise[row:row + 1], positive, negative,
+                       cfg=cfg)
+        assert_close(ours[row:row + 1], alone, f"latent {row} sampled alone")
+    assert (ours[0] - ours[1]).abs().max().item() > 100 * TOL  # the rows really differ
+
+
+def test_several_positive_conds_in_one_batch(env):
+    """ConditioningCombine: two positive conds (the second at strength 0.5) and the negative, three rows of one model
+    call per step, each row with the reference keys."""
+    import node_helpers
+    import nodes
+    second = node_helpers.conditioning_set_values([[env.cond2, {}]], {"strength": 0.5})
+    positive = nodes.ConditioningCombine().combine([[env.cond, {}]], second)[0]
+    noise = env.noise[:1]
+    ours, one_by_one, joint, calls = run_three_ways(env, positive, [[env.uncond, {}]], 3.0, noise)
+    assert {shape[0] for shape in calls} == {3}
+    assert_close(ours, one_by_one, "rows one by one")
+    assert_close(ours, joint, "joint sequence")
+    single = sample(standin(env.base, env.weights, env.reference), noise, [[env.cond, {}]], [[env.uncond, {}]])
+    assert (ours - single).abs().max().item() > 100 * TOL  # the second cond counts
+
+
+def test_area_conds_crop_the_video_and_still_get_the_right_reference(env, monkeypatch):
+    """ConditioningSetArea: a cond on a 48 x 32 pixel window (4 x 6 latent) beside a full-frame cond. The cropped
+    calls have another video grid, so its reference positions differ: the cache is rebuilt for each grid (never reused
+    across grids), and the result equals the rows one by one and the joint sequence on the same crops."""
+    import nodes
+    from comfyui_standin.standin_core import ReferenceKVCache
+    grids = []
+    original = ReferenceKVCache.get_or_build
+
+    def recording(cache, key, build, device=None):
+        grids.append(key.video_grid)
+        return original(cache, key, build, device)
+
+    monkeypatch.setattr(ReferenceKVCache, "get_or_build", recording)
+    area = nodes.ConditioningSetArea().append([[env.cond2, {}]], 48, 32, 32, 16, 1.0)[0]  # width, height, x, y
+    assert area[0][1]["area"] == (4, 6, 2, 4)
+    positive = nodes.ConditioningCombine().combine([[env.cond, {}]], area)[0]
+    noise = env.noise[:1]
+    ours, one_by_one, joint, calls = run_three_ways(env, positive, [[env.uncond, {}]], 3.0, noise)
+    # ComfyUI gives the negative a copy on the same area, so each step has one cropped call (area cond + its negative)
+    # and one full-frame call (cond + negative)
+    assert set(calls) == {(2, 16, 2, 4, 6), (2, 16, 2, 8, 12)}, calls
+    assert set(grids) == {(2, 3), (4, 6)}, "the cropped calls must use their own video grid"
+    assert_close(ours, one_by_one, "rows one by one")
+    assert_close(ours, joint, "joint sequence")
+    full_only = sample(standin(env.base, env.weights, env.reference), noise, [[env.cond, {}]], [[env.uncond, {}]])
+    assert (ours - full_only).abs().max().item() > 100 * TOL  # the area cond counts
