@@ -1,49 +1,38 @@
-"""The example workflows in workflows/ (ComfyUI UI format 0.4): structure, links, widgets, and the graphs they promise.
+"""The example workflows in workflows/ (ComfyUI UI format 0.4): well formed, with the official settings, runnable.
 
-CI tier (no ComfyUI): every file parses; every link agrees with both node entries (ids, slots, types); every node
-type is one of ours, a core node listed in CORE_NODES, or a frontend-only note; widget counts match our node schemas
-(read from nodes/*.py) and CORE_NODES; required sockets are connected; the graphs carry the official settings.
-ComfyUI tier: CORE_NODES and every workflow's node types, widget counts and combo values are checked against a live
-server's /object_info (both ComfyUI versions).
+CI tier (no ComfyUI): every file parses; node types exist in the RECORDED node list of each supported ComfyUI
+version (tests/data/comfyui_nodes/<version>.json, from that version's /object_info) or in this pack; every link
+agrees with both node entries and joins an output and an input of the same type, as the recorded specs declare them;
+widget values fit the inputs (count, combo choices, numeric ranges, value kinds); required sockets are connected;
+each loader names its files in ``properties.models``; each graph carries the official settings (or says where and why
+it departs) and a note; the gallery pictures are current with the JSONs.
+ComfyUI tier: the recorded lists match the live server; the Wan2.2 split and the 4-step schedule are computed with
+ComfyUI's own scheduler code. tests/test_workflow_runs.py runs every graph through the executor and loads it in the
+real frontend.
 """
 import ast
+import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
 
+from comfyui_standin.tests.support import workflow_graph as wg
+
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
-EXPECTED_WORKFLOWS = {"standin_wan21_t2v.json", "standin_wan21_vace_pose.json", "standin_wan22_a14b.json",
-                      "standin_wan21_face_swap.json"}
-
-# Core ComfyUI nodes the workflows use: widget values in a UI workflow (control_after_generate and upload buttons
-# count), and the socket inputs that must be connected. Checked against a live server in the comfyui tier.
-CORE_NODES = {
-    "UNETLoader": (2, ()),
-    "VAELoader": (1, ()),
-    "CLIPLoader": (3, ()),
-    "CLIPTextEncode": (1, ("clip",)),
-    "LoadImage": (2, ()),
-    "LoadVideo": (2, ()),
-    "GetVideoComponents": (0, ("video",)),
-    "PreviewImage": (0, ("images",)),
-    "ModelSamplingSD3": (1, ("model",)),
-    "EmptyHunyuanLatentVideo": (4, ()),
-    "KSampler": (7, ("model", "positive", "negative", "latent_image")),
-    "KSamplerAdvanced": (10, ("model", "positive", "negative", "latent_image")),
-    "WanVaceToVideo": (5, ("positive", "negative", "vae")),
-    "TrimVideoLatent": (1, ("samples",)),
-    "VAEDecode": (0, ("samples", "vae")),
-    "CreateVideo": (1, ("images",)),
-    "SaveVideo": (3, ("video",)),
-    "VAEEncode": (0, ("pixels", "vae")),
-    "ThresholdMask": (1, ("mask",)),
-    "SetLatentNoiseMask": (0, ("samples", "mask")),
-}
-FRONTEND_ONLY = {"Note", "MarkdownNote"}  # drawn by the frontend, never sent to the server
-SEED_CONTROLS = {"fixed", "increment", "decrement", "randomize"}
-WIDGET_KINDS = {"Int", "Float", "Boolean", "Combo", "String"}
+EXPECTED_WORKFLOWS = {"standin_wan21_t2v.json", "standin_wan21_vace_pose.json", "standin_wan21_style_lora.json",
+                      "standin_wan21_face_swap.json", "standin_wan22_a14b.json", "standin_wan21_subject.json",
+                      "standin_wan21_fast_lightx2v.json", "standin_wan21_two_clips.json"}
+SPECS = {version: wg.recorded(version) for version in wg.VERSIONS}
+LOADERS = {"UNETLoader": "unet_name", "CLIPLoader": "clip_name", "VAELoader": "vae_name",
+           "LoadStandInLoRA": "weights", "LoraLoaderModelOnly": "lora_name"}
+# File-list combos: the names are what users download; the recorded lists (a test server's) hold other files.
+FILE_INPUTS = {*LOADERS.items(), ("LoadImage", "image"), ("LoadVideo", "file")}
+OFFICIAL_NEGATIVE = ("色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，"
+                     "残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，"
+                     "三条腿，背景人很多，倒着走")  # WeChatCV/Stand-In infer*.py --negative_prompt
 
 
 def load(path: Path) -> dict:
@@ -56,7 +45,7 @@ def workflow(request) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Our node schemas, read from nodes/*.py without importing ComfyUI
+# Our node schemas, read from nodes/*.py without importing ComfyUI (keeps tests/data/comfyui_nodes/pack.json honest)
 
 def _is_io_input(call: ast.Call):
     """'Int', 'Combo', ... for ``io.<Kind>.Input(...)``; 'socket' for ``<CustomType>.Input(...)``; else None."""
@@ -65,7 +54,7 @@ def _is_io_input(call: ast.Call):
         return None
     owner = func.value
     if isinstance(owner, ast.Attribute) and isinstance(owner.value, ast.Name) and owner.value.id == "io":
-        return owner.attr if owner.attr in WIDGET_KINDS else "socket"
+        return owner.attr if owner.attr in {"Int", "Float", "Boolean", "Combo", "String"} else "socket"
     return "socket"
 
 
@@ -76,17 +65,8 @@ def _describe_input(expr: ast.expr, helpers: dict) -> dict:
         return _describe_input(returns[0], helpers)
     assert isinstance(expr, ast.Call) and _is_io_input(expr), f"cannot read schema input {ast.unparse(expr)}"
     keywords = {keyword.arg: keyword.value for keyword in expr.keywords}
-    kind = _is_io_input(expr)
-    options = None
-    if kind == "Combo" and "options" in keywords:
-        try:
-            options = ast.literal_eval(keywords["options"])
-        except ValueError:
-            options = None  # computed at load time (file lists): checked against the live server only
-    optional = "optional" in keywords and ast.literal_eval(keywords["optional"])
-    control = "control_after_generate" in keywords and bool(ast.literal_eval(keywords["control_after_generate"]))
-    return {"name": ast.literal_eval(expr.args[0]), "widget": kind != "socket", "options": options,
-            "optional": optional, "control": control}
+    return {"name": ast.literal_eval(expr.args[0]), "widget": _is_io_input(expr) != "socket",
+            "optional": "optional" in keywords and ast.literal_eval(keywords["optional"])}
 
 
 def our_schemas() -> dict:
@@ -104,32 +84,28 @@ def our_schemas() -> dict:
     return schemas
 
 
-SCHEMAS = our_schemas()
-
-
-def node_widget_count(inputs: list) -> int:
-    return sum(1 + item["control"] for item in inputs if item["widget"])
-
-
-def test_schemas_are_readable():
-    assert {"LoadStandInLoRA", "EncodeReferenceFace", "ApplyStandInToWanModel", "StandInKVCache",
-            "StandInFaceMask"} <= set(SCHEMAS)
-    apply = [item["name"] for item in SCHEMAS["ApplyStandInToWanModel"]]
-    assert apply == ["model", "standin", "reference_latent", "strength", "start_percent", "end_percent"]
-    assert node_widget_count(SCHEMAS["ApplyStandInToWanModel"]) == 3
+def test_recorded_pack_nodes_match_the_source():
+    schemas, recorded = our_schemas(), wg.pack_nodes()
+    assert set(recorded) == set(schemas)
+    for node_type, inputs in schemas.items():
+        spec = recorded[node_type]
+        assert [name for name, _ in wg.widget_inputs(spec)] == [item["name"] for item in inputs if item["widget"]]
+        assert wg.required_sockets(spec) == {item["name"] for item in inputs
+                                             if not item["widget"] and not item["optional"]}, node_type
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# CI tier: structure and links
+# CI tier: structure, links and widgets against each recorded ComfyUI version
 
 def test_the_promised_workflows_exist():
-    assert EXPECTED_WORKFLOWS <= {path.name for path in WORKFLOWS}
+    assert EXPECTED_WORKFLOWS == {path.name for path in WORKFLOWS}
 
 
 def test_top_level_format(workflow):
-    for key in ("last_node_id", "last_link_id", "nodes", "links", "groups", "config", "extra", "version"):
+    for key in ("id", "last_node_id", "last_link_id", "nodes", "links", "groups", "config", "extra", "version"):
         assert key in workflow, f"missing '{key}'"
     assert workflow["version"] == 0.4
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", workflow["id"])
     ids = [node["id"] for node in workflow["nodes"]]
     assert len(ids) == len(set(ids)), "duplicate node ids"
     assert workflow["last_node_id"] >= max(ids)
@@ -165,37 +141,112 @@ def test_links_agree_with_both_ends(workflow):
             assert all(link in links for link in output["links"] or [])
 
 
-def test_node_types_are_known(workflow):
-    unknown = {node["type"] for node in workflow["nodes"]} - set(SCHEMAS) - set(CORE_NODES) - FRONTEND_ONLY
-    assert not unknown, f"node types that are neither ours nor listed core nodes: {unknown}"
+@pytest.mark.parametrize("version", wg.VERSIONS)
+def test_node_types_exist_in_the_recorded_version(workflow, version):
+    unknown = {node["type"] for node in workflow["nodes"]} - set(SPECS[version]) - wg.FRONTEND_ONLY
+    assert not unknown, f"not core nodes of ComfyUI {version} nor this pack's: {unknown}"
 
 
-def test_widget_values_match_the_schemas(workflow):
+@pytest.mark.parametrize("version", wg.VERSIONS)
+def test_sockets_and_links_match_the_recorded_specs(workflow, version):
+    """Each node's outputs are the spec's (names, types, order); each input exists with the link's type."""
+    specs = SPECS[version]
+    nodes = {node["id"]: node for node in workflow["nodes"]}
     for node in workflow["nodes"]:
-        values = node["widgets_values"]
-        if node["type"] in SCHEMAS:
-            inputs = SCHEMAS[node["type"]]
-            assert len(values) == node_widget_count(inputs), f"{node['type']}: {values}"
-            widgets = iter(values)
-            for item in (item for item in inputs if item["widget"]):
-                value = next(widgets)
-                if item["options"] is not None:
-                    assert value in item["options"], f"{node['type']}.{item['name']} = {value!r}"
-                if item["control"]:
-                    assert next(widgets) in SEED_CONTROLS
-        elif node["type"] in CORE_NODES:
-            assert len(values) == CORE_NODES[node["type"]][0], f"{node['type']}: {values}"
+        if node["type"] in wg.FRONTEND_ONLY:
+            continue
+        spec = specs[node["type"]]
+        assert [(output["name"], output["type"]) for output in node["outputs"]] == list(
+            zip(spec["output_name"], spec["output"])), f"{node['type']} (node {node['id']}) outputs"
+        for input_ in node["inputs"]:
+            declared = wg.declared_type(spec, input_["name"])
+            assert declared is not None, f"{node['type']} has no input {input_['name']}"
+            if "widget" not in input_:
+                assert input_["name"] in wg.socket_inputs(spec) and declared == input_["type"], (
+                    f"{node['type']}.{input_['name']}: {input_['type']} in the file, {declared} in ComfyUI {version}")
+    for _, origin, slot, target, target_slot, kind in workflow["links"]:
+        out_type = specs[nodes[origin]["type"]]["output"][slot]
+        input_ = nodes[target]["inputs"][target_slot]
+        in_type = wg.declared_type(specs[nodes[target]["type"]], input_["name"])
+        assert out_type == kind and (in_type == kind or in_type == "*" or (in_type in wg.WIDGET_TYPES and
+                                                                           kind == in_type)), (
+            f"{nodes[origin]['type']} output {slot} ({out_type}) -> {nodes[target]['type']}.{input_['name']} "
+            f"({in_type})")
 
 
-def test_required_sockets_are_connected(workflow):
+@pytest.mark.parametrize("version", wg.VERSIONS)
+def test_widget_values_fit_the_inputs(workflow, version):
+    kinds = {"INT": int, "FLOAT": (int, float), "STRING": str, "BOOLEAN": bool}
     for node in workflow["nodes"]:
-        if node["type"] in SCHEMAS:
-            required = [item["name"] for item in SCHEMAS[node["type"]] if not item["widget"] and not item["optional"]]
-        else:
-            required = CORE_NODES.get(node["type"], (0, ()))[1]
+        if node["type"] in wg.FRONTEND_ONLY:
+            assert len(node["widgets_values"]) == 1 and isinstance(node["widgets_values"][0], str)
+            continue
+        spec = SPECS[version][node["type"]]
+        where = f"{node['type']} (node {node['id']}) on ComfyUI {version}"
+        assert len(node["widgets_values"]) == wg.widget_count(spec), f"{where}: {node['widgets_values']}"
+        values = iter(node["widgets_values"])
+        for name, item in wg.widget_inputs(spec):
+            value, options = next(values), wg.options_of(item)
+            choices = wg.combo_choices(item)
+            if choices is not None:
+                if (node["type"], name) in FILE_INPUTS:
+                    assert isinstance(value, str) and value, f"{where}.{name} = {value!r}"
+                else:
+                    assert value in choices, f"{where}.{name} = {value!r} is not one of {choices}"
+            else:
+                assert isinstance(value, kinds[item[0]]) and not (item[0] != "BOOLEAN" and isinstance(value, bool)), (
+                    f"{where}.{name} = {value!r} is not {item[0]}")
+                if item[0] in ("INT", "FLOAT"):
+                    assert options.get("min", value) <= value <= options.get("max", value), f"{where}.{name} = {value}"
+            if options.get("control_after_generate"):
+                assert next(values) in wg.SEED_CONTROLS
+            for _ in range(wg.extra_widgets(item) - int(bool(options.get("control_after_generate")))):
+                next(values)  # the upload button's value
+
+
+@pytest.mark.parametrize("version", wg.VERSIONS)
+def test_required_sockets_are_connected(workflow, version):
+    for node in workflow["nodes"]:
+        if node["type"] in wg.FRONTEND_ONLY:
+            continue
         connected = {input_["name"] for input_ in node["inputs"] if input_["link"] is not None}
-        missing = set(required) - connected
+        missing = wg.required_sockets(SPECS[version][node["type"]]) - connected
         assert not missing, f"{node['type']} (node {node['id']}) has unconnected inputs {missing}"
+
+
+def test_loaders_name_their_files_for_the_missing_models_dialog(workflow):
+    for node in workflow["nodes"]:
+        if node["type"] not in LOADERS:
+            continue
+        models = node["properties"].get("models")
+        assert models, f"{node['type']} (node {node['id']}) has no properties.models"
+        (item,) = models
+        assert item["name"] == node["widgets_values"][0], (item, node["widgets_values"])
+        assert item["url"].startswith("https://") and item["directory"], item
+        if item["url"].startswith("https://huggingface.co/"):
+            assert item["url"].endswith("/" + item["name"]), item
+    encoders = [node for node in workflow["nodes"] if node["type"] == "EncodeReferenceFace"]
+    for node in encoders:
+        subject = node["widgets_values"][1]
+        names = {item["name"] for item in node["properties"].get("models", [])}
+        assert subject or names == {"detection_Resnet50_Final.pth", "parsing_bisenet.pth"}
+
+
+def test_each_graph_has_a_note_naming_its_files_and_folders(workflow):
+    (note,) = [node for node in workflow["nodes"] if node["type"] == "MarkdownNote"]
+    text = note["widgets_values"][0]
+    assert "**Change first:**" in text
+    for node in workflow["nodes"]:
+        for item in node.get("properties", {}).get("models", []):
+            if node["type"] == "EncodeReferenceFace" and node["widgets_values"][1]:
+                continue
+            assert item["name"] in text and f"models/{item['directory']}" in text, item["name"]
+
+
+def test_negative_prompts_are_the_official_one(workflow):
+    texts = {node.get("title", ""): node["widgets_values"][0] for node in workflow["nodes"]
+             if node["type"] == "CLIPTextEncode"}
+    assert texts.get("Negative prompt (official)") == OFFICIAL_NEGATIVE
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -205,15 +256,24 @@ class Graph:
     def __init__(self, workflow: dict):
         self.nodes = {node["id"]: node for node in workflow["nodes"]}
         self.links = {link[0]: link for link in workflow["links"]}
+        self.specs = SPECS[wg.VERSIONS[0]]
 
     def of_type(self, node_type: str) -> list:
         return [node for node in self.nodes.values() if node["type"] == node_type]
 
-    def source(self, node: dict, input_name: str) -> dict:
-        """The node feeding ``input_name`` of ``node``."""
+    def one(self, node_type: str) -> dict:
+        (node,) = self.of_type(node_type)
+        return node
+
+    def widgets(self, node: dict) -> dict:
+        return wg.named_widgets(node, self.specs[node["type"]])
+
+    def source(self, node: dict, input_name: str, slot: bool = False):
+        """The node feeding ``input_name`` of ``node`` (and the output slot, with ``slot``)."""
         link = next(input_["link"] for input_ in node["inputs"] if input_["name"] == input_name)
         assert link is not None, f"{node['type']}.{input_name} is not connected"
-        return self.nodes[self.links[link][1]]
+        origin = self.nodes[self.links[link][1]]
+        return (origin, self.links[link][2]) if slot else origin
 
     def upstream_types(self, node: dict) -> set:
         seen, todo = set(), [node]
@@ -228,7 +288,7 @@ class Graph:
         return {self.nodes[node_id]["type"] for node_id in seen}
 
     def model_chain(self, sampler: dict) -> list:
-        """Node types along the MODEL input of a sampler, sampler side first."""
+        """The nodes along the MODEL input of a sampler, sampler side first."""
         chain, node = [], sampler
         while "model" in {input_["name"] for input_ in node["inputs"]}:
             node = self.source(node, "model")
@@ -240,92 +300,193 @@ def graph(name: str) -> Graph:
     return Graph(load(REPO / "workflows" / name))
 
 
-def assert_standin_model(g: Graph, sampler: dict, unet_file: str, standin_file: str) -> float:
-    """Checks the MODEL path of a sampler: UNETLoader -> Stand-In (+cache) -> ...; returns its ModelSamplingSD3 shift."""
+def standin_chain(g: Graph, sampler: dict, unet_file: str, standin_file: str) -> list:
+    """Checks a sampler's MODEL path: ModelSamplingSD3 (shift 5) <- cache <- Stand-In (official strength) <- ... <-
+    UNETLoader; returns the types along it."""
     chain = g.model_chain(sampler)
     types = [node["type"] for node in chain]
+    assert types[:3] == ["ModelSamplingSD3", "StandInKVCache", "ApplyStandInToWanModel"], types
     assert types[-1] == "UNETLoader" and chain[-1]["widgets_values"][0] == unet_file, types
-    assert "ApplyStandInToWanModel" in types and "StandInKVCache" in types, types
-    apply = chain[types.index("ApplyStandInToWanModel")]
+    assert g.widgets(chain[0]) == {"shift": 5.0} and g.widgets(chain[1]) == {"mode": "on"}
+    apply = chain[2]
     assert g.source(apply, "standin")["widgets_values"] == [standin_file]
     assert g.source(apply, "reference_latent")["type"] == "EncodeReferenceFace"
-    assert apply["widgets_values"] == [1.0, 0.0, 1.0]
-    shift = chain[types.index("ModelSamplingSD3")]["widgets_values"][0]
-    return shift
+    assert g.widgets(apply) == {"strength": 1.0, "start_percent": 0.0, "end_percent": 1.0}
+    return types
+
+
+def assert_official_sampler(g: Graph, sampler: dict, steps=20, cfg=5.0, denoise=1.0):
+    settings = g.widgets(sampler)
+    assert settings == {"seed": 0, "steps": steps, "cfg": cfg, "sampler_name": "euler", "scheduler": "simple",
+                        "denoise": denoise}, settings
+
+
+def assert_saves_video(g: Graph, fps: float):
+    save = g.one("SaveVideo")
+    video = g.source(save, "video")
+    assert video["type"] == "CreateVideo" and g.widgets(video) == {"fps": fps}
 
 
 def test_wan21_t2v_uses_the_official_settings():
     g = graph("standin_wan21_t2v.json")
-    (sampler,) = g.of_type("KSampler")
-    assert assert_standin_model(g, sampler, "wan2.1_t2v_14B_fp16.safetensors", "Stand-In_wan2.1_T2V_14B.ckpt") == 5.0
-    seed, control, steps, cfg, _, _, denoise = sampler["widgets_values"]
-    assert (seed, control, steps, cfg, denoise) == (0, "fixed", 20, 5.0, 1.0)
-    assert g.source(sampler, "latent_image")["widgets_values"] == [832, 480, 81, 1]
-    (encode,) = g.of_type("EncodeReferenceFace")
-    assert g.source(encode, "image")["type"] == "LoadImage"
+    sampler = g.one("KSampler")
+    assert standin_chain(g, sampler, "wan2.1_t2v_14B_fp8_scaled.safetensors", "Stand-In_wan2.1_T2V_14B.ckpt")[3] \
+        == "UNETLoader"
+    assert_official_sampler(g, sampler)
+    assert g.widgets(g.source(sampler, "latent_image")) == {"width": 832, "height": 480, "length": 81, "batch_size": 1}
+    encode = g.one("EncodeReferenceFace")
+    assert g.source(encode, "image")["type"] == "LoadImage" and g.widgets(encode)["subject_mode"] is False
     assert g.source(encode, "vae")["widgets_values"] == ["wan_2.1_vae.safetensors"]
-    (video,) = g.of_type("CreateVideo")
-    assert video["widgets_values"] == [25.0]
-    assert "KSampler" in g.upstream_types(g.of_type("SaveVideo")[0])
+    assert_saves_video(g, 25.0)
 
 
-def test_vace_pose_keeps_comfyui_vace_conditioning():
+def test_vace_pose_gives_vace_the_photo_and_the_pose_video():
     g = graph("standin_wan21_vace_pose.json")
-    (sampler,) = g.of_type("KSampler")
-    assert_standin_model(g, sampler, "wan2.1_vace_14B_fp16.safetensors", "Stand-In_wan2.1_T2V_14B.ckpt")
-    (vace,) = g.of_type("WanVaceToVideo")
-    assert vace["widgets_values"][:4] == [832, 480, 81, 1] and vace["widgets_values"][4] == 0.8
-    for input_name in ("positive", "negative", "latent_image"):
-        assert g.source(sampler, input_name)["type"] == "WanVaceToVideo"
-    assert "LoadVideo" in g.upstream_types(vace)  # the control (pose) video
-    (trim,) = g.of_type("TrimVideoLatent")
-    assert g.source(trim, "trim_amount")["type"] == "WanVaceToVideo"
-    assert g.source(trim, "samples") is sampler
+    sampler = g.one("KSampler")
+    standin_chain(g, sampler, "wan2.1_vace_14B_fp16.safetensors", "Stand-In_wan2.1_T2V_14B.ckpt")
+    assert_official_sampler(g, sampler)
+    vace = g.one("WanVaceToVideo")
+    assert g.widgets(vace) == {"width": 832, "height": 480, "length": 81, "batch_size": 1, "strength": 0.5}
+    for input_name, slot in (("positive", 0), ("negative", 1), ("latent_image", 2)):
+        assert g.source(sampler, input_name, slot=True) == (vace, slot)
+    # the official VACE script's vace_reference_image is the same photo Stand-In gets
+    assert g.source(vace, "reference_image") is g.source(g.one("EncodeReferenceFace"), "image")
+    assert g.source(g.source(vace, "control_video"), "video")["type"] == "LoadVideo"
+    trim = g.one("TrimVideoLatent")
+    assert g.source(trim, "trim_amount", slot=True) == (vace, 3) and g.source(trim, "samples") is sampler
+    assert g.source(g.one("VAEDecode"), "samples") is trim
+    assert_saves_video(g, 25.0)
 
 
-def test_wan22_a14b_gives_each_expert_its_own_standin_file():
-    g = graph("standin_wan22_a14b.json")
-    high, low = sorted(g.of_type("KSamplerAdvanced"), key=lambda node: node["widgets_values"][7])
-    assert assert_standin_model(g, high, "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors",
-                                "Stand-In_wan2.2_T2V_A14B_high.ckpt") == 8.0
-    assert assert_standin_model(g, low, "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors",
-                                "Stand-In_wan2.2_T2V_A14B_low.ckpt") == 8.0
-    add_noise, _, _, steps, cfg, _, _, start, split, leftover = high["widgets_values"]
-    assert (add_noise, start, leftover) == ("enable", 0, "enable")
-    assert low["widgets_values"][0] == "disable" and low["widgets_values"][9] == "disable"
-    assert low["widgets_values"][7] == split and low["widgets_values"][8] >= steps and 0 < split < steps
-    assert low["widgets_values"][3:5] == [steps, cfg], "both experts sample one schedule"
-    assert g.source(low, "latent_image") is high
-    assert len(g.of_type("EncodeReferenceFace")) == 1, "one reference latent serves both experts"
-    (video,) = g.of_type("CreateVideo")
-    assert video["widgets_values"] == [16.0]
+def test_style_lora_goes_on_the_base_model_before_standin():
+    g = graph("standin_wan21_style_lora.json")
+    sampler = g.one("KSampler")
+    types = standin_chain(g, sampler, "wan2.1_t2v_14B_fp8_scaled.safetensors", "Stand-In_wan2.1_T2V_14B.ckpt")
+    assert types[3:] == ["LoraLoaderModelOnly", "UNETLoader"], types  # as infer_with_lora.py: LoRA, then Stand-In
+    assert g.widgets(g.one("LoraLoaderModelOnly"))["strength_model"] == 1.0  # the official lora_scale
+    assert_official_sampler(g, sampler)
+    assert_saves_video(g, 25.0)
 
 
 def test_face_swap_pastes_then_resamples_at_the_official_denoise():
     g = graph("standin_wan21_face_swap.json")
-    (sampler,) = g.of_type("KSampler")
-    assert assert_standin_model(g, sampler, "wan2.1_t2v_14B_fp16.safetensors", "Stand-In_wan2.1_T2V_14B.ckpt") == 5.0
-    seed, control, steps, cfg, sampler_name, scheduler, denoise = sampler["widgets_values"]
-    assert (steps, cfg, sampler_name, scheduler, denoise) == (20, 5.0, "euler", "simple", 0.85)
-    (paste,) = g.of_type("StandInFaceSwapPaste")
-    assert paste["widgets_values"][:6] == [True, 0.5, 1.5, 10, 21, True], "official defaults"
-    (encode,) = g.of_type("EncodeReferenceFace")
-    assert g.source(paste, "reference_cutout") is encode and g.source(paste, "reference_alpha") is encode
-    assert g.links[next(i["link"] for i in paste["inputs"] if i["name"] == "reference_cutout")][2] == 3  # cutout
-    assert g.links[next(i["link"] for i in paste["inputs"] if i["name"] == "reference_alpha")][2] == 4  # alpha
+    sampler = g.one("KSampler")
+    standin_chain(g, sampler, "wan2.1_t2v_14B_fp8_scaled.safetensors", "Stand-In_wan2.1_T2V_14B.ckpt")
+    assert_official_sampler(g, sampler, denoise=0.85)
+    paste = g.one("StandInFaceSwapPaste")
+    assert g.widgets(paste) == {"match_angle_and_size": True, "confidence": 0.5, "crop_scale": 1.5, "dilation": 10,
+                                "feather": 21, "crop_and_trim": True, "detector": "retinaface_resnet50",
+                                "allow_download": False}, "official defaults"
+    encode = g.one("EncodeReferenceFace")
+    assert g.source(paste, "reference_cutout", slot=True) == (encode, 3)  # cutout
+    assert g.source(paste, "reference_alpha", slot=True) == (encode, 4)  # cutout_alpha
     assert g.source(paste, "images")["type"] == "GetVideoComponents"
     # the latent comes from the pasted frames, through the noise mask: bypassed (mode 4) = official default (off)
-    (noise_mask,) = g.of_type("SetLatentNoiseMask")
-    assert g.source(sampler, "latent_image") is noise_mask and noise_mask["mode"] == 4
+    noise_mask = g.one("SetLatentNoiseMask")
+    assert g.source(sampler, "latent_image") is noise_mask and noise_mask["mode"] == wg.BYPASS
     assert g.source(noise_mask, "samples")["type"] == "VAEEncode"
     assert g.source(g.source(noise_mask, "samples"), "pixels") is paste
     threshold = g.source(noise_mask, "mask")
-    assert threshold["type"] == "ThresholdMask" and threshold["mode"] == 4 and g.source(threshold, "mask") is paste
-    assert "KSampler" in g.upstream_types(g.of_type("SaveVideo")[0])
+    assert threshold["type"] == "ThresholdMask" and threshold["mode"] == wg.BYPASS
+    assert g.source(threshold, "mask", slot=True) == (paste, 1) and g.widgets(threshold) == {"value": 0.5}
+    assert_saves_video(g, 25.0)
+
+
+WAN22_SPLIT = 9  # the first step whose shifted sigma is below 0.875 at 20 steps, shift 5 (computed in the comfyui tier)
+
+
+def test_wan22_a14b_gives_each_expert_its_own_standin_file_and_the_official_split():
+    g = graph("standin_wan22_a14b.json")
+    high, low = sorted(g.of_type("KSamplerAdvanced"), key=lambda node: g.widgets(node)["start_at_step"])
+    standin_chain(g, high, "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", "Stand-In_wan2.2_T2V_A14B_high.ckpt")
+    standin_chain(g, low, "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", "Stand-In_wan2.2_T2V_A14B_low.ckpt")
+    first, second = g.widgets(high), g.widgets(low)
+    common = {"noise_seed": 0, "steps": 20, "cfg": 5.0, "sampler_name": "euler", "scheduler": "simple"}
+    assert first == {**common, "add_noise": "enable", "start_at_step": 0, "end_at_step": WAN22_SPLIT,
+                     "return_with_leftover_noise": "enable"}, first
+    assert second == {**common, "add_noise": "disable", "start_at_step": WAN22_SPLIT, "end_at_step": 10000,
+                      "return_with_leftover_noise": "disable"}, second
+    assert g.source(low, "latent_image") is high
+    assert len(g.of_type("EncodeReferenceFace")) == 1, "one reference latent serves both experts"
+    note = g.one("MarkdownNote")["widgets_values"][0]
+    assert f"**step {WAN22_SPLIT}**" in note and "0.875" in note
+    assert_saves_video(g, 16.0)
+
+
+def test_subject_graph_encodes_the_reference_in_subject_mode():
+    g = graph("standin_wan21_subject.json")
+    sampler = g.one("KSampler")
+    standin_chain(g, sampler, "wan2.1_t2v_14B_fp8_scaled.safetensors", "Stand-In_wan2.1_T2V_14B.ckpt")
+    assert g.widgets(g.one("EncodeReferenceFace"))["subject_mode"] is True
+    assert_official_sampler(g, sampler)
+
+
+def test_fast_graph_samples_four_steps_at_cfg_one_with_the_distill_lora():
+    g = graph("standin_wan21_fast_lightx2v.json")
+    sampler = g.one("KSampler")
+    types = standin_chain(g, sampler, "wan2.1_t2v_14B_fp8_scaled.safetensors", "Stand-In_wan2.1_T2V_14B.ckpt")
+    assert types[3:] == ["LoraLoaderModelOnly", "UNETLoader"], types
+    lora = g.one("LoraLoaderModelOnly")
+    assert "lightx2v" in lora["widgets_values"][0] and g.widgets(lora)["strength_model"] == 1.0
+    assert_official_sampler(g, sampler, steps=4, cfg=1.0)
+
+
+def test_two_clips_continue_through_vace_with_one_standin_model():
+    g = graph("standin_wan21_two_clips.json")
+    first, second = sorted(g.of_type("KSampler"), key=lambda node: node["id"])
+    for sampler in (first, second):
+        standin_chain(g, sampler, "wan2.1_vace_14B_fp16.safetensors", "Stand-In_wan2.1_T2V_14B.ckpt")
+        assert_official_sampler(g, sampler)
+    assert g.source(first, "model") is g.source(second, "model"), "one Stand-In model for both clips"
+    vace1, vace2 = g.source(first, "positive"), g.source(second, "positive")
+    assert vace1["type"] == vace2["type"] == "WanVaceToVideo" and vace1 is not vace2
+    length = g.widgets(vace1)["length"]
+    assert g.widgets(vace1) == g.widgets(vace2) == {"width": 832, "height": 480, "length": 81, "batch_size": 1,
+                                                    "strength": 1.0}
+    assert all(input_["link"] is None for input_ in vace1["inputs"]
+               if input_["name"] in ("control_video", "control_masks", "reference_image"))
+    decode1 = next(node for node in g.of_type("VAEDecode") if g.source(node, "samples") is first)
+    decode2 = next(node for node in g.of_type("VAEDecode") if g.source(node, "samples") is second)
+    # control video: the last `overlap` frames of clip 1, then frames to generate; the mask says which is which
+    control = g.source(vace2, "control_video")
+    tail, fill = g.source(control, "image1"), g.source(control, "image2")
+    assert tail["type"] == "ImageFromBatch" and g.source(tail, "image") is decode1
+    overlap = g.widgets(tail)["length"]
+    assert g.widgets(tail)["batch_index"] == length - overlap and 0 < overlap < length
+    assert fill["type"] == "EmptyImage" and g.widgets(fill)["batch_size"] == length - overlap
+    masks = g.source(vace2, "control_masks")
+    assert masks["type"] == "ImageToMask" and g.widgets(masks) == {"channel": "red"}
+    keep, make = g.source(g.source(masks, "image"), "image1"), g.source(g.source(masks, "image"), "image2")
+    assert g.widgets(keep)["batch_size"] == overlap and g.widgets(keep)["color"] == 0  # keep: mask 0
+    assert g.widgets(make)["batch_size"] == length - overlap and g.widgets(make)["color"] == 0xFFFFFF  # generate: 1
+    for node in (fill, keep, make):
+        assert (g.widgets(node)["width"], g.widgets(node)["height"]) == (832, 480)
+    # the video: clip 1, then clip 2 after the overlap
+    joined = g.source(g.one("CreateVideo"), "images")
+    assert joined["type"] == "ImageBatch" and g.source(joined, "image1") is decode1
+    rest = g.source(joined, "image2")
+    assert g.source(rest, "image") is decode2
+    assert g.widgets(rest) == {"batch_index": overlap, "length": length - overlap}
+    assert_saves_video(g, 25.0)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# ComfyUI tier: against a live server
+# CI tier: the gallery and the template browser's thumbnails are current with the JSONs
+
+def test_gallery_pictures_are_current():
+    manifest = json.loads((REPO / "docs" / "workflows" / "manifest.json").read_text())
+    assert set(manifest["workflows"]) == {path.name for path in WORKFLOWS}
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for path in WORKFLOWS:
+        assert manifest["workflows"][path.name] == hashlib.sha256(path.read_bytes()).hexdigest(), (
+            f"{path.name} changed after its picture: run scripts/workflow_gallery.py")
+        picture, thumbnail = REPO / "docs" / "workflows" / f"{path.stem}.png", path.with_suffix(".jpg")
+        assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and thumbnail.read_bytes()[:3] == b"\xff\xd8\xff"
+        assert f"docs/workflows/{path.stem}.png" in readme and f"workflows/{path.name}" in readme
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# ComfyUI tier: the recorded lists against the live server, and the schedules computed with ComfyUI's code
 
 @pytest.fixture(scope="session")
 def live_object_info(comfy, tmp_path_factory):
@@ -334,138 +495,62 @@ def live_object_info(comfy, tmp_path_factory):
         yield server.get("/object_info", timeout=60)
 
 
-def widget_inputs(info: dict) -> list:
-    """(name, spec) of every widget input of a node, in the order the frontend lays out widgets_values."""
-    order = info.get("input_order") or {section: list(info["input"].get(section, {})) for section in info["input"]}
-    widgets = []
-    for section in ("required", "optional"):
-        for name in order.get(section, []):
-            spec = info["input"][section][name]
-            if isinstance(spec[0], list) or spec[0] in {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}:
-                widgets.append((name, spec))
-    return widgets
-
-
-def extra_widgets(spec) -> int:
-    """Values a widget input adds after its own: the seed control, an upload button."""
-    options = spec[1] if len(spec) > 1 else {}
-    return int(bool(options.get("control_after_generate"))) + int(
-        any(options.get(key) for key in ("image_upload", "video_upload", "audio_upload", "file_upload")))
-
-
-def frontend_widget_count(info: dict) -> int:
-    return sum(1 + extra_widgets(spec) for _, spec in widget_inputs(info))
-
-
-def required_sockets(info: dict) -> set:
-    widgets = {name for name, _ in widget_inputs(info)}
-    return set(info["input"].get("required", {})) - widgets
-
-
-# File-list combos: the example names are what users download; a test server has other files.
-FILE_COMBOS = {("UNETLoader", "unet_name"), ("VAELoader", "vae_name"), ("CLIPLoader", "clip_name"),
-               ("LoadStandInLoRA", "weights"), ("LoadImage", "image"), ("LoadVideo", "file")}
+def compact(info: dict) -> dict:
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("record_core_nodes", REPO / "scripts" / "record_core_nodes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.compact(info)
 
 
 @pytest.mark.comfyui
-def test_core_node_table_matches_the_server(live_object_info):
-    for node_type, (widgets, sockets) in CORE_NODES.items():
-        assert node_type in live_object_info, f"{node_type} is not a core node of this ComfyUI"
-        info = live_object_info[node_type]
-        assert frontend_widget_count(info) == widgets, node_type
-        assert required_sockets(info) == set(sockets), node_type
+def test_recorded_node_list_matches_the_live_server(live_object_info):
+    from comfyui_standin.tests.support.comfy_boot import comfyui_version
+    import os
+    version = comfyui_version(Path(os.environ["COMFYUI_PATH"]))
+    assert version in wg.VERSIONS, f"ComfyUI {version} has no recorded node list: scripts/record_core_nodes.py"
+    recorded = SPECS[version]
+    used = {node["type"] for path in WORKFLOWS for node in load(path)["nodes"]} - wg.FRONTEND_ONLY
+    for node_type in sorted(used):
+        assert compact(live_object_info[node_type]) == recorded[node_type], node_type
+    core = {name for name in live_object_info if not name.startswith("StandInTest")} - set(wg.pack_nodes())
+    assert core == set(recorded) - set(wg.pack_nodes())
+
+
+def flow_sigmas(shift: float, steps: int):
+    """ComfyUI's sigmas for a Wan model after ModelSamplingSD3(shift) with the simple scheduler."""
+    import comfy.model_sampling
+    import comfy.samplers
+
+    class FlowSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST):
+        pass  # what ModelSamplingSD3 builds
+
+    sampling = FlowSampling()
+    sampling.set_parameters(shift=shift, multiplier=1000)
+    return comfy.samplers.calculate_sigmas(sampling, "simple", steps)
 
 
 @pytest.mark.comfyui
-def test_our_schemas_as_read_match_the_server(live_object_info):
-    for node_type, inputs in SCHEMAS.items():
-        info = live_object_info[node_type]
-        assert [name for name, _ in widget_inputs(info)] == [item["name"] for item in inputs if item["widget"]]
-        assert frontend_widget_count(info) == node_widget_count(inputs), node_type
+def test_wan22_split_is_where_the_official_pipeline_switches_experts(comfy):
+    """The official pipeline moves to the low-noise expert at the first step whose timestep is below 0.875 x 1000."""
+    g = graph("standin_wan22_a14b.json")
+    high = min(g.of_type("KSamplerAdvanced"), key=lambda node: g.widgets(node)["start_at_step"])
+    settings = g.widgets(high)
+    shift = g.widgets(g.model_chain(high)[0])["shift"]
+    sigmas = flow_sigmas(shift, settings["steps"])[:-1]
+    below = [step for step, sigma in enumerate(sigmas.tolist()) if sigma < 0.875]
+    assert below[0] == settings["end_at_step"] == WAN22_SPLIT
+    assert float(sigmas[WAN22_SPLIT - 1]) >= 0.875 > float(sigmas[WAN22_SPLIT])
 
 
 @pytest.mark.comfyui
-@pytest.mark.parametrize("path", WORKFLOWS, ids=[path.name for path in WORKFLOWS])
-def test_workflow_against_the_live_server(live_object_info, path):
-    from comfyui_standin.tests.support.comfyui_server import combo_options
-    for node in load(path)["nodes"]:
-        if node["type"] in FRONTEND_ONLY:
-            continue
-        assert node["type"] in live_object_info, f"{path.name}: unknown node type {node['type']}"
-        info = live_object_info[node["type"]]
-        assert len(node["widgets_values"]) == frontend_widget_count(info), f"{path.name}: {node['type']}"
-        values = iter(node["widgets_values"])
-        for name, spec in widget_inputs(info):
-            value = next(values)
-            if (isinstance(spec[0], list) or spec[0] == "COMBO") and (node["type"], name) not in FILE_COMBOS:
-                assert value in combo_options(spec), f"{path.name}: {node['type']}.{name} = {value!r}"
-            elif spec[0] in ("INT", "FLOAT"):
-                options = spec[1]
-                assert options.get("min", value) <= value <= options.get("max", value), f"{node['type']}.{name}"
-            for _ in range(extra_widgets(spec)):
-                next(values)
-        slots = {output["type"] for output in node["outputs"]}
-        assert slots <= set(info["output"]), f"{path.name}: {node['type']} outputs {slots}"
-        for input_ in node["inputs"]:
-            declared = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
-            assert input_["name"] in declared, f"{path.name}: {node['type']} has no input {input_['name']}"
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# ComfyUI tier, optional: the real frontend (headless Chromium) loads each workflow with its own zod validator
-
-LOAD_IN_FRONTEND = """async (workflow) => {
-    document.querySelectorAll('.p-toast-message').forEach(toast => toast.remove());
-    await window.app.loadGraphData(workflow);
-    await new Promise(resolve => setTimeout(resolve, 500));
-    return {
-        alerts: Array.from(document.querySelectorAll('.p-toast-message')).map(toast => toast.innerText),
-        nodes: window.app.graph._nodes.map(node => ({id: node.id, type: node.type, errors: !!node.has_errors,
-                                                      widgets: (node.widgets || []).map(widget => widget.value)})),
-    };
-}"""
-
-
-@pytest.fixture(scope="session")
-def frontend_page(comfy, tmp_path_factory):
-    import shutil
-    try:
-        from playwright import sync_api
-    except ImportError:
-        pytest.fail("the frontend checks need playwright: scripts/setup_comfyui.sh installs it", pytrace=False)
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.fail("the frontend checks need Chromium: apt-get install chromium (scripts/setup_comfyui.sh)",
-                    pytrace=False)
-    from comfyui_standin.tests.support.comfyui_server import serving
-    with serving(tmp_path_factory) as server, sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1600, "height": 1000})
-        page.goto(server.url, wait_until="load", timeout=90_000)
-        page.wait_for_function("() => !!(window.app && window.app.graph && window.LiteGraph && "
-                               "window.LiteGraph.registered_node_types['ApplyStandInToWanModel'])", timeout=90_000)
-        yield page
-        browser.close()
-
-
-@pytest.mark.comfyui
-def test_frontend_validator_is_watching(frontend_page):
-    """The check below is only as good as its detector: an invalid workflow must raise the frontend's alert."""
-    broken = load(WORKFLOWS[0])
-    broken["id"] = None
-    alerts = frontend_page.evaluate(LOAD_IN_FRONTEND, broken)["alerts"]
-    assert any("zod" in alert for alert in alerts), alerts
-
-
-@pytest.mark.comfyui
-@pytest.mark.parametrize("path", WORKFLOWS, ids=[path.name for path in WORKFLOWS])
-def test_frontend_loads_the_workflow(frontend_page, path):
-    workflow = load(path)
-    loaded = frontend_page.evaluate(LOAD_IN_FRONTEND, workflow)
-    assert not loaded["alerts"], loaded["alerts"]
-    assert len(loaded["nodes"]) == len(workflow["nodes"])
-    by_id = {node["id"]: node for node in loaded["nodes"]}
-    for node in workflow["nodes"]:
-        shown = by_id[node["id"]]
-        assert shown["type"] == node["type"] and not shown["errors"], shown
-        assert shown["widgets"] == node["widgets_values"], f"{node['type']}: the frontend shows {shown['widgets']}"
+def test_four_simple_steps_at_shift_five_are_the_distill_timesteps(comfy):
+    """lightx2v's step distillation samples timesteps 1000, 750, 500, 250 shifted by 5: ComfyUI's simple scheduler at
+    4 steps and the graph's shift gives exactly those."""
+    import torch
+    g = graph("standin_wan21_fast_lightx2v.json")
+    sampler = g.one("KSampler")
+    shift = g.widgets(g.model_chain(sampler)[0])["shift"]
+    sigmas = flow_sigmas(shift, g.widgets(sampler)["steps"])
+    t = torch.tensor([1.0, 0.75, 0.5, 0.25])
+    assert torch.allclose(sigmas[:-1], shift * t / (1 + (shift - 1) * t), atol=1e-4) and float(sigmas[-1]) == 0.0

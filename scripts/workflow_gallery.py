@@ -1,0 +1,68 @@
+"""Screenshots of every workflow in workflows/ as the real frontend draws it: the README gallery and the thumbnails.
+
+    PYTHONPATH=/path/to/ComfyUI COMFYUI_PATH=/path/to/ComfyUI .venv/bin/python scripts/workflow_gallery.py
+
+Starts that ComfyUI (the test harness's server, this pack linked in) with the newest frontend that
+scripts/setup_comfyui.sh installed (``.venv/frontends/newest``), loads each workflow in headless Chromium and writes
+``docs/workflows/<name>.png`` (the whole graph) and ``workflows/<name>.jpg`` (the thumbnail ComfyUI's template browser
+shows for a custom pack's workflow: ``/api/workflow_templates/<pack>/<name>.jpg``). ``docs/workflows/manifest.json``
+records the SHA-256 of each JSON the pictures show; a CI test fails when a workflow changed after its picture.
+"""
+import hashlib
+import itertools
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs" / "workflows"
+THUMBNAIL = (480, 300)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def main() -> None:
+    from comfyui_standin.tests.support.comfy_boot import import_comfyui
+    root = import_comfyui(os.environ["COMFYUI_PATH"])
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    from comfyui_standin.tests.support import comfyui_server, frontend
+
+    class Factory:  # what the harness needs of pytest's tmp_path_factory
+        counter = itertools.count()
+
+        def mktemp(self, name):
+            return Path(tempfile.mkdtemp(prefix=f"{name}{next(self.counter)}_"))
+
+    folder = frontend.frontend_folder("newest", root)
+    version = frontend.installed_version(folder)
+    manifest = {"frontend": version, "workflows": {}}
+    with comfyui_server.own_server(Factory(), "--front-end-root", str(frontend.static_root(folder))) as server, \
+            sync_playwright() as playwright:
+        workflows = [json.loads(path.read_text(encoding="utf-8")) for path in sorted((REPO / "workflows").glob("*.json"))]
+        frontend.provide_files(server.base, workflows)  # so no node is red for a file this machine lacks
+        frontend.quiet_user_settings(server.base)
+        browser = playwright.chromium.launch(executable_path=frontend.chromium_path(), args=["--no-sandbox"])
+        page = frontend.open_page(browser, server.url, viewport=(1920, 1080))
+        for path in sorted((REPO / "workflows").glob("*.json")):
+            loaded = frontend.load_workflow(page, json.loads(path.read_text(encoding="utf-8")))
+            bad = [node for node in loaded["nodes"] if not node["known"] or node["errors"]]
+            if loaded["alerts"] or bad or frontend.missing_node_dialogs(loaded):
+                sys.exit(f"{path.name}: the frontend complains: {loaded['alerts']} {bad} {loaded['dialogs']}")
+            picture = DOCS / f"{path.stem}.png"
+            frontend.screenshot(page, picture)
+            with Image.open(picture) as image:
+                image.convert("RGB").resize(THUMBNAIL, Image.LANCZOS).save(path.with_suffix(".jpg"), quality=88)
+            manifest["workflows"][path.name] = sha256(path)
+            print(f"{path.name}: {picture.relative_to(REPO)}, {path.with_suffix('.jpg').relative_to(REPO)}")
+        browser.close()
+    (DOCS / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

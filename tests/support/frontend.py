@@ -1,0 +1,143 @@
+"""The real ComfyUI frontend (comfyui-frontend-package) in headless Chromium, for the workflow checks and the gallery.
+
+Which frontends: ``scripts/setup_comfyui.sh`` installs, outside site-packages, the frontend a ComfyUI tree pins (its
+requirements.txt) into ``.venv/frontends/<version>`` and the newest release on the package registry into
+``.venv/frontends/newest``; a server serves one of them with ``--front-end-root``.
+``load_workflow`` loads a workflow the way a drag-and-drop does (``app.loadGraphData``, which runs the frontend's own
+zod schema check) and reports what a user would see: toasts, dialogs, nodes the frontend does not know or marks red,
+the widget values it shows, and console errors.
+"""
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+FRONTENDS = REPO / ".venv" / "frontends"
+
+LOAD = """async (workflow) => {
+    document.querySelectorAll('.p-toast-message').forEach(toast => toast.remove());
+    document.querySelectorAll('.p-dialog-mask').forEach(mask => mask.remove());
+    window.__consoleErrors = [];
+    await window.app.loadGraphData(workflow);
+    await new Promise(resolve => setTimeout(resolve, 800));
+    const registered = window.LiteGraph.registered_node_types;
+    return {
+        alerts: Array.from(document.querySelectorAll('.p-toast-message')).map(toast => toast.innerText),
+        dialogs: Array.from(document.querySelectorAll('.p-dialog')).map(dialog => dialog.innerText),
+        nodes: window.app.graph._nodes.map(node => ({
+            id: node.id, type: node.type, known: !!registered[node.type], errors: !!node.has_errors,
+            widgets: (node.widgets || []).filter(w => w.serialize !== false).map(widget => widget.value)})),
+    };
+}"""
+
+def pinned_version(comfyui_root: Path) -> str:
+    """The comfyui-frontend-package version a ComfyUI tree's requirements.txt pins."""
+    found = re.search(r"^comfyui-frontend-package==(\S+)", (comfyui_root / "requirements.txt").read_text(), re.M)
+    assert found, f"{comfyui_root}/requirements.txt pins no comfyui-frontend-package"
+    return found.group(1)
+
+
+def installed_version(folder: Path) -> str:
+    (info,) = folder.glob("comfyui_frontend_package-*.dist-info")
+    return info.name[len("comfyui_frontend_package-"):-len(".dist-info")]
+
+
+def frontend_folder(which: str, comfyui_root: Path) -> Path:
+    """``.venv/frontends/<pinned version>`` or ``.venv/frontends/newest``; a missing one fails with the fix."""
+    folder = FRONTENDS / (pinned_version(comfyui_root) if which == "pinned" else "newest")
+    if not (folder / "comfyui_frontend_package" / "static" / "index.html").is_file():
+        pytest.fail(f"no frontend in {folder}: run scripts/setup_comfyui.sh {comfyui_root}", pytrace=False)
+    return folder
+
+
+def static_root(folder: Path) -> Path:
+    return folder / "comfyui_frontend_package" / "static"
+
+
+def chromium_path() -> str:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.fail("the frontend checks need Chromium: apt-get install chromium (scripts/setup_comfyui.sh)",
+                    pytrace=False)
+    return chromium
+
+
+QUIET_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False,
+                  "LiteGraph.Canvas.LowQualityRenderingZoomThreshold": 0.1, "LiteGraph.Canvas.MinFontSizeForLOD": 0}
+
+
+def quiet_user_settings(base: Path) -> None:
+    """A returning user's settings in a server's base directory: no first-run template browser over the canvas
+    (newer frontends open it for a new user), no minimap, and text drawn at any zoom in the pictures."""
+    settings = base / "user" / "default" / "comfy.settings.json"
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_text(json.dumps(QUIET_SETTINGS))
+
+
+def open_page(browser, url: str, viewport=(1600, 1000)):
+    """A page on the server's frontend, ready when our nodes are registered; console errors are kept in
+    ``page.console_errors`` (a list that ``load_workflow`` empties first)."""
+    page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+    errors = []
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
+    page.goto(url, wait_until="load", timeout=90_000)
+    page.wait_for_function("() => !!(window.app && window.app.graph && window.LiteGraph && "
+                           "window.LiteGraph.registered_node_types['ApplyStandInToWanModel'])", timeout=90_000)
+    page.wait_for_timeout(1500)  # let the first (empty/default) graph settle before anything is measured
+    page.console_errors = errors
+    return page
+
+
+def load_workflow(page, workflow: dict) -> dict:
+    page.console_errors.clear()
+    loaded = page.evaluate(LOAD, workflow)
+    loaded["console_errors"] = list(page.console_errors)
+    return loaded
+
+
+def files_named_in(workflow: dict) -> dict:
+    """Every file a workflow names: {path under the server's base directory: kind}, from the loaders'
+    ``properties.models`` and the widgets that pick a model or an input file."""
+    files = {}
+    for node in workflow["nodes"]:
+        for item in node.get("properties", {}).get("models", []):
+            files[f"models/{item['directory']}/{item['name']}"] = "model"
+        kind = {"LoadImage": "image", "LoadVideo": "video"}.get(node["type"])
+        if kind:
+            files[f"input/{node['widgets_values'][0]}"] = kind
+    return files
+
+
+def provide_files(base: Path, workflows: list) -> None:
+    """Puts a file under every name the workflows use into a server's base directory: empty model files (the
+    frontend only sees names), real pictures (the bundled astronaut photo; the cat for a subject) and a real clip."""
+    from skimage import data
+    from PIL import Image
+    for workflow in workflows:
+        for name, kind in files_named_in(workflow).items():
+            path = base / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if kind == "model":
+                path.write_bytes(b"")
+            elif kind == "image":
+                Image.fromarray(data.chelsea() if "subject" in path.name else data.astronaut()).save(path, "PNG")
+            else:
+                shutil.copy(REPO / "tests" / "data" / "short_hamilton_clip.mp4", path)
+
+
+def missing_node_dialogs(loaded: dict) -> list:
+    return [text for text in loaded["dialogs"] if re.search(r"missing.{0,40}node|node.{0,40}(missing|not found)",
+                                                             text, re.I | re.S)]
+
+
+def screenshot(page, path: Path) -> None:
+    """The whole graph fitted into the canvas, written as a PNG."""
+    page.keyboard.press("Escape")
+    page.evaluate("() => document.querySelectorAll('.p-dialog-mask, .p-toast-message').forEach(e => e.remove())")
+    page.wait_for_timeout(400)  # (the view is the workflow's own: extra.ds, set by scripts/build_workflows.py)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.locator("#graph-canvas").screenshot(path=str(path))

@@ -1,0 +1,125 @@
+"""Reading the shipped UI workflows (format 0.4) against node specs in /object_info form: the recorded core-node lists
+(tests/data/comfyui_nodes/<version>.json, written by scripts/record_core_nodes.py) or a live server's.
+
+``to_api`` turns a UI workflow into the API prompt the frontend would queue (widgets by name in the frontend's order,
+links followed through bypassed nodes, notes and muted/bypassed nodes left out), so the executor runs what the JSON
+says. No ComfyUI import here.
+"""
+import json
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "comfyui_nodes"
+VERSIONS = ("0.8.0", "0.3.64")  # the supported ComfyUI versions, one recorded list each
+FRONTEND_ONLY = {"Note", "MarkdownNote"}  # drawn by the frontend, never sent to the server
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+SEED_CONTROLS = {"fixed", "increment", "decrement", "randomize"}
+BYPASS, MUTED = 4, 2
+
+
+def recorded(version: str) -> dict:
+    """Core nodes of one ComfyUI version plus this pack's nodes, by node type."""
+    core = json.loads((DATA / f"{version}.json").read_text(encoding="utf-8"))
+    assert core["comfyui_version"] == version
+    return {**core["nodes"], **pack_nodes()}
+
+
+def pack_nodes() -> dict:
+    return json.loads((DATA / "pack.json").read_text(encoding="utf-8"))["nodes"]
+
+
+def input_order(spec: dict) -> dict:
+    return spec.get("input_order") or {section: list(spec["input"].get(section, {})) for section in spec["input"]}
+
+
+def widget_inputs(spec: dict) -> list:
+    """(name, spec) of every widget input, in the order the frontend lays out widgets_values."""
+    order = input_order(spec)
+    widgets = []
+    for section in ("required", "optional"):
+        for name in order.get(section, []):
+            item = spec["input"][section][name]
+            if isinstance(item[0], list) or item[0] in WIDGET_TYPES:
+                widgets.append((name, item))
+    return widgets
+
+
+def options_of(item) -> dict:
+    return item[1] if len(item) > 1 and isinstance(item[1], dict) else {}
+
+
+def combo_choices(item):
+    """The choices of a COMBO input in either form ([choices, opts] or ["COMBO", {"options": ..}]); None if not one."""
+    if isinstance(item[0], list):
+        return item[0]
+    if item[0] == "COMBO":
+        return options_of(item).get("options", [])
+    return None
+
+
+def extra_widgets(item) -> int:
+    """Values a widget input adds after its own: the seed control, an upload button."""
+    options = options_of(item)
+    return int(bool(options.get("control_after_generate"))) + int(
+        any(options.get(key) for key in ("image_upload", "video_upload", "audio_upload", "file_upload")))
+
+
+def widget_count(spec: dict) -> int:
+    return sum(1 + extra_widgets(item) for _, item in widget_inputs(spec))
+
+
+def socket_inputs(spec: dict) -> dict:
+    """name -> type of every input that is not a widget (required and optional)."""
+    widgets = {name for name, _ in widget_inputs(spec)}
+    return {name: item[0] for section in ("required", "optional")
+            for name, item in spec["input"].get(section, {}).items() if name not in widgets}
+
+
+def required_sockets(spec: dict) -> set:
+    widgets = {name for name, _ in widget_inputs(spec)}
+    return set(spec["input"].get("required", {})) - widgets
+
+
+def declared_type(spec: dict, name: str):
+    for section in ("required", "optional"):
+        if name in spec["input"].get(section, {}):
+            item = spec["input"][section][name]
+            return "COMBO" if isinstance(item[0], list) else item[0]
+    return None
+
+
+def named_widgets(node: dict, spec: dict) -> dict:
+    """{widget name: value} of a UI node (extra values such as the seed control dropped)."""
+    values = iter(node["widgets_values"])
+    named = {}
+    for name, item in widget_inputs(spec):
+        named[name] = next(values)
+        for _ in range(extra_widgets(item)):
+            next(values)
+    return named
+
+
+def to_api(workflow: dict, specs: dict) -> dict:
+    """The API prompt a UI workflow queues: {node id: {"class_type", "inputs"}}."""
+    nodes = {node["id"]: node for node in workflow["nodes"]}
+    links = {link[0]: link for link in workflow["links"]}
+
+    def source(link_id):
+        _, origin, slot, _, _, kind = links[link_id]
+        node = nodes[origin]
+        if node["mode"] == BYPASS:  # the frontend passes a bypassed node's input of the same type through
+            for input_ in node["inputs"]:
+                if input_["type"] == kind and input_["link"] is not None:
+                    return source(input_["link"])
+            raise ValueError(f"bypassed node {origin} ({node['type']}) has no {kind} input to pass through")
+        return [str(origin), slot]
+
+    prompt = {}
+    for node in nodes.values():
+        if node["type"] in FRONTEND_ONLY or node["mode"] in (BYPASS, MUTED):
+            continue
+        inputs = named_widgets(node, specs[node["type"]])
+        for input_ in node["inputs"]:
+            if input_["link"] is not None:
+                inputs[input_["name"]] = source(input_["link"])
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return prompt
