@@ -165,3 +165,54 @@ def test_execution_cache_reruns_what_changed_and_reuses_the_rest(server):
         results.append(result)
     assert torch.equal(results[-1], results[0])
     assert all(not torch.equal(a, b) for a, b in zip(results, results[1:]))
+
+
+def experts_graph(high_file, low_file) -> dict:
+    """Wan2.2 A14B in one graph: one loaded model, Stand-In applied twice with two files (the high- and low-noise
+    experts' stand-ins), two KSamplerAdvanced (steps 0-2, then 2-4)."""
+    graph = server_graph(prefix="experts")
+    for name in ("lora", "cache", "sample"):
+        del graph[name]
+    graph["weights_low"] = {"class_type": "LoadStandInLoRA", "inputs": {"weights": low_file}}
+    graph["weights"]["inputs"]["weights"] = high_file
+    graph["apply_low"] = {"class_type": "ApplyStandInToWanModel",
+                          "inputs": {**graph["apply"]["inputs"], "standin": ["weights_low", 0]}}
+    common = {"noise_seed": 0, "steps": 4, "cfg": 3.0, "sampler_name": "euler", "scheduler": "simple",
+              "positive": ["cond", 0], "negative": ["uncond", 0]}
+    graph["high"] = {"class_type": "KSamplerAdvanced", "inputs": {
+        **common, "model": ["apply", 0], "add_noise": "enable", "latent_image": ["video", 0], "start_at_step": 0,
+        "end_at_step": 2, "return_with_leftover_noise": "enable"}}
+    graph["low"] = {"class_type": "KSamplerAdvanced", "inputs": {
+        **common, "model": ["apply_low", 0], "add_noise": "disable", "latent_image": ["high", 0], "start_at_step": 2,
+        "end_at_step": 10000, "return_with_leftover_noise": "disable"}}
+    graph["save"]["inputs"]["samples"] = ["low", 0]
+    return graph
+
+
+def test_two_standin_experts_in_one_server_graph(server):
+    """The same through the real server, in ONE graph: equal to the two stages on fresh models with the cache off in
+    this process; with the files swapped, the result equals the swapped oracle and differs."""
+    import nodes
+    from comfyui_standin.standin_core import standin_weights_from_state_dict
+    files = server_files(server)
+    reference = torch.randn(1, 16, 1, 6, 6, generator=torch.Generator().manual_seed(42))
+    positive, negative = [[conds(1)[0], {}]], [[conds(2)[0], {}]]
+
+    def oracle(high_file, low_file):
+        def fresh(name):
+            weights = standin_weights_from_state_dict(dict(files[name]), source="fresh")
+            return standin(load_model(files["model"]), weights, reference.clone(), mode="off")
+        sampler, common = nodes.KSamplerAdvanced(), (0, 4, 3.0, "euler", "simple", positive, negative)
+        with torch.inference_mode():
+            mid = sampler.sample(fresh(high_file), "enable", *common, {"samples": torch.zeros(1, 16, 2, 6, 8)}, 0, 2,
+                                 "enable")[0]
+            return sampler.sample(fresh(low_file), "disable", *common, mid, 2, 10000, "disable")[0]["samples"]
+
+    results = []
+    for high_file, low_file in ((STANDIN_CKPT, STANDIN_OTHER), (STANDIN_OTHER, STANDIN_CKPT)):
+        graph = experts_graph(high_file, low_file)
+        entry = server.run(graph)
+        assert "high" in executed_nodes(server, entry, graph)
+        results.append(saved_latent(server, entry))
+        assert (results[-1] - oracle(high_file, low_file)).abs().max().item() <= MATCH, (high_file, low_file)
+    assert not torch.equal(*results)
