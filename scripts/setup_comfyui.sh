@@ -2,7 +2,8 @@
 # Add what the comfyui test tier needs for one ComfyUI tree to .venv (after scripts/setup.sh):
 # the tree's own Python requirements (torch/torchvision/torchaudio held at the pair setup.sh installed), requests
 # (the server tests and ComfyUI v0.8.0's startup), playwright (drives the real frontend) and Debian's chromium
-# (installed with apt-get when it is missing; needs root).
+# (installed with apt-get when it is missing; needs root), and two frontend packages for the workflow checks in
+# .venv/frontends/ (the one the tree pins, and the newest release).
 #   usage: scripts/setup_comfyui.sh [--no-browser] /path/to/ComfyUI     (--no-browser: skip playwright/chromium)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,4 +23,14 @@ if ! command -v chromium >/dev/null 2>&1; then
     exit 1
   fi
 fi
+# The frontends the workflow checks serve with --front-end-root (outside site-packages, so the tree's own pin is
+# untouched): the one this tree pins, and the newest release on the package registry (what a new user gets).
+pinned=$(sed -n 's/^comfyui-frontend-package==\([^ ;]*\).*/\1/p' "$tree/requirements.txt")
+if [ -n "$pinned" ] && [ ! -f ".venv/frontends/$pinned/comfyui_frontend_package/static/index.html" ]; then
+  .venv/bin/python -m pip install -q --no-deps --target ".venv/frontends/$pinned" "comfyui-frontend-package==$pinned"
+fi
+rm -rf .venv/frontends/newest.tmp
+.venv/bin/python -m pip install -q --no-deps --target .venv/frontends/newest.tmp comfyui-frontend-package
+rm -rf .venv/frontends/newest && mv .venv/frontends/newest.tmp .venv/frontends/newest
+echo "frontends: pinned ${pinned:-none}, newest $(ls .venv/frontends/newest | sed -n 's/^comfyui_frontend_package-\(.*\)\.dist-info$/\1/p')"
 echo "comfyui tier ready for $tree"

@@ -280,7 +280,7 @@ def templates_shim(comfy_root: Path, base: Path) -> dict:
 _RUNNING = {"server": None, "process": None, "users": 0}
 
 
-def _start(tmp_path_factory) -> tuple:
+def _start(tmp_path_factory, extra_args=()) -> tuple:
     import requests
     comfy_root = Path(os.environ["COMFYUI_PATH"]).resolve()
     base = tmp_path_factory.mktemp("comfyui_base")
@@ -296,7 +296,7 @@ def _start(tmp_path_factory) -> tuple:
     port = free_port()
     log_path = base / "server.log"
     command = [sys.executable, str(comfy_root / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-               "--base-directory", str(base), "--use-pytorch-cross-attention", "--disable-auto-launch"]
+               "--base-directory", str(base), "--use-pytorch-cross-attention", "--disable-auto-launch", *extra_args]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=str(comfy_root), stdout=log, stderr=subprocess.STDOUT,
                                    env=templates_shim(comfy_root, base))
@@ -340,6 +340,17 @@ def serving(tmp_path_factory):
         if _RUNNING["users"] == 0:
             _stop(_RUNNING["process"])
             _RUNNING["server"] = _RUNNING["process"] = None
+
+
+@contextlib.contextmanager
+def own_server(tmp_path_factory, *extra_args):
+    """A server of its own (not the session's), started with more command-line arguments (e.g. ``--front-end-root``
+    for another frontend); stopped on exit."""
+    server, process = _start(tmp_path_factory, extra_args)
+    try:
+        yield server
+    finally:
+        _stop(process)
 
 
 def combo_options(spec) -> list:

@@ -17,21 +17,25 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 FRONTENDS = REPO / ".venv" / "frontends"
 
+# toasts: PrimeVue's (the frontends ComfyUI v0.3.64/v0.8.0 pin) and the newer reka-ui list (1.5x)
+TOAST_SELECTOR = '.p-toast-message, [data-testid="toast"]'
 LOAD = """async (workflow) => {
-    document.querySelectorAll('.p-toast-message').forEach(toast => toast.remove());
-    document.querySelectorAll('.p-dialog-mask').forEach(mask => mask.remove());
+    const TOASTS = '%s';
+    document.querySelectorAll(TOASTS).forEach(toast => toast.remove());
+    const DIALOGS = '.p-dialog, [data-testid="error-overlay"]';  // 1.58 reports missing nodes in an overlay
+    document.querySelectorAll('.p-dialog-mask, [data-testid="error-overlay"]').forEach(mask => mask.remove());
     window.__consoleErrors = [];
     await window.app.loadGraphData(workflow);
     await new Promise(resolve => setTimeout(resolve, 800));
     const registered = window.LiteGraph.registered_node_types;
     return {
-        alerts: Array.from(document.querySelectorAll('.p-toast-message')).map(toast => toast.innerText),
-        dialogs: Array.from(document.querySelectorAll('.p-dialog')).map(dialog => dialog.innerText),
+        alerts: Array.from(document.querySelectorAll(TOASTS)).map(toast => toast.innerText).filter(text => text.trim()),
+        dialogs: Array.from(document.querySelectorAll(DIALOGS)).map(dialog => dialog.innerText),
         nodes: window.app.graph._nodes.map(node => ({
             id: node.id, type: node.type, known: !!registered[node.type], errors: !!node.has_errors,
             widgets: (node.widgets || []).filter(w => w.serialize !== false).map(widget => widget.value)})),
     };
-}"""
+}""" % TOAST_SELECTOR
 
 def pinned_version(comfyui_root: Path) -> str:
     """The comfyui-frontend-package version a ComfyUI tree's requirements.txt pins."""
@@ -65,13 +69,14 @@ def chromium_path() -> str:
     return chromium
 
 
-QUIET_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False,
+QUIET_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False, "Comfy.Validation.Workflows": True,
                   "LiteGraph.Canvas.LowQualityRenderingZoomThreshold": 0.1, "LiteGraph.Canvas.MinFontSizeForLOD": 0}
 
 
 def quiet_user_settings(base: Path) -> None:
-    """A returning user's settings in a server's base directory: no first-run template browser over the canvas
-    (newer frontends open it for a new user), no minimap, and text drawn at any zoom in the pictures."""
+    """A returning user's settings in a server's base directory: the frontend's zod check of every loaded workflow
+    on (newer frontends default it off), no first-run template browser over the canvas (newer frontends open it for
+    a new user), no minimap, and text drawn at any zoom in the pictures."""
     settings = base / "user" / "default" / "comfy.settings.json"
     settings.parent.mkdir(parents=True, exist_ok=True)
     settings.write_text(json.dumps(QUIET_SETTINGS))
@@ -81,21 +86,35 @@ def open_page(browser, url: str, viewport=(1600, 1000)):
     """A page on the server's frontend, ready when our nodes are registered; console errors are kept in
     ``page.console_errors`` (a list that ``load_workflow`` empties first)."""
     page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
-    errors = []
-    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    errors, offline = [], []
+
+    def on_console(message):
+        if message.type != "error":
+            return
+        url = (message.location or {}).get("url", "")
+        if message.text.startswith("Failed to load resource: net::ERR_NAME_NOT_RESOLVED") and not url.startswith(
+                url_base):
+            offline.append(url)  # a download link the frontend looked up: this machine has no internet
+        else:
+            errors.append(message.text)
+
+    url_base = url.rstrip("/")
+    page.on("console", on_console)
     page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
     page.goto(url, wait_until="load", timeout=90_000)
     page.wait_for_function("() => !!(window.app && window.app.graph && window.LiteGraph && "
                            "window.LiteGraph.registered_node_types['ApplyStandInToWanModel'])", timeout=90_000)
     page.wait_for_timeout(1500)  # let the first (empty/default) graph settle before anything is measured
-    page.console_errors = errors
+    page.console_errors, page.offline_lookups = errors, offline
     return page
 
 
 def load_workflow(page, workflow: dict) -> dict:
     page.console_errors.clear()
+    page.offline_lookups.clear()
     loaded = page.evaluate(LOAD, workflow)
     loaded["console_errors"] = list(page.console_errors)
+    loaded["offline_lookups"] = list(page.offline_lookups)
     return loaded
 
 
@@ -137,7 +156,7 @@ def missing_node_dialogs(loaded: dict) -> list:
 def screenshot(page, path: Path) -> None:
     """The whole graph fitted into the canvas, written as a PNG."""
     page.keyboard.press("Escape")
-    page.evaluate("() => document.querySelectorAll('.p-dialog-mask, .p-toast-message').forEach(e => e.remove())")
+    page.evaluate("() => document.querySelectorAll('.p-dialog-mask, %s').forEach(e => e.remove())" % TOAST_SELECTOR)
     page.wait_for_timeout(400)  # (the view is the workflow's own: extra.ds, set by scripts/build_workflows.py)
     path.parent.mkdir(parents=True, exist_ok=True)
     page.locator("#graph-canvas").screenshot(path=str(path))
