@@ -42,7 +42,7 @@ WRONG_WIDTH_LORA = "loras/tiny_standin_dim128.safetensors"
 STANDIN_OTHER = "tiny_standin_seed7.safetensors"  # another Stand-In file of the right shape (other values)
 STYLE_LORA = "tiny_style_lora.safetensors"  # a style LoRA for LoraLoaderModelOnly (tiny_models.style_lora)
 START_TIMEOUT_S = 120
-PROMPT_TIMEOUT_S = 120
+PROMPT_TIMEOUT_S = 360  # the face-swap graph (real detector, tiny real VAE) takes ~110 s on 2 busy cores
 
 # TEST-ONLY nodes written into the server's custom_nodes folder (scaffolding, not part of the pack).
 TEST_HELPERS = '''
