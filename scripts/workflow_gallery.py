@@ -44,7 +44,8 @@ def main() -> None:
     manifest = {"frontend": version, "workflows": {}}
     with comfyui_server.own_server(Factory(), "--front-end-root", str(frontend.static_root(folder))) as server, \
             sync_playwright() as playwright:
-        workflows = [json.loads(path.read_text(encoding="utf-8")) for path in sorted((REPO / "workflows").glob("*.json"))]
+        paths = sorted((REPO / "workflows").glob("*.json"))
+        workflows = [json.loads(path.read_text(encoding="utf-8")) for path in paths]
         frontend.provide_files(server.base, workflows)  # so no node is red for a file this machine lacks
         frontend.quiet_user_settings(server.base)
         browser = playwright.chromium.launch(executable_path=frontend.chromium_path(), args=["--no-sandbox"])

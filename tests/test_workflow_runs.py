@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 
 from comfyui_standin.tests.support import frontend, workflow_graph as wg
-from comfyui_standin.tests.support.comfyui_server import (STANDIN_CKPT, STANDIN_SAFETENSORS, SWAP_PHOTO, SWAP_VIDEO,
-                                                         VAE_FILE, WAN_FILE, own_server, serving)
+from comfyui_standin.tests.support.comfyui_server import (PACK_FOLDER, STANDIN_CKPT, STANDIN_SAFETENSORS, SWAP_PHOTO,
+                                                         SWAP_VIDEO, VAE_FILE, WAN_FILE, own_server, serving)
 
 pytestmark = pytest.mark.comfyui
 REPO = Path(__file__).resolve().parents[1]
@@ -170,6 +170,18 @@ def test_a_wrong_link_or_widget_in_a_workflow_fails_the_run(server):
         assert str(node["id"]) in errors, response.text
         if response.status_code == 200:
             server.wait(response.json()["prompt_id"])  # (what still runs: the reference preview)
+
+
+def test_template_browser_lists_each_workflow_and_serves_its_thumbnail(server):
+    """ComfyUI lists a pack's workflows/ folder at /workflow_templates (names without .json) and serves the folder at
+    /api/workflow_templates/<pack>/; the frontend's template browser shows <name>.jpg from there as the thumbnail."""
+    import requests
+    assert sorted(server.get("/workflow_templates")[PACK_FOLDER]) == sorted(path.stem for path in WORKFLOWS)
+    for path in WORKFLOWS:
+        for suffix in (".json", ".jpg"):
+            url = f"{server.url}/api/workflow_templates/{PACK_FOLDER}/{path.stem}{suffix}"
+            response = requests.get(url, timeout=30)
+            assert response.status_code == 200 and response.content == path.with_suffix(suffix).read_bytes(), path
 
 
 # ---------------------------------------------------------------------------------------------------------------------
