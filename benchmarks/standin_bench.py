@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from comfyui_standin.standin_core.attention import JointKVBuffers, sdpa_attention
-from comfyui_standin.standin_core.cache import CacheKey, ReferenceKVCache, tensor_fingerprint
+from comfyui_standin.standin_core.cache import CacheKey, tensor_fingerprint
 from comfyui_standin.standin_core.cache import format_bytes as fmt_bytes
 from comfyui_standin.standin_core.positions import rope_rotations, video_positions
 from comfyui_standin.standin_core.reference import reference_branch, video_self_attention

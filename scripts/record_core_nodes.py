@@ -8,7 +8,6 @@ that is neither this pack's nor the harness's test-only nodes, with its inputs (
 file-list combos emptied, as they list the test's files), input order and outputs. Also writes this pack's own nodes to
 ``tests/data/comfyui_nodes/pack.json`` (the same shape) for ``scripts/build_workflows.py``.
 """
-import itertools
 import json
 import os
 import sys
@@ -55,14 +54,7 @@ def main() -> None:
     root = import_comfyui(os.environ["COMFYUI_PATH"])
     from comfyui_standin.tests.support import comfyui_server
 
-    class Factory:  # what the harness needs of pytest's tmp_path_factory
-        counter = itertools.count()
-
-        def mktemp(self, name):
-            import tempfile
-            return Path(tempfile.mkdtemp(prefix=f"{name}{next(self.counter)}_"))
-
-    server, process = comfyui_server._start(Factory())
+    server, process = comfyui_server._start(comfyui_server.TempDirs())
     try:
         info = server.get("/object_info", timeout=120)
     finally:

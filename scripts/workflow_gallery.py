@@ -9,11 +9,9 @@ shows for a custom pack's workflow: ``/api/workflow_templates/<pack>/<name>.jpg`
 records the SHA-256 of each JSON the pictures show; a CI test fails when a workflow changed after its picture.
 """
 import hashlib
-import itertools
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,16 +31,11 @@ def main() -> None:
 
     from comfyui_standin.tests.support import comfyui_server, frontend
 
-    class Factory:  # what the harness needs of pytest's tmp_path_factory
-        counter = itertools.count()
-
-        def mktemp(self, name):
-            return Path(tempfile.mkdtemp(prefix=f"{name}{next(self.counter)}_"))
-
     folder = frontend.frontend_folder("newest", root)
     version = frontend.installed_version(folder)
     manifest = {"frontend": version, "workflows": {}}
-    with comfyui_server.own_server(Factory(), "--front-end-root", str(frontend.static_root(folder))) as server, \
+    front_end = str(frontend.static_root(folder))
+    with comfyui_server.own_server(comfyui_server.TempDirs(), "--front-end-root", front_end) as server, \
             sync_playwright() as playwright:
         paths = sorted((REPO / "workflows").glob("*.json"))
         workflows = [json.loads(path.read_text(encoding="utf-8")) for path in paths]

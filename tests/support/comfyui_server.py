@@ -10,10 +10,12 @@ One server serves the whole pytest session; it is stopped when the last user rel
 import atexit
 import contextlib
 import importlib.util
+import itertools
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -278,6 +280,17 @@ def templates_shim(comfy_root: Path, base: Path) -> dict:
 
 
 _RUNNING = {"server": None, "process": None, "users": 0}
+
+
+class TempDirs:
+    """What the harness needs of pytest's ``tmp_path_factory`` (``mktemp``), for the scripts that start a server
+    outside pytest."""
+
+    def __init__(self):
+        self.counter = itertools.count()
+
+    def mktemp(self, name: str) -> Path:
+        return Path(tempfile.mkdtemp(prefix=f"{name}{next(self.counter)}_"))
 
 
 def _start(tmp_path_factory, extra_args=()) -> tuple:
