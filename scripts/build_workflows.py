@@ -546,6 +546,29 @@ Stand-In goes on after the LoRA (the order does not change the result). Identity
     return g
 
 
+def vace_clip(g, x, number, model, positive, negative, vae, control=None):
+    """One clip of the chained graph: WanVaceToVideo (with control frames and masks, if given), its KSampler at the
+    official settings, and the decoded frames (returned)."""
+    vace = g.node("WanVaceToVideo", (x, 0), title=f"Clip {number}", width=832, height=480, length=81, strength=1.0)
+    g.link(positive, "CONDITIONING", vace, "positive")
+    g.link(negative, "CONDITIONING", vace, "negative")
+    g.link(vae, "VAE", vace, "vae")
+    if control is not None:
+        frames, masks = control
+        g.link(frames, "IMAGE", vace, "control_video")
+        g.link(masks, "MASK", vace, "control_masks")
+    sample = g.node("KSampler", (x, 360), title=f"Clip {number} sampler", seed=0, steps=20, cfg=5.0,
+                    sampler_name="euler", scheduler="simple")
+    g.link(model, "MODEL", sample, "model")
+    g.link(vace, "positive", sample, "positive")
+    g.link(vace, "negative", sample, "negative")
+    g.link(vace, "latent", sample, "latent_image")
+    decode = g.node("VAEDecode", (x, 700), title=f"Clip {number} frames")
+    g.link(sample, "LATENT", decode, "samples")
+    g.link(vae, "VAE", decode, "vae")
+    return decode
+
+
 def wan21_two_clips():
     g = Graph('standin_wan21_two_clips')
     unet, clip, vae = loaders(g, 0, 0, WAN21_VACE)
@@ -558,19 +581,7 @@ def wan21_two_clips():
         "her."))
     g.link(clip, "CLIP", positive2, "clip")
     # clip 1: VACE with no control = plain text-to-video on the VACE model
-    vace1 = g.node("WanVaceToVideo", (1600, 0), title="Clip 1", width=832, height=480, length=81, strength=1.0)
-    g.link(positive, "CONDITIONING", vace1, "positive")
-    g.link(negative, "CONDITIONING", vace1, "negative")
-    g.link(vae, "VAE", vace1, "vae")
-    sample1 = g.node("KSampler", (1600, 360), title="Clip 1 sampler", seed=0, steps=20, cfg=5.0,
-                     sampler_name="euler", scheduler="simple")
-    g.link(model, "MODEL", sample1, "model")
-    g.link(vace1, "positive", sample1, "positive")
-    g.link(vace1, "negative", sample1, "negative")
-    g.link(vace1, "latent", sample1, "latent_image")
-    decode1 = g.node("VAEDecode", (1600, 700), title="Clip 1 frames")
-    g.link(sample1, "LATENT", decode1, "samples")
-    g.link(vae, "VAE", decode1, "vae")
+    decode1 = vace_clip(g, 1600, 1, model, positive, negative, vae)
     # clip 2's control: the last 16 frames of clip 1 (kept: mask 0), then grey frames to generate (mask 1)
     tail = g.node("ImageFromBatch", (2060, 0), title="Last 16 frames of clip 1", batch_index=65, length=16)
     g.link(decode1, "IMAGE", tail, "image")
@@ -588,21 +599,7 @@ def wan21_two_clips():
     g.link(make, "IMAGE", mask_frames, "image2")
     masks = g.node("ImageToMask", (2060, 920), channel="red")
     g.link(mask_frames, "IMAGE", masks, "image")
-    vace2 = g.node("WanVaceToVideo", (2520, 0), title="Clip 2", width=832, height=480, length=81, strength=1.0)
-    g.link(positive2, "CONDITIONING", vace2, "positive")
-    g.link(negative, "CONDITIONING", vace2, "negative")
-    g.link(vae, "VAE", vace2, "vae")
-    g.link(control, "IMAGE", vace2, "control_video")
-    g.link(masks, "MASK", vace2, "control_masks")
-    sample2 = g.node("KSampler", (2520, 360), title="Clip 2 sampler", seed=0, steps=20, cfg=5.0,
-                     sampler_name="euler", scheduler="simple")
-    g.link(model, "MODEL", sample2, "model")
-    g.link(vace2, "positive", sample2, "positive")
-    g.link(vace2, "negative", sample2, "negative")
-    g.link(vace2, "latent", sample2, "latent_image")
-    decode2 = g.node("VAEDecode", (2520, 700), title="Clip 2 frames")
-    g.link(sample2, "LATENT", decode2, "samples")
-    g.link(vae, "VAE", decode2, "vae")
+    decode2 = vace_clip(g, 2520, 2, model, positive2, negative, vae, control=(control, masks))
     new = g.node("ImageFromBatch", (2980, 0), title="Clip 2 after the overlap", batch_index=16, length=65)
     g.link(decode2, "IMAGE", new, "image")
     joined = g.node("ImageBatch", (2980, 150), title="Clip 1 + clip 2")
