@@ -310,7 +310,30 @@ class VideoSelfAttention:
         call.ran.add(self.index)
         return video_self_attention(self_attn, x, freqs, self_attn.num_heads, call.kv[self.index], call.strength,
                                     comfy_attention(transformer_options), wan.apply_rope1, buffers=call.buffers,
-                                    is_plain_linear=is_plain_comfy_linear)
+                                    is_plain_linear=is_plain_comfy_linear,
+                                    after_attention=attn1_patches(transformer_options, self_attn.num_heads))
+
+
+# ComfyUI v0.28 and newer: WanSelfAttention.forward hands its attention output, with the video's rotated q and k as
+# [B, S, heads, head_dim], to each transformer_options["patches"]["attn1_patch"] before the output projection
+# (comfy/ldm/wan/model.py:91-93 in v0.28.0; core's MultiTalk/InfiniteTalk use it). Older Wan forwards call none,
+# so neither does Stand-In there: the patched attention calls exactly the hooks the original forward calls.
+WAN_CALLS_ATTN1_PATCH = "attn1_patch" in wan.WanSelfAttention.forward.__code__.co_consts
+
+
+def attn1_patches(transformer_options: dict, heads: int):
+    """The ``attn1_patch`` hooks of this call as Stand-In's ``after_attention`` (None when there are none)."""
+    patches = transformer_options.get("patches", {}).get("attn1_patch") if WAN_CALLS_ATTN1_PATCH else None
+    if not patches:
+        return None
+
+    def after_attention(out, queries, keys):
+        batch, seq = queries.shape[:2]
+        q, k = queries.view(batch, seq, heads, -1), keys.view(batch, seq, heads, -1)
+        for patch in patches:
+            out = patch({"x": out, "q": q, "k": k, "transformer_options": transformer_options})
+        return out
+    return after_attention
 
 
 _PLAIN_LINEAR_FORWARDS = {torch.nn.Linear.forward, comfy.ops.disable_weight_init.Linear.forward,

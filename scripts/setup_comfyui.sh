@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Add what the comfyui test tier needs for one ComfyUI tree to .venv (after scripts/setup.sh):
-# the tree's own Python requirements (torch/torchvision/torchaudio held at the pair setup.sh installed), requests
+# the tree's own Python requirements (torch/torchvision held at the pair setup.sh installed; torchaudio where the
+# tree needs it, see below), requests
 # (the server tests and ComfyUI v0.8.0's startup), playwright (drives the real frontend) and Debian's chromium
 # (installed with apt-get when it is missing; needs root), and two frontend packages for the workflow checks in
 # .venv/frontends/ (the one the tree pins, and the newest release).
@@ -13,6 +14,13 @@ tree=${1:?usage: scripts/setup_comfyui.sh [--no-browser] /path/to/ComfyUI}
 [ -f "$tree/requirements.txt" ] && [ -d "$tree/comfy" ] || { echo "error: $tree is not a ComfyUI tree" >&2; exit 1; }
 .venv/bin/python -m pip install -q -c <(printf 'torch==2.14.1\ntorchvision==0.29.1\n') \
   -r <(grep -vE '^\s*(torch|torchvision|torchaudio)\s*($|[<>=~!;])' "$tree/requirements.txt") requests
+# ComfyUI v0.28 and newer import torchaudio at start-up (comfy/sd.py -> comfy/ldm/lightricks/vae/audio_vae.py). The
+# package registry has no torchaudio built for torch 2.14; 2.11.1 (the newest) imports and runs beside it (checked:
+# torchaudio.functional.resample), so it goes in without its torch pin. Trees that do not list torchaudio skip it.
+if grep -qE '^\s*torchaudio\s*($|[<>=~!;])' "$tree/requirements.txt"; then
+  .venv/bin/python -m pip install -q --no-deps torchaudio==2.11.1
+  .venv/bin/python -c "import torch, torchaudio, torchaudio.functional as F; F.resample(torch.zeros(1, 8), 2, 1); print('torchaudio', torchaudio.__version__, 'beside torch', torch.__version__)"
+fi
 [ "$browser" -eq 1 ] || { echo "ComfyUI requirements installed for $tree (no browser)"; exit 0; }
 .venv/bin/python -m pip install -q playwright
 if ! command -v chromium >/dev/null 2>&1; then

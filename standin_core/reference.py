@@ -28,6 +28,11 @@ from .positions import reference_positions
 from .weights import BlockLoRA
 
 
+AfterAttention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""after_attention(out, queries, keys) -> out: [B, S, width] each, the video tokens' attention output (before the
+output projection) and their own rotated queries and keys."""
+
+
 @dataclass(frozen=True)
 class ReferenceKV:
     """One block's reference keys (after norm and RoPE) and values, [1, R, width] each."""
@@ -192,7 +197,8 @@ def video_self_attention(self_attn, x: torch.Tensor, rotations: torch.Tensor, he
                          ref_kv: Optional[ReferenceKV], strength: float = 1.0,
                          attention: AttentionFn = sdpa_attention, apply_rope: Callable = default_apply_rope,
                          buffers: Optional[JointKVBuffers] = None,
-                         is_plain_linear: Optional[Callable] = None) -> torch.Tensor:
+                         is_plain_linear: Optional[Callable] = None,
+                         after_attention: Optional[AfterAttention] = None) -> torch.Tensor:
     """The video tokens' self-attention with Stand-In: base projections, keys/values extended by the reference.
 
     With ``ref_kv=None`` this is the model's plain self-attention, operation for operation. ``strength`` 0 keeps
@@ -201,20 +207,29 @@ def video_self_attention(self_attn, x: torch.Tensor, rotations: torch.Tensor, he
     ``buffers`` (reused across blocks and calls) avoids concatenating [video; reference] K/V in every block: the
     rotated video keys are copied into the buffer, and the values are written straight into it by
     :func:`linear_into` when ``is_plain_linear(self_attn.v)`` says the layer is a plain linear map.
+    ``after_attention(out, queries, keys)`` runs on the attention output before the output projection, with the
+    video tokens' own rotated queries and keys ([B, S, width] each, the reference's keys not included): where the
+    host model lets extensions change the attention output (ComfyUI's ``attn1_patch``), they keep working.
     """
     check_strength(strength)
     if ref_kv is None or buffers is None:
         queries, keys, values = project_qkv(self_attn, x, rotations, heads, None, apply_rope)
         ref_keys = ref_kv.keys if ref_kv is not None else None
         ref_values = ref_kv.values if ref_kv is not None else None
-        return self_attn.o(restricted_attention(queries, keys, values, ref_keys, ref_values, heads, strength,
-                                                attention))
-    batch, seq = x.shape[:2]
-    queries = _rotate(self_attn.norm_q(self_attn.q(x)), rotations, heads, apply_rope)
-    keys, values = buffers.prepare(batch, seq, ref_kv.keys, ref_kv.values, queries.dtype, queries.device)
-    keys[:, :seq].copy_(_rotate(self_attn.norm_k(self_attn.k(x)), rotations, heads, apply_rope))
-    linear_into(self_attn.v, x, values[:, :seq], is_plain_linear or is_plain_torch_linear)
-    return self_attn.o(attend_with_reference(queries, keys, values, seq, heads, strength, attention))
+        out = restricted_attention(queries, keys, values, ref_keys, ref_values, heads, strength, attention)
+    else:
+        batch, seq = x.shape[:2]
+        queries = _rotate(self_attn.norm_q(self_attn.q(x)), rotations, heads, apply_rope)
+        joint_keys, values = buffers.prepare(batch, seq, ref_kv.keys, ref_kv.values, queries.dtype, queries.device)
+        keys = _rotate(self_attn.norm_k(self_attn.k(x)), rotations, heads, apply_rope)
+        joint_keys[:, :seq].copy_(keys)
+        if after_attention is None:
+            del keys  # nobody reads the video keys again: free them before the attention
+        linear_into(self_attn.v, x, values[:, :seq], is_plain_linear or is_plain_torch_linear)
+        out = attend_with_reference(queries, joint_keys, values, seq, heads, strength, attention)
+    if after_attention is not None:
+        out = after_attention(out, queries, keys)
+    return self_attn.o(out)
 
 
 def is_plain_torch_linear(linear) -> bool:

@@ -62,6 +62,20 @@ class RecordingVAE:
         return torch.full((1, 16, 1, pixels.shape[1] // 8, pixels.shape[2] // 8), 0.25)
 
 
+def progress_ticks(monkeypatch) -> list:
+    """Every (value, total) the pack's progress bar sends, as ComfyUI's progress hook receives them. ComfyUI v0.28
+    and newer throttle the hook (a tick within 0.1 s of the last one is not sent: comfy/utils.py
+    PROGRESS_THROTTLE_MIN_INTERVAL); the throttle is set to zero here so the count does not depend on the CPU's speed."""
+    import comfy.utils
+    calls = []
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", lambda value, total, preview, node_id=None:
+                        calls.append((value, total)))
+    for name in ("PROGRESS_THROTTLE_MIN_INTERVAL", "PROGRESS_THROTTLE_MIN_PERCENT"):
+        if hasattr(comfy.utils, name):
+            monkeypatch.setattr(comfy.utils, name, 0.0)
+    return calls
+
+
 def comfy_image(rgb):
     return torch.from_numpy(np.ascontiguousarray(rgb)).float().div(255).unsqueeze(0)
 
@@ -210,9 +224,7 @@ def test_face_mask_node_tracks_the_face_with_progress(comfy, nodes_faces, core, 
     monkeypatch.setattr(face_models, "retinaface_detector", lambda model, confidence=0.5: face_models.cascade_detector())
     monkeypatch.setattr(face_models, "bisenet_parser",
                         lambda model, normalization: (lambda rgb: np.ones(rgb.shape[:2], np.uint8)))
-    calls = []
-    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", lambda value, total, preview, node_id=None:
-                        calls.append((value, total)))
+    calls = progress_ticks(monkeypatch)
     astronaut = skimage_data.astronaut()
     frames = np.full((4, 512, 704, 3), 128, np.uint8)
     for index, shift in enumerate((0, 64, 192)):
@@ -260,9 +272,7 @@ def test_face_swap_paste_node_runs_the_official_paste_with_progress_and_cancel(c
     photo = comfy_image(skimage_data.astronaut())
     _, _, _, cutout, alpha = nodes_faces.EncodeReferenceFace.execute(photo, RecordingVAE(),
                                                                     detector="retinaface_mobile0.25").result
-    calls = []
-    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", lambda value, total, preview, node_id=None:
-                        calls.append((value, total)))
+    calls = progress_ticks(monkeypatch)
     pasted, masks = nodes_faces.StandInFaceSwapPaste.execute(frames, cutout, alpha,
                                                              detector="retinaface_mobile0.25").result
     assert pasted.shape == (9, 352, 640, 3) and masks.shape == (9, 352, 640)

@@ -45,8 +45,10 @@ def failure_of(run) -> tuple:
     failed run's frames (and their tensors) alive."""
     try:
         run()
-    except Exception as error:  # noqa: BLE001  (ComfyUI's InterruptProcessingException is an Exception)
-        return type(error).__name__, str(error)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as error:  # noqa: BLE001  (ComfyUI's InterruptProcessingException: an Exception up to
+        return type(error).__name__, str(error)  # v0.8, a BaseException from v0.28 on, so `except Exception` misses it)
     pytest.fail("the run did not fail")
 
 

@@ -79,15 +79,34 @@ def test_photo_files_through_load_image_give_the_same_face(kind, comfy, nodes_fa
         assert from_file.face_box == plain_box
 
 
-def test_a_sixteen_bit_gray_png_through_load_image_is_refused_with_the_cause(comfy, nodes_faces, facexlib_folder,
-                                                                              real_detector_folder, input_folder):
+# What ComfyUI's Load Image makes of a 16-bit grayscale PNG, measured on the pinned trees: white up to v0.8.0 (PIL's
+# mode "I;16" clipped to 255 before the /255), the real gray from v0.28.0 on.
+SIXTEEN_BIT_GRAY_READ_WHITE = {"0.3.64": True, "0.8.0": True, "0.28.0": False}
+
+
+def test_a_sixteen_bit_gray_png_through_load_image(comfy, nodes_faces, facexlib_folder, real_detector_folder,
+                                                   input_folder):
+    """Where Load Image reads the file as white, the node refuses it and names the likely cause; where it reads the
+    real gray, the node prepares exactly what it prepares from the 8-bit gray photo itself."""
+    from comfyui_standin.tests.support.comfy_boot import comfyui_version
     facexlib_folder(real_detector_folder)
     gray = cv2.cvtColor(cv2.imread(str(DATA / "obama_small.jpg")), cv2.COLOR_BGR2GRAY)
     cv2.imwrite(str(input_folder / "gray16.png"), gray.astype(np.uint16) * 257)
     image = load_image("gray16.png")
-    assert (image == 1).float().mean() > 0.99, "ComfyUI's Load Image reads a 16-bit gray PNG as white"
-    with pytest.raises(ValueError, match="blank .* 16-bit grayscale PNG, ComfyUI's Load Image turns those white"):
-        nodes_faces.EncodeReferenceFace.execute(image, RecordingVAE(), detector="retinaface_mobile0.25")
+    read_white = bool((image == 1).float().mean() > 0.99)
+    version = comfyui_version(Path(os.environ["COMFYUI_PATH"]))
+    if version in SIXTEEN_BIT_GRAY_READ_WHITE:
+        assert read_white == SIXTEEN_BIT_GRAY_READ_WHITE[version], f"Load Image of ComfyUI {version} changed"
+    if read_white:
+        with pytest.raises(ValueError, match="blank .* 16-bit grayscale PNG, ComfyUI's Load Image turns those white"):
+            nodes_faces.EncodeReferenceFace.execute(image, RecordingVAE(), detector="retinaface_mobile0.25")
+        return
+    torch.testing.assert_close(image, torch.from_numpy(np.dstack([gray] * 3)).float().div(255)[None], rtol=0,
+                               atol=0.5 / 255)  # 16-bit v*257 / 65535 is v / 255
+    prepared16 = nodes_faces.EncodeReferenceFace.execute(image, RecordingVAE(), detector="retinaface_mobile0.25")
+    prepared8 = nodes_faces.EncodeReferenceFace.execute(comfy_image(np.dstack([gray] * 3)), RecordingVAE(),
+                                                        detector="retinaface_mobile0.25")
+    assert torch.equal(prepared16.result[1], prepared8.result[1])
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])

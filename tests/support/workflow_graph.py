@@ -9,11 +9,20 @@ import json
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "comfyui_nodes"
-VERSIONS = ("0.8.0", "0.3.64")  # the supported ComfyUI versions, one recorded list each
+VERSIONS = ("0.28.0", "0.8.0", "0.3.64")  # the supported ComfyUI versions, one recorded list each
+# The shipped JSONs are written for the node layout of v0.8.0 (scripts/build_workflows.py), which v0.3.64 shares. A
+# newer ComfyUI may give a node an OPTIONAL widget after the others (v0.28.0: CreateVideo's bit_depth): the file has
+# no value for it, the frontend shows its default and the queued prompt leaves it out, so the node runs with it.
+TARGET = "0.8.0"
+
 FRONTEND_ONLY = {"Note", "MarkdownNote"}  # drawn by the frontend, never sent to the server
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 SEED_CONTROLS = {"fixed", "increment", "decrement", "randomize"}
 BYPASS, MUTED = 4, 2
+
+
+def newer_than_target(version: str) -> bool:
+    return tuple(map(int, version.split("."))) > tuple(map(int, TARGET.split(".")))
 
 
 def recorded(version: str) -> dict:
@@ -63,10 +72,6 @@ def extra_widgets(item) -> int:
         any(options.get(key) for key in ("image_upload", "video_upload", "audio_upload", "file_upload")))
 
 
-def widget_count(spec: dict) -> int:
-    return sum(1 + extra_widgets(item) for _, item in widget_inputs(spec))
-
-
 def socket_inputs(spec: dict) -> dict:
     """name -> type of every input that is not a widget (required and optional)."""
     widgets = {name for name, _ in widget_inputs(spec)}
@@ -87,11 +92,39 @@ def declared_type(spec: dict, name: str):
     return None
 
 
+def listed_widgets(node: dict, spec: dict) -> tuple[list, list]:
+    """The widget inputs of ``spec`` that ``node`` has values for, in order, and the optional ones after them that
+    it has none for (gained by the node in a newer ComfyUI than the file was written for). ValueError when the
+    values do not fit: a required widget without a value, or values left over."""
+    widgets, count, used = widget_inputs(spec), len(node["widgets_values"]), 0
+    index = 0
+    while index < len(widgets) and used < count:
+        used += 1 + extra_widgets(widgets[index][1])
+        index += 1
+    listed, gained = widgets[:index], widgets[index:]
+    missing = [name for name, _ in gained if name not in spec["input"].get("optional", {})]
+    if used != count or missing:
+        raise ValueError(f"{node['type']} (node {node.get('id')}): {count} widget values for the widgets "
+                         f"{[name for name, _ in widgets]}" + (f"; no value for the required {missing}" if missing
+                                                                else ""))
+    return listed, gained
+
+
+def widget_default(item):
+    """The value the frontend gives a widget the file has no value for: its default, else the first choice."""
+    options = options_of(item)
+    if "default" in options:
+        return options["default"]
+    choices = combo_choices(item)
+    return choices[0] if choices else None
+
+
 def named_widgets(node: dict, spec: dict) -> dict:
-    """{widget name: value} of a UI node (extra values such as the seed control dropped)."""
+    """{widget name: value} of a UI node (extra values such as the seed control dropped; widgets the file has no
+    value for left out, so the node gets their defaults)."""
     values = iter(node["widgets_values"])
     named = {}
-    for name, item in widget_inputs(spec):
+    for name, item in listed_widgets(node, spec)[0]:
         named[name] = next(values)
         for _ in range(extra_widgets(item)):
             next(values)

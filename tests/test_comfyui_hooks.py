@@ -1,0 +1,109 @@
+"""ComfyUI's Wan hooks keep working under Stand-In (tiny REAL WanModel, CPU, float32).
+
+Stand-In replaces each block's ``self_attn.forward``. Whatever hook the ORIGINAL forward (and the block around it)
+calls in the ComfyUI version under test must still be called, with the same arguments:
+  * ``attn1_patch`` (v0.28 and newer: WanSelfAttention.forward, after attention, before ``o``; gets ``x``, ``q``,
+    ``k``): with a patch that zeroes the attention output, nothing of the self-attention (so nothing of Stand-In)
+    reaches the output, and the result must be the base model with that patch;
+  * ``attn2_patch`` (v0.28 and newer: WanAttentionBlock.forward, after the cross-attention): the same with a patch
+    that zeroes the residual stream there;
+  * at strength 0 Stand-In must be the base model, hooks included.
+Whether a version calls a hook at all is read from the base model's own behaviour (does the patch change its
+output?), never from the pack's version detection.
+"""
+import pytest
+import torch
+
+from comfyui_standin.tests.support.tolerance import assert_differs, assert_matches
+from comfyui_standin.tests.test_comfyui_wan import JointModel, apply, env, sample  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.comfyui
+
+
+def with_patch(model, kind: str, patch):
+    patched = model.clone()
+    patched.set_model_patch(patch, kind)
+    return patched
+
+
+def forward_with_options(env, model, x, sigma, context):
+    """One call of the diffusion model with the MODEL's wrappers and transformer_options (its patches included), as
+    the sampler makes it."""
+    import comfy.model_management
+    comfy.model_management.load_models_gpu([model])
+    options = {**model.model_options.get("transformer_options", {}), "wrappers": model.wrappers}
+    with torch.no_grad():
+        return model.model.diffusion_model(x, model.model.model_sampling.timestep(sigma), context,
+                                           transformer_options=options)
+
+
+def zero_output(arguments):
+    return torch.zeros_like(arguments["x"])
+
+
+def half_output(arguments):
+    return arguments["x"] * 0.5
+
+
+def base_calls(env, kind: str) -> bool:
+    """Whether this ComfyUI's Wan calls the ``kind`` hook: the base model's sample moves when the hook acts."""
+    plain = sample(env, env.base, steps=2)
+    hooked = sample(env, with_patch(env.base, kind, half_output), steps=2)
+    return (hooked - plain).abs().max().item() > 1e-3
+
+
+@pytest.mark.parametrize("kind", ["attn1_patch", "attn2_patch"])
+def test_a_zeroing_hook_gives_the_base_model_with_that_hook(env, kind):
+    """A hook that zeroes what it is given removes every trace of Stand-In's attention from the output (attn1: the
+    attention output; attn2: the whole residual stream, after which only the FFN of the modulation acts). If
+    Stand-In's forward skipped the hook, the result would carry the reference and differ."""
+    standin = apply(env)
+    ours = sample(env, with_patch(standin, kind, zero_output), steps=2)
+    if base_calls(env, kind):
+        expected = sample(env, with_patch(env.base, kind, zero_output), steps=2)
+        assert_matches(ours, expected, f"Stand-In with a zeroing {kind}", steps=2)
+        assert_differs(sample(env, standin, steps=2), expected, f"the zeroing {kind}", steps=2)
+    else:  # this ComfyUI's Wan never calls the hook: neither may Stand-In, which then equals the joint sequence
+        expected = sample(env, JointModel(env, env.base).model, steps=2)
+        assert_matches(ours, expected, f"Stand-In with an uncalled {kind}", steps=2)
+
+
+@pytest.mark.parametrize("kind", ["attn1_patch", "attn2_patch"])
+def test_strength_zero_with_a_hook_is_the_base_model_with_that_hook(env, kind):
+    ours = sample(env, with_patch(apply(env, strength=0.0), kind, half_output), steps=2)
+    expected = sample(env, with_patch(env.base, kind, half_output), steps=2)
+    assert torch.equal(ours, expected)
+
+
+def test_attn1_patch_gets_the_video_tokens_q_k_and_attention_output(env):
+    """What each attn1_patch call receives under Stand-In: one call per block, ``q`` and ``k`` of the video tokens
+    only ([B, S, heads, head_dim], rotated, the reference's keys not among them) and ``x`` the attention output
+    [B, S, width]. In block 0 the video's q and k do not depend on the reference: they equal the base model's
+    exactly, while ``x`` there carries the reference."""
+    seen = {"base": [], "standin": []}
+
+    def recorder(name):
+        def patch(arguments):
+            seen[name].append({key: arguments[key].clone() for key in ("x", "q", "k")})
+            return arguments["x"]
+        return patch
+
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 16, 3, 8, 12, generator=gen)
+    context = torch.randn(2, 7, 4096, generator=gen)
+    sigma = torch.tensor([0.7, 0.7])
+    base_out = forward_with_options(env, with_patch(env.base, "attn1_patch", recorder("base")), x, sigma, context)
+    ours = forward_with_options(env, with_patch(apply(env), "attn1_patch", recorder("standin")), x, sigma, context)
+    if not base_calls(env, "attn1_patch"):  # this ComfyUI's Wan calls no attn1_patch (v0.28.0 and newer do)
+        assert not seen["base"] and not seen["standin"], "Stand-In called attn1_patch where this ComfyUI's Wan does not"
+        return
+    blocks = len(env.base.model.diffusion_model.blocks)
+    assert len(seen["base"]) == len(seen["standin"]) == blocks
+    tokens, heads = 3 * 4 * 6, env.base.model.diffusion_model.num_heads
+    for got in seen["standin"]:
+        assert got["q"].shape == got["k"].shape == (2, tokens, heads, 256 // heads)
+        assert got["x"].shape == (2, tokens, 256)
+    assert torch.equal(seen["standin"][0]["q"], seen["base"][0]["q"])
+    assert torch.equal(seen["standin"][0]["k"], seen["base"][0]["k"])
+    assert_differs(seen["standin"][0]["x"], seen["base"][0]["x"], "the reference in block 0's attention")
+    assert_differs(ours, base_out, "Stand-In")
