@@ -49,6 +49,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         for report in terminalreporter.stats.get(outcome, []):
             if "comfyui" in getattr(report, "keywords", {}) and (report.when == "call" or outcome != "passed"):
                 counts[outcome] = counts.get(outcome, 0) + 1
+    from comfyui_standin.tests.support.tolerance import MEASURED, ULPS
+    if MEASURED:
+        worst, what = max(MEASURED, key=lambda item: item[0])
+        terminalreporter.write_line(f"oracle comparisons: {len(MEASURED)}, the largest difference {worst:.1f} ulps of "
+                                    f"its output's scale (bound {ULPS} per short run): {what}")
     if not COMFYUI_PATH:
         terminalreporter.write_line(f"comfyui tier: NOT RUN (COMFYUI_PATH is not set; {counts.get('skipped', 0)} "
                                     "tests skipped); only the core tier ran")

@@ -7,6 +7,7 @@ import torch
 from comfyui_standin.tests.support.naive_wan import naive_apply_rope, naive_attention, rope_for, rope_table
 from comfyui_standin.standin_core import (apply_rope, reference_positions, restricted_attention, rope_rotations, token_grid,
                           video_positions, wan_rope_axes)
+from comfyui_standin.tests.support.tolerance import assert_differs, assert_matches
 
 
 def test_token_grid_pads_odd_latents():
@@ -46,7 +47,7 @@ def test_rope_matches_complex_rotation(head_dim):
     x = torch.randn(2, positions.shape[0], 2 * head_dim)
     expected = naive_apply_rope(x, rope_for(positions, rope_table(head_dim)), heads=2)
     ours = apply_rope(x.view(2, -1, 2, head_dim), rope_rotations(positions.float(), head_dim)).reshape(x.shape)
-    assert (ours - expected).abs().max().item() < 1e-5
+    assert_matches(ours, expected)
 
 
 def test_rope_keeps_input_dtype():
@@ -65,7 +66,7 @@ def test_restricted_attention_is_joint_attention_for_video_rows():
     q, k, v, rk, rv = _qkv(2, 10, 4)
     ours = restricted_attention(q, k, v, rk, rv, heads=4)
     expected = naive_attention(q, torch.cat([k, rk.expand(2, -1, -1)], 1), torch.cat([v, rv.expand(2, -1, -1)], 1), 4)
-    assert (ours - expected).abs().max().item() < 1e-6
+    assert_matches(ours, expected)
 
 
 def test_no_reference_is_plain_attention_and_strength_zero_gives_the_reference_no_weight():
@@ -73,10 +74,10 @@ def test_no_reference_is_plain_attention_and_strength_zero_gives_the_reference_n
     result is plain attention over the video keys, even with reference values large enough to show any leak."""
     q, k, v, rk, rv = _qkv(2, 10, 4)
     plain = restricted_attention(q, k, v, None, None, heads=4)
-    assert (plain - naive_attention(q, k, v, 4)).abs().max().item() < 1e-6
+    assert_matches(plain, naive_attention(q, k, v, 4))
     rv = rv + 100.0
-    assert (restricted_attention(q, k, v, rk, rv, heads=4, strength=0.0) - plain).abs().max().item() < 1e-5
-    assert (restricted_attention(q, k, v, rk, rv, heads=4, strength=1e-3) - plain).abs().max().item() > 1e-3
+    assert_matches(restricted_attention(q, k, v, rk, rv, heads=4, strength=0.0), plain, "strength 0")
+    assert_differs(restricted_attention(q, k, v, rk, rv, heads=4, strength=1e-3), plain, "strength 1e-3")
 
 
 @pytest.mark.parametrize("strength", [1e-3, 1e-6, 0.4])
@@ -91,7 +92,7 @@ def test_small_strengths_are_the_log_bias_exactly(strength):
     expected = naive_attention(q, torch.cat([k, rk.expand(2, -1, -1)], 1), torch.cat([v, rv.expand(2, -1, -1)], 1), 4,
                                mask)
     ours = restricted_attention(q, k, v, rk, rv, heads=4, strength=strength)
-    assert (ours - expected).abs().max().item() < 1e-4
+    assert_matches(ours, expected)
 
 
 @pytest.mark.parametrize("copies", [2, 3])
@@ -100,7 +101,7 @@ def test_integer_strength_equals_repeated_reference_keys(copies):
     q, k, v, rk, rv = _qkv(1, 9, 5)
     ours = restricted_attention(q, k, v, rk, rv, heads=2, strength=float(copies))
     repeated = naive_attention(q, torch.cat([k] + [rk] * copies, 1), torch.cat([v] + [rv] * copies, 1), 2)
-    assert (ours - repeated).abs().max().item() < 1e-6
+    assert_matches(ours, repeated)
 
 
 def test_reference_share_of_attention_grows_with_strength():

@@ -1,7 +1,12 @@
 """Registry readiness (CI tier): the LICENSE is the Apache-2.0 text pyproject.toml declares, and the icon it names
 is a square image of at most 400 x 400 pixels (the registry's limit)."""
-import tomllib
+import sys
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10, which pyproject.toml supports, has no tomllib: its forerunner tomli (requirements-test.txt)
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,13 +11,14 @@ So every oracle comparison is bounded RELATIVE to the expected output's scale (i
 
     |actual - expected|_max  <=  ulps * eps32 * max|expected|        eps32 = 2^-23 (one float32 ulp at 1.0)
 
-``ULPS = 128`` (a relative 1.5e-5) covers a few DiT blocks of float32 dot products of length <= 1024 and a softmax
-over a few hundred keys, where rounding errors add up like a random walk (~sqrt(n) u per reduction; the worst-case
-n u bound of textbook error analysis is never reached in practice). The largest disagreement measured across this
-project's CPUs and kernel paths was about 24 ulps of the scale (1.14e-5 / 4.0), so the bound holds with a 5x margin,
-while a real mistake (a wrong position, a missing LoRA term, a dropped hook) moves the output by 1e-3 to 1e-1 of its
-scale, thousands of ulps. Whole sampling runs compound the per-step rounding through the sampler's updates and
-pass ``steps`` to allow for it (the bound grows linearly with the number of model calls that feed the output).
+``ULPS = 128`` (a relative 1.5e-5) covers a short run (a forward, or a sampling run of up to four steps) through a
+few DiT blocks of float32 dot products of length <= 1024 and a softmax over a few hundred keys, where rounding errors
+add up like a random walk (~sqrt(n) u per reduction; the worst-case n u bound of textbook error analysis is never
+reached in practice). The largest disagreement seen across this project's CPUs and kernel paths was 24 ulps of the
+scale (1.14e-5 on a sample of size 4.0, another machine), so the bound holds with a 5x margin, while a real mistake (a
+wrong position, a missing LoRA term, a dropped hook) moves the output by 1e-3 to 1e-1 of its scale, thousands of ulps.
+Longer runs compound the rounding through the sampler's updates: they pass ``steps`` (the bound is that many times
+larger). Every comparison is recorded and the test summary prints the largest, in ulps of its scale.
 
 ``assert_differs`` is the other half of each test: the result must be far from the model WITHOUT the feature, by
 more than ``SEPARATION`` times the bound, so that the closeness above is not a coincidence of a feature that did
@@ -25,11 +26,14 @@ nothing.
 """
 from __future__ import annotations
 
+import os
+
 import torch
 
 EPS32 = torch.finfo(torch.float32).eps  # 2^-23
 ULPS = 128
 SEPARATION = 100
+MEASURED: list = []  # (ulps of the scale the comparison used, what): the terminal summary prints the largest
 
 
 def scale_of(expected: torch.Tensor) -> float:
@@ -52,6 +56,8 @@ def assert_matches(actual: torch.Tensor, expected: torch.Tensor, what: str = "re
     """``actual`` equals ``expected`` up to float32 rounding at the output's scale; returns the difference."""
     assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
     difference, bound = max_difference(actual, expected), oracle_bound(expected, ulps, steps)
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
+    MEASURED.append((difference / (EPS32 * scale_of(expected)), f"{test}: {what}"))
     assert difference <= bound, (f"{what}: max difference {difference:.3g} > {bound:.3g} ({ulps * steps:g} ulps of "
                                  f"the output's scale {scale_of(expected):.3g})")
     return difference
