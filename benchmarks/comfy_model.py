@@ -86,7 +86,7 @@ class ComfySampler(TimedSampler):
         self.s, self.variant = s, variant
         self.run = None
         if variant != "base":
-            self.run = s.patching.RunState(cache_for(variant), math.inf, 0.0, model_state=None)
+            self.run = s.patching.SamplingState(lambda: cache_for(variant), math.inf, 0.0, model_state=None)
 
     def _install(self, on: bool) -> None:
         for block, patch in zip(self.s.model.blocks, self.s.patches):
@@ -106,7 +106,8 @@ class ComfySampler(TimedSampler):
 
     def finish(self) -> None:
         if self.run is not None:
-            self.cache_bytes = self.run.cache.nbytes
-            self.counts = (self.run.cache.builds, self.run.cache.hits)
+            (unit,) = self.run.units.values()  # one device: one work unit
+            self.cache_bytes = unit.cache.nbytes
+            self.counts = (unit.cache.builds, unit.cache.hits)
             self.run.release()  # what the OUTER_SAMPLE wrapper does when sampling ends
         self._install(False)

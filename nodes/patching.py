@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
 from dataclasses import astuple, dataclass, field
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -38,9 +39,36 @@ log = logging.getLogger("standin")
 
 KEY = "standin"
 CALL_KEY = "standin_call"  # transformer_options: the reference K/V for this model call
-RUN_KEY = "standin_run"  # transformer_options: the sampling run's state
+RUN_KEY = "standin_run"  # transformer_options: the sampling run's state (SamplingState)
 CACHE_MODE_KEY = "standin_cache_mode"  # transformer_options: "on" | "off" | "offload" (StandInKVCache)
 SUPPORTED_MODELS = ("WanModel", "VaceWanModel")
+# The other Wan-family classes of ComfyUI (v0.28.0: comfy/ldm/wan/model.py, model_animate.py, model_wandancer.py,
+# ar_model.py): why Stand-In does not run on each, and what to use instead. Stand-In's weights were trained on Wan2.1
+# T2V 14B, where the video's frames start at time 0 and nothing else shares the sequence.
+OTHER_WAN_MODELS = {
+    "CameraWanModel": "a Wan-Fun camera-control model: 32/36 input channels (image latent and mask with the noise) "
+                      "and a camera adapter added to the video tokens. Use Wan2.1 T2V or VACE 14B with Stand-In (and "
+                      "a camera-motion LoRA) for camera moves with one identity",
+    "WanModel_S2V": "Wan2.2 S2V: a fine-tune that carries its own identity reference (at time 30 and later, with a "
+                    "learned condition embedding), motion frames at negative times and audio injected after every "
+                    "block. Give the person's photo to its own ref_image (WanSoundImageToVideo)",
+    "HumoWanModel": "HuMo: a fine-tune with its own subject reference (appended after the video frames) and audio "
+                    "cross-attention in every block (17B: 36 channels; 1.7B: another width). Give the photo to its own "
+                    "reference input (WanHuMoImageToVideo)",
+    "SCAILWanModel": "SCAIL: a 20-channel image-to-video model whose own reference frames come BEFORE the video in "
+                     "time (the video starts at time R, so Stand-In's frame -1 is not one before it) and whose pose "
+                     "tokens share the sequence. Use SCAIL's own reference image",
+    "SCAIL2WanModel": "SCAIL-2: like SCAIL, a 20-channel image-to-video model with its own reference frames before "
+                      "the video and pose and mask streams in the sequence. Use SCAIL-2's own reference image",
+    "AnimateWanModel": "Wan2.2 Animate: a 36-channel character-replacement model whose reference image is the first "
+                       "latent frame, with a face adapter every five blocks. Use its own reference_image "
+                       "(WanAnimateToVideo)",
+    "WanDancerModel": "WanDancer: a 36-channel music-to-dance image-to-video fine-tune whose time positions step by "
+                      "30/fps. Use its own reference image",
+    "CausalWanModel": "the causal (autoregressive, self-forcing) Wan: its attention takes a K/V cache of past frames "
+                      "and, in its ar_video sampler, its blocks are called without ComfyUI's model wrappers, so the "
+                      "reference could not be attended. Use Wan2.1 T2V 14B with KSampler",
+}
 WAN_LATENT_CHANNELS = 16  # the Wan2.1 VAE's latent: what Stand-In's reference is and what its weights expect
 
 
@@ -77,7 +105,8 @@ class ModelCall:
 
 
 class RunState:
-    """One sampling run: the K/V cache, the sigma range where identity applies, the LoRA's device copy."""
+    """One sampling run on one device: the K/V cache, the sigma range where identity applies, the [video; reference]
+    buffers, the LoRA's device copy. A run has one per work unit (:class:`SamplingState`)."""
 
     def __init__(self, cache: ReferenceKVCache, sigma_start: float, sigma_end: float, model_state):
         self.cache = cache
@@ -107,6 +136,37 @@ class RunState:
         self.drop_loras()
 
 
+class SamplingState:
+    """What one sampling run keeps (``transformer_options[RUN_KEY]``): a :class:`RunState` per work unit.
+
+    ComfyUI v0.28's multi-GPU work units (MultiGPU_WorkUnits) run model calls of one sampling run on deep clones of
+    the model, each on its own device and thread, with the same transformer_options; each call says its unit in
+    ``transformer_options["multigpu_thread_device"]`` (comfy/samplers.py, _calc_cond_batch_multigpu). Each unit gets
+    its own reference K/V (built once on its device), buffers and LoRA copy, so the units neither rebuild each
+    other's cache nor write into each other's buffers. A run on one device has one unit."""
+
+    def __init__(self, new_cache: Callable[[], ReferenceKVCache], sigma_start: float, sigma_end: float, model_state):
+        self.new_cache = new_cache  # a fresh cache for each unit (the cache node's mode)
+        self.sigma_start, self.sigma_end, self.model_state = sigma_start, sigma_end, model_state
+        self.units: dict = {}
+        self._lock = threading.Lock()
+
+    def unit(self, device) -> RunState:
+        with self._lock:
+            if device not in self.units:
+                self.units[device] = RunState(self.new_cache(), self.sigma_start, self.sigma_end, self.model_state)
+            return self.units[device]
+
+    def describe(self) -> str:
+        return "; ".join(f"{device}: {run.cache.describe()}" for device, run in self.units.items()) or "no model call"
+
+    def release(self) -> None:
+        with self._lock:
+            for run in self.units.values():
+                run.release()
+            self.units.clear()
+
+
 def diffusion_model_of(model) -> torch.nn.Module:
     return model.get_model_object("diffusion_model")
 
@@ -115,6 +175,9 @@ def check_wan_model(model) -> torch.nn.Module:
     """The model's WanModel, or a ValueError saying what was expected."""
     dm = diffusion_model_of(model)
     name = type(dm).__name__
+    if name in OTHER_WAN_MODELS:
+        raise ValueError(f"Stand-In does not run on this {name}: it is {OTHER_WAN_MODELS[name]}. Stand-In's weights fit "
+                         "Wan2.1 T2V 14B, Wan2.1 VACE 14B and each Wan2.2 A14B T2V expert.")
     if name not in SUPPORTED_MODELS:
         raise ValueError(
             f"Stand-In needs a Wan text-to-video model ({' or '.join(SUPPORTED_MODELS)}, loaded with 'Load Diffusion "
@@ -130,6 +193,12 @@ def check_wan_model(model) -> torch.nn.Module:
             f"channels; this one takes {channels}: {kind}. The Stand-In weights were trained on Wan2.1 T2V 14B "
             "(they also fit Wan2.1 VACE 14B and each Wan2.2 A14B T2V expert). For a first or last frame, or to extend "
             "a clip, use Wan2.1 VACE 14B with WanVaceToVideo (reference image / control frames) and Stand-In on it.")
+    if getattr(dm, "ref_conv", None) is not None:
+        # Wan-Fun's reference convolution prepends its reference's tokens as frame 0 and moves the video to frames
+        # 1.. (comfy/ldm/wan/model.py, WanModel.forward_orig and _forward's t_len + 1): Stand-In's frame -1 would no
+        # longer be the frame before the video.
+        raise ValueError("Stand-In does not run on a Wan-Fun model with a reference convolution (ref_conv): it puts its "
+                         "own reference image before the video's first frame. Use Wan2.1 T2V 14B or Wan2.1 VACE 14B.")
     return dm
 
 
@@ -309,8 +378,8 @@ class VideoSelfAttention:
             return type(self_attn).forward(self_attn, x, freqs, transformer_options=transformer_options)
         call.ran.add(self.index)
         return video_self_attention(self_attn, x, freqs, self_attn.num_heads, call.kv[self.index], call.strength,
-                                    comfy_attention(transformer_options), wan.apply_rope1, buffers=call.buffers,
-                                    is_plain_linear=is_plain_comfy_linear,
+                                    comfy_attention(transformer_options, self_attn), wan.apply_rope1,
+                                    buffers=call.buffers, is_plain_linear=is_plain_comfy_linear,
                                     after_attention=attn1_patches(transformer_options, self_attn.num_heads))
 
 
@@ -349,10 +418,19 @@ def is_plain_comfy_linear(linear) -> bool:
             and not getattr(linear, "bias_function", None))
 
 
-def comfy_attention(transformer_options: dict):
-    """ComfyUI's own attention (the function Wan uses), so sage/flash/overrides chain as in the base model."""
+def comfy_attention(transformer_options: dict, self_attn=None):
+    """ComfyUI's own attention (the function Wan uses), so sage/flash/overrides chain as in the base model.
+
+    Newer ComfyUI (after v0.28) gives each attention module a ``comfy_attention`` (ComfyAttention) that a checkpoint
+    can configure (e.g. int8 attention), and Wan passes it as ``optimized_attention(..., preferred_attention=...)``
+    (comfy/ldm/wan/model.py, WanSelfAttention.forward); Stand-In passes the same module's, so that configuration
+    applies to its attention too. Where modules have none (v0.28.0 and older), nothing extra is passed."""
+    preferred = getattr(self_attn, "comfy_attention", None)
+    extra = {} if preferred is None else {"preferred_attention": preferred}
+
     def attention(q, k, v, heads, mask=None):
-        return wan.optimized_attention(q, k, v, heads=heads, mask=mask, transformer_options=transformer_options)
+        return wan.optimized_attention(q, k, v, heads=heads, mask=mask, transformer_options=transformer_options,
+                                       **extra)
     return attention
 
 
@@ -365,15 +443,24 @@ class ReferencePass:
     def __call__(self, executor, *args, **kwargs):
         in_kwargs = "transformer_options" in kwargs
         options = kwargs["transformer_options"] if in_kwargs else args[5]
-        run: Optional[RunState] = options.get(RUN_KEY)
-        if run is None:  # called outside a sampling run (e.g. a bare model call): no cache to keep
-            run = RunState(ReferenceKVCache("off"), float("inf"), 0.0, None)
         x, dm = args[0], executor.class_obj  # the diffusion model running this call (it may be a deep copy)
+        state: Optional[SamplingState] = options.get(RUN_KEY)
+        if state is None:  # called outside a sampling run (e.g. a bare model call): no cache to keep
+            run = RunState(ReferenceKVCache("off"), float("inf"), 0.0, None)
+        else:  # this call's work unit: its device (ComfyUI's multi-GPU work units name theirs)
+            run = state.unit(str(options.get("multigpu_thread_device", x.device)))
         options = dict(options)
         if self.settings.strength == 0 or not run.active_at(options.get("sigmas")):
             options[CALL_KEY] = ModelCall(dm.blocks, None, self.settings.strength, None)
             args, kwargs = _with_options(args, kwargs, options, in_kwargs)
             return executor(*args, **kwargs)
+        if kwargs.get("context_latents") is not None:
+            # ComfyUI v0.28+ (BerniniConditioning): in-context latents appended to the video tokens, each with its own
+            # RoPE grid from (0, 0, 0) turned by a per-source rotation (comfy/ldm/wan/model.py, forward_orig and
+            # _forward). Stand-In was neither trained nor checked against an oracle with them in the sequence.
+            raise ValueError("Stand-In does not run together with Bernini in-context latents (BerniniConditioning): "
+                             "they join the video's sequence at positions of their own that Stand-In was not built "
+                             "for. Use one of the two.")
         _, rows, cols = token_grid(x.shape[2:], dm.patch_size)
         key = CacheKey(self.settings.reference_fingerprint, id(self.settings.weights), run.model_state,
                        (rows, cols), str(x.device), str(x.dtype), astuple(position_map(dm, options)))
@@ -440,7 +527,8 @@ def position_map(dm, options: dict) -> PositionMap:
 def wan_parts(dm, dtype: torch.dtype, device, options: dict) -> DiTParts:
     """ComfyUI's WanModel as the parts the reference branch runs through, computed as its own forward does."""
     def attention_for_block(index):
-        return comfy_attention({**options, "block_index": index, "standin_reference_pass": True})
+        return comfy_attention({**options, "block_index": index, "standin_reference_pass": True},
+                               dm.blocks[index].self_attn)
 
     mapped = position_map(dm, options)  # the reference follows any scale/shift of the video's positions
     return DiTParts(
@@ -454,7 +542,7 @@ def wan_parts(dm, dtype: torch.dtype, device, options: dict) -> DiTParts:
 
 
 class SamplingRun:
-    """OUTER_SAMPLE wrapper: a fresh RunState for each sampling run, freed when the run ends."""
+    """OUTER_SAMPLE wrapper: a fresh :class:`SamplingState` for each sampling run, freed when the run ends."""
 
     def __init__(self, settings: StandInSettings):
         self.settings = settings
@@ -467,14 +555,16 @@ class SamplingRun:
         mode = options.get(CACHE_MODE_KEY, "on")
         storage = comfy.model_management.unet_offload_device() if mode == "offload" else None
         sampling = guider.model_patcher.get_model_object("model_sampling")
-        run = RunState(ReferenceKVCache(mode, storage), float(sampling.percent_to_sigma(self.settings.start_percent)),
-                       float(sampling.percent_to_sigma(self.settings.end_percent)), guider.model_patcher.patches_uuid)
-        options[RUN_KEY] = run
+        state = SamplingState(lambda: ReferenceKVCache(mode, storage),
+                              float(sampling.percent_to_sigma(self.settings.start_percent)),
+                              float(sampling.percent_to_sigma(self.settings.end_percent)),
+                              guider.model_patcher.patches_uuid)
+        options[RUN_KEY] = state
         try:
             return executor(*args, **kwargs)
         finally:
-            log.debug("Stand-In run finished: %s", run.cache.describe())
-            run.release()
+            log.debug("Stand-In run finished: %s", state.describe())
+            state.release()
             guider.model_options = original
 
 

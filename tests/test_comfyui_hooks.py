@@ -107,3 +107,77 @@ def test_attn1_patch_gets_the_video_tokens_q_k_and_attention_output(env):
     assert torch.equal(seen["standin"][0]["k"], seen["base"][0]["k"])
     assert_differs(seen["standin"][0]["x"], seen["base"][0]["x"], "the reference in block 0's attention")
     assert_differs(ours, base_out, "Stand-In")
+
+
+class PreferredAttention(torch.nn.Module):
+    """A stand-in for newer ComfyUI's per-module ``ComfyAttention`` (comfy/ldm/modules/attention.py after v0.28):
+    ``function`` is the attention a checkpoint configured for this module (int8, a kernel), None when it has none.
+    Here it records its calls and scales the attention output, so that a use of it shows in the result."""
+
+    def __init__(self, calls: list, name: str):
+        super().__init__()
+        self.calls, self.name = calls, name
+
+    def function(self, q, k, v, heads, mask=None, **kwargs):
+        from comfy.ldm.modules.attention import attention_pytorch
+        self.calls.append((self.name, q.shape[1], k.shape[1]))
+        return 0.5 * attention_pytorch(q, k, v, heads, mask=mask)
+
+
+def test_a_modules_preferred_attention_runs_stand_ins_attention_too(env, monkeypatch):
+    """Newer ComfyUI calls ``optimized_attention(q, k, v, ..., preferred_attention=module.comfy_attention)``, and the
+    attention dispatcher runs ``preferred_attention.function`` when it is set (its wrap_attn). With the newer
+    shape of the API put onto this ComfyUI (a ``comfy_attention`` on each self-attention, a dispatcher that honours
+    it), Stand-In's video attention AND its reference pass run through each block's own preferred function, the way
+    the newer Wan forward does for the base model; where no module has one (this ComfyUI as shipped), nothing
+    changes."""
+    import comfy.ldm.wan.model as wan
+    original = wan.optimized_attention
+    plain = sample(env, apply(env), steps=1)
+
+    def dispatcher(q, k, v, heads, *args, preferred_attention=None, **kwargs):
+        if preferred_attention is not None and preferred_attention.function is not None:
+            return preferred_attention.function(q, k, v, heads, *args, **kwargs)
+        return original(q, k, v, heads, *args, **kwargs)
+
+    calls = []
+    model = apply(env)
+    blocks = model.model.diffusion_model.blocks
+    for index, block in enumerate(blocks):
+        monkeypatch.setattr(block.self_attn, "comfy_attention", PreferredAttention(calls, f"block {index}"),
+                            raising=False)
+    monkeypatch.setattr(wan, "optimized_attention", dispatcher)
+    halved = sample(env, model, steps=1)
+    video_tokens, reference_tokens = 3 * 4 * 6, 3 * 5
+    joint_keys = video_tokens + reference_tokens
+    # one model call (cond and uncond batched): the reference pass (its last block only records K/V), then the video
+    assert calls[:len(blocks) - 1] == [(f"block {i}", reference_tokens, reference_tokens) for i in range(len(blocks) - 1)]
+    assert calls[len(blocks) - 1:] == [(f"block {i}", video_tokens, joint_keys) for i in range(len(blocks))]
+    assert_differs(halved, plain, "the preferred attention")
+    for block in blocks:
+        monkeypatch.delattr(block.self_attn, "comfy_attention")
+    assert torch.equal(sample(env, model, steps=1), plain)  # no module has one: Stand-In as before
+
+
+def test_an_attention_override_sees_stand_ins_joint_keys(env):
+    """``transformer_options["optimized_attention_override"]`` (how attention nodes such as Sage or radial attention
+    take over ComfyUI's attention): Stand-In's attention goes through ComfyUI's ``optimized_attention``, so the override
+    gets every call, the reference pass's and the video's with the [video; reference] keys, and an override that
+    runs the attention it is given changes nothing."""
+    seen = []
+
+    def override(func, q, k, v, *args, **kwargs):
+        seen.append((kwargs["transformer_options"].get("standin_reference_pass", False), q.shape[1], k.shape[1]))
+        return func(q, k, v, *args, **kwargs)
+
+    model = apply(env)
+    plain = sample(env, model, steps=1)
+    overridden = model.clone()
+    overridden.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = override
+    assert torch.equal(sample(env, overridden, steps=1), plain)
+    blocks = len(env.base.model.diffusion_model.blocks)
+    video, reference = 3 * 4 * 6, 3 * 5
+    self_attention = [call for call in seen if call[2] in (reference, video + reference)]
+    assert self_attention[:blocks - 1] == [(True, reference, reference)] * (blocks - 1)  # the reference pass
+    assert self_attention[blocks - 1:] == [(False, video, video + reference)] * blocks  # the video's, with the ref
+    assert len(seen) == len(self_attention) + blocks  # and each block's text cross-attention (ComfyUI's own)

@@ -79,7 +79,7 @@ class JointModel:
             self.calls += 1
             return joint_forward(executor.class_obj, x, timestep, context, ref, env.standin_sd,
                                  vace_context=kw.get("vace_context"), vace_strength=kw.get("vace_strength"),
-                                 **joint_options)
+                                 time_dim_concat=time_dim_concat, **joint_options)
 
         self.model = model.clone()
         self.model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_joint", wrapper)
@@ -422,19 +422,12 @@ def test_a_forward_swapped_at_load_time_is_caught_too(env):
     comfy.model_management.unload_all_models()
 
 
-def test_patches_hold_no_module_and_follow_a_deep_copied_model(env):
-    """Newer ComfyUI deep-copies a model for each device of a multi-GPU run, and the copy's patcher carries the same
-    object patches. Stand-In's patch holds no module: it finds the block it runs in at call time, so a deep copy
-    with different weights computes with ITS weights and equals the joint sequence on the copy."""
+def deep_copy_with_other_weights(patched):
+    """A second ModelPatcher over a deep copy of ``patched``'s diffusion model, with its q/k/v/o weights x1.25 and
+    the same object patches and wrappers, as a patcher deep-cloned for another device has them."""
     import copy
 
-    import comfy.model_management
     import comfy.model_patcher
-    comfy.model_management.unload_all_models()  # object patches off, so the copy is of the plain model
-    patched = apply(env)
-    patches = [p for p in patched.object_patches.values() if isinstance(p, env.patching.VideoSelfAttention)]
-    assert len(patches) == 3
-    assert not [v for p in patches for v in vars(p).values() if isinstance(v, torch.nn.Module)]
     model = copy.copy(patched.model)  # a second BaseModel whose diffusion model is a deep copy
     model._modules = {**patched.model._modules, "diffusion_model": copy.deepcopy(patched.model.diffusion_model)}
     twin = comfy.model_patcher.ModelPatcher(model, patched.load_device, patched.offload_device)
@@ -444,6 +437,75 @@ def test_patches_hold_no_module_and_follow_a_deep_copied_model(env):
         for block in twin.model.diffusion_model.blocks:  # the copy's weights differ from the original's
             for linear in (block.self_attn.q, block.self_attn.k, block.self_attn.v, block.self_attn.o):
                 linear.weight.mul_(1.25)
+    return twin
+
+
+def test_multi_gpu_work_units_each_keep_their_own_reference(env):
+    """ComfyUI v0.28's multi-GPU work units: model calls of ONE sampling run on deep clones, one thread per device,
+    all with the same transformer_options (so the same run state), each naming its device in
+    ``multigpu_thread_device`` (comfy/samplers.py, _calc_cond_batch_multigpu). Simulated on the CPU: two units (named
+    cuda:0 and cuda:1, computing on the CPU) on two copies with different weights, three calls each, concurrently.
+    Each unit builds its reference K/V once and reuses it, and each call equals the joint sequence on ITS copy (a run
+    state shared by the units would hand one copy's reference to the other, or rebuild it on every call)."""
+    import threading
+
+    import comfy.model_management
+    comfy.model_management.unload_all_models()
+    first = apply(env)
+    second = deep_copy_with_other_weights(first)
+    for model in (first, second):
+        model.patch_model()  # loaded, as each unit's clone is on its device
+    from comfyui_standin.standin_core import ReferenceKVCache
+    state = env.patching.SamplingState(lambda: ReferenceKVCache("on"), float("inf"), 0.0, first.patches_uuid)
+    gen = torch.Generator().manual_seed(21)
+    x = torch.randn(2, 16, 3, 8, 12, generator=gen)
+    context = torch.randn(2, 7, 4096, generator=gen)
+    timestep = first.model.model_sampling.timestep(torch.tensor([0.6, 0.6]))
+    results, errors = {}, []
+
+    def unit(name, model):
+        try:
+            options = {"wrappers": model.wrappers, env.patching.RUN_KEY: state,
+                       "multigpu_thread_device": torch.device(name)}
+            with torch.no_grad():
+                results[name] = [model.model.diffusion_model(x, timestep, context, transformer_options=dict(options))
+                                 for _ in range(3)]
+        except Exception as error:  # noqa: BLE001  (reported below, with the thread's error)
+            errors.append(error)
+
+    threads = [threading.Thread(target=unit, args=args) for args in (("cuda:0", first), ("cuda:1", second))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert sorted(state.units) == ["cuda:0", "cuda:1"]
+    for name, model in (("cuda:0", first), ("cuda:1", second)):
+        cache = state.units[name].cache
+        assert (cache.builds, cache.hits) == (1, 2), (name, cache.describe())
+        expected = joint_forward(model.model.diffusion_model, x, timestep, context, processed_reference(env, model),
+                                 env.standin_sd)
+        for result in results[name]:
+            assert_matches(result, expected, f"unit {name}")
+    assert_differs(results["cuda:1"][0], results["cuda:0"][0], "the second copy's weights")
+    state.release()
+    assert state.units == {}
+    for model in (first, second):
+        model.unpatch_model()
+    comfy.model_management.unload_all_models()
+
+
+def test_patches_hold_no_module_and_follow_a_deep_copied_model(env):
+    """Newer ComfyUI deep-copies a model for each device of a multi-GPU run, and the copy's patcher carries the same
+    object patches. Stand-In's patch holds no module: it finds the block it runs in at call time, so a deep copy
+    with different weights computes with ITS weights and equals the joint sequence on the copy."""
+    import comfy.model_management
+    comfy.model_management.unload_all_models()  # object patches off, so the copy is of the plain model
+    patched = apply(env)
+    patches = [p for p in patched.object_patches.values() if isinstance(p, env.patching.VideoSelfAttention)]
+    assert len(patches) == 3
+    assert not [v for p in patches for v in vars(p).values() if isinstance(v, torch.nn.Module)]
+    twin = deep_copy_with_other_weights(patched)
     ours = sample(env, twin)
     joint = JointModel(env, twin)
     assert_matches(ours, sample(env, joint.model))
@@ -688,6 +750,78 @@ def test_models_it_does_not_fit(env):
     with pytest.raises(ValueError, match="needs a Wan text-to-video model .* this MODEL is a Linear"):
         env.apply.ApplyStandInToWanModel.execute(not_wan, env.weights, env.ref, 1.0, 0.0, 1.0)
 
+
+
+def wan_family_classes():
+    """Every WanModel subclass (and WanModel) that this ComfyUI's comfy/ldm/wan modules define, by name."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import comfy.ldm.wan
+    from comfy.ldm.wan.model import WanModel
+    found = {}
+    for module_info in pkgutil.iter_modules(comfy.ldm.wan.__path__):
+        module = importlib.import_module(f"comfy.ldm.wan.{module_info.name}")
+        for name, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, WanModel) and cls.__module__ == module.__name__:
+                found[name] = cls
+    return found
+
+
+def test_every_wan_model_class_is_supported_or_refused_with_its_reason(env):
+    """Each Wan-family class of this ComfyUI is either one Stand-In runs on or one it refuses naming why and what to
+    use instead (a class a newer ComfyUI adds fails here until it is decided). The refusal is checked on an instance
+    of the real class (built bare: the check reads its class before anything else)."""
+    classes = wan_family_classes()
+    assert {"WanModel", "VaceWanModel"} <= set(classes)
+    undecided = set(classes) - set(env.patching.SUPPORTED_MODELS) - set(env.patching.OTHER_WAN_MODELS)
+    assert not undecided, f"Wan model classes neither supported nor refused: {undecided}"
+    for name in set(classes) & set(env.patching.OTHER_WAN_MODELS):
+        bare = classes[name].__new__(classes[name])
+        torch.nn.Module.__init__(bare)
+        model = env.base.clone()
+        model.add_object_patch("diffusion_model", bare)
+        reason = f"does not run on this {name}: it is .*\\. (Use|Give) .*Stand-In's weights fit Wan2.1 T2V 14B"
+        with pytest.raises(ValueError, match=reason):
+            env.apply.ApplyStandInToWanModel.execute(model, env.weights, env.ref, 1.0, 0.0, 1.0)
+    print(f"\nWan model classes here: {sorted(classes)}")
+
+
+def test_a_wan_fun_reference_convolution_is_refused(env):
+    import comfy.ops
+    import comfy.sd
+    from comfy.ldm.wan.model import WanModel
+    fun = WanModel(model_type="t2v", patch_size=(1, 2, 2), in_dim=16, in_dim_ref_conv=16, dim=256, ffn_dim=512,
+                   freq_dim=256, text_dim=4096, out_dim=16, num_heads=2, num_layers=3, cross_attn_norm=True,
+                   operations=comfy.ops.disable_weight_init)
+    for param in fun.parameters():
+        torch.nn.init.normal_(param, std=0.02)
+    loaded = comfy.sd.load_diffusion_model_state_dict(fun.state_dict())
+    assert loaded.model.diffusion_model.ref_conv is not None
+    with pytest.raises(ValueError, match="reference convolution"):
+        env.apply.ApplyStandInToWanModel.execute(loaded, env.weights, env.ref, 1.0, 0.0, 1.0)
+
+
+def test_phantom_subject_frames_equal_the_joint_sequence(env):
+    """Phantom (WanPhantomSubjectToVideo): subject images as extra latent frames after the video (time_dim_concat),
+    on the video's grid. They are part of the video's sequence, so they attend to the reference like every video
+    token; the reference stays at frame -1, just past the grid's rows and columns."""
+    gen = torch.Generator().manual_seed(12)
+    subjects = torch.randn(1, 16, 2, 8, 12, generator=gen)
+    ours = sample(env, apply(env), time_dim_concat=subjects)
+    joint = JointModel(env, env.base)
+    expected = sample(env, joint.model, time_dim_concat=subjects)
+    assert joint.calls == 3
+    assert_matches(ours, expected, "Stand-In with Phantom's subject frames")
+    assert_differs(ours, sample(env, env.base, time_dim_concat=subjects), "Stand-In with Phantom")
+    assert_differs(expected, sample(env, joint.model), "Phantom's subject frames")
+
+
+def test_bernini_in_context_latents_are_refused(env):
+    x = torch.randn(1, 16, 3, 8, 12)
+    with pytest.raises(ValueError, match="Bernini in-context latents"):
+        forward(env, apply(env), x, torch.tensor([0.5]), env.cond, context_latents=[torch.randn(1, 16, 1, 8, 12)])
 
 CACHE_BYTES = 3 * 2 * 15 * 256 * 4  # 3 blocks x (K, V) x 15 reference tokens (6x10 latent -> 3x5) x 256 x float32
 

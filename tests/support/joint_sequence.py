@@ -19,16 +19,22 @@ def _grid(f, h, w, t0=0, h0=0, w0=0):
 
 @torch.no_grad()
 def joint_forward(dm, x, timestep, context, reference, standin_sd, vace_context=None, vace_strength=None,
-                  video_to_image_bias=0.0, position_scale=None, position_shift=None):
+                  video_to_image_bias=0.0, position_scale=None, position_shift=None, time_dim_concat=None):
     """The official joint-sequence forward of Stand-In on ComfyUI WanModel ``dm`` (weights as currently loaded).
 
     ``reference`` is the reference latent already in the model's latent space, [1, 16, 1, h, w].
     ``video_to_image_bias`` is added to the video queries' logits on the image keys (0 = the paper).
     ``position_scale``/``position_shift`` ((t, h, w) each): every token of the joint sequence, video and image, is
     placed at shift + scale * (its official position), as ComfyUI's ScaleROPE places the video's tokens.
+    ``time_dim_concat`` (Phantom's subject frames, [B, 16, N, H, W]) are more frames after the video's, on the same
+    grid: they belong to the video part of the sequence (so they see the image keys too), and the output is the
+    video's frames only.
     """
     from comfy.ldm.wan.model import sinusoidal_embedding_1d
     batch, dim, heads = x.shape[0], dm.dim, dm.num_heads
+    frames = x.shape[2]
+    if time_dim_concat is not None:
+        x = torch.cat([x, time_dim_concat], dim=2)
     video = dm.patch_embedding(x.float())
     grid = tuple(video.shape[2:])
     video = video.flatten(2).transpose(1, 2)
@@ -84,4 +90,4 @@ def joint_forward(dm, x, timestep, context, reference, standin_sd, vace_context=
                                                                      context=context, context_img_len=None)
             tokens = torch.cat([tokens[:, :s] + hint * vace_strength[0], tokens[:, s:]], dim=1)
     out = dm.head(tokens[:, :s], e.reshape(batch, -1, dim))
-    return dm.unpatchify(out, grid)
+    return dm.unpatchify(out, grid)[:, :, :frames]
