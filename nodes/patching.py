@@ -33,7 +33,7 @@ from ..standin_core import (CacheKey, JointKVBuffers, ReferenceKV, ReferenceKVCa
                             tensor_fingerprint, token_grid, video_self_attention)
 from ..standin_core.cache import format_bytes, kv_cache_bytes
 from ..standin_core.positions import PositionMap
-from ..standin_core.reference import DiTParts, reference_branch
+from ..standin_core.reference import DiTParts, addcmul_modulate, reference_branch
 
 log = logging.getLogger("standin")
 
@@ -176,8 +176,8 @@ def check_wan_model(model) -> torch.nn.Module:
     dm = diffusion_model_of(model)
     name = type(dm).__name__
     if name in OTHER_WAN_MODELS:
-        raise ValueError(f"Stand-In does not run on this {name}: it is {OTHER_WAN_MODELS[name]}. Stand-In's weights fit "
-                         "Wan2.1 T2V 14B, Wan2.1 VACE 14B and each Wan2.2 A14B T2V expert.")
+        raise ValueError(f"Stand-In does not run on this {name}: it is {OTHER_WAN_MODELS[name]}. Stand-In's weights "
+                         "fit Wan2.1 T2V 14B, Wan2.1 VACE 14B and each Wan2.2 A14B T2V expert.")
     if name not in SUPPORTED_MODELS:
         raise ValueError(
             f"Stand-In needs a Wan text-to-video model ({' or '.join(SUPPORTED_MODELS)}, loaded with 'Load Diffusion "
@@ -197,8 +197,9 @@ def check_wan_model(model) -> torch.nn.Module:
         # Wan-Fun's reference convolution prepends its reference's tokens as frame 0 and moves the video to frames
         # 1.. (comfy/ldm/wan/model.py, WanModel.forward_orig and _forward's t_len + 1): Stand-In's frame -1 would no
         # longer be the frame before the video.
-        raise ValueError("Stand-In does not run on a Wan-Fun model with a reference convolution (ref_conv): it puts its "
-                         "own reference image before the video's first frame. Use Wan2.1 T2V 14B or Wan2.1 VACE 14B.")
+        raise ValueError("Stand-In does not run on a Wan-Fun model with a reference convolution (ref_conv): it puts "
+                         "its own reference image before the video's first frame. Use Wan2.1 T2V 14B or Wan2.1 VACE "
+                         "14B.")
     return dm
 
 
@@ -538,7 +539,10 @@ def wan_parts(dm, dtype: torch.dtype, device, options: dict) -> DiTParts:
         time_embedding=dm.time_embedding, time_projection=dm.time_projection, freq_dim=dm.freq_dim, width=dm.dim,
         heads=dm.num_heads, blocks=dm.blocks, apply_rope=wan.apply_rope1,
         block_modulation=lambda block: comfy.model_management.cast_to(block.modulation, dtype=dtype, device=device),
-        attention_for_block=attention_for_block)
+        attention_for_block=attention_for_block,
+        # newer ComfyUI (after v0.28) has the block's adaptive norm as one function, fused on CUDA for large inputs
+        # (comfy/ldm/wan/model.py, modulate); where it exists the reference runs through the same one
+        modulate=getattr(wan, "modulate", None) or addcmul_modulate)
 
 
 class SamplingRun:

@@ -14,9 +14,10 @@ tree=${1:?usage: scripts/setup_comfyui.sh [--no-browser] /path/to/ComfyUI}
 [ -f "$tree/requirements.txt" ] && [ -d "$tree/comfy" ] || { echo "error: $tree is not a ComfyUI tree" >&2; exit 1; }
 .venv/bin/python -m pip install -q -c <(printf 'torch==2.14.1\ntorchvision==0.29.1\n') \
   -r <(grep -vE '^\s*(torch|torchvision|torchaudio)\s*($|[<>=~!;])' "$tree/requirements.txt") requests
-# ComfyUI v0.28 and newer import torchaudio at start-up (comfy/sd.py -> comfy/ldm/lightricks/vae/audio_vae.py). The
-# package registry has no torchaudio built for torch 2.14; 2.11.1 (the newest) imports and runs beside it (checked:
-# torchaudio.functional.resample), so it goes in without its torch pin. Trees that do not list torchaudio skip it.
+# ComfyUI lists torchaudio (v0.3.64, v0.8.0, v0.28.0): its audio nodes load only with it, and v0.28 and newer import
+# it at start-up (comfy/sd.py -> comfy/ldm/lightricks/vae/audio_vae.py). The package registry has no torchaudio built
+# for torch 2.14; 2.11.1 (the newest) imports and runs beside it (checked: torchaudio.functional.resample), so it goes
+# in without its torch pin. A tree that does not list torchaudio does without.
 if grep -qE '^\s*torchaudio\s*($|[<>=~!;])' "$tree/requirements.txt"; then
   .venv/bin/python -m pip install -q --no-deps torchaudio==2.11.1
   .venv/bin/python -c "import torch, torchaudio, torchaudio.functional as F; F.resample(torch.zeros(1, 8), 2, 1); print('torchaudio', torchaudio.__version__, 'beside torch', torch.__version__)"

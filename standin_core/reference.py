@@ -62,6 +62,11 @@ def zero_timestep_modulation(time_embedding: Callable, time_projection: Callable
     return time_projection(embedded).unflatten(1, (6, width))
 
 
+def addcmul_modulate(x: torch.Tensor, norm: Callable, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Wan's adaptive norm: norm(x) * (1 + scale) + shift, as one addcmul (what Wan's block computes)."""
+    return torch.addcmul(shift, norm(x), 1 + scale)
+
+
 def project_qkv(self_attn, x: torch.Tensor, rotations: torch.Tensor, heads: int, lora: Optional[BlockLoRA] = None,
                 apply_rope: Callable = default_apply_rope, need_queries: bool = True
                 ) -> tuple[Optional[torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -87,16 +92,16 @@ def _rotate(x: torch.Tensor, rotations: torch.Tensor, heads: int, apply_rope: Ca
 
 def reference_block(block, ref_tokens: torch.Tensor, modulation: torch.Tensor, ref_rotations: torch.Tensor,
                     lora: BlockLoRA, heads: int, attention: AttentionFn = sdpa_attention,
-                    apply_rope: Callable = default_apply_rope, need_output: bool = True
-                    ) -> tuple[Optional[torch.Tensor], ReferenceKV]:
+                    apply_rope: Callable = default_apply_rope, need_output: bool = True,
+                    modulate: Callable = addcmul_modulate) -> tuple[Optional[torch.Tensor], ReferenceKV]:
     """One DiT block on the reference tokens [1, R, width] at t = 0.
 
     ``modulation`` is the block's modulation parameter plus e0 at t = 0, [1, 6, width]. Returns the updated tokens
     (``None`` when ``need_output`` is False, e.g. after the last block, whose output nobody reads) and the block's
-    reference K/V.
+    reference K/V. ``modulate(x, norm, shift, scale)`` is the model's adaptive norm (:func:`addcmul_modulate`).
     """
     shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation.chunk(6, dim=1)
-    attn_in = torch.addcmul(shift_msa, block.norm1(ref_tokens), 1 + scale_msa)
+    attn_in = modulate(ref_tokens, block.norm1, shift_msa, scale_msa)
     queries, keys, values = project_qkv(block.self_attn, attn_in, ref_rotations, heads, lora, apply_rope,
                                         need_queries=need_output)
     kv = ReferenceKV(keys, values)
@@ -104,7 +109,7 @@ def reference_block(block, ref_tokens: torch.Tensor, modulation: torch.Tensor, r
         return None, kv
     attended = block.self_attn.o(attention(queries, keys, values, heads))
     ref_tokens = torch.addcmul(ref_tokens, attended, gate_msa)
-    ffn_out = block.ffn(torch.addcmul(shift_mlp, block.norm2(ref_tokens), 1 + scale_mlp))
+    ffn_out = block.ffn(modulate(ref_tokens, block.norm2, shift_mlp, scale_mlp))
     return torch.addcmul(ref_tokens, ffn_out, gate_mlp), kv
 
 
@@ -113,7 +118,8 @@ def build_reference_kv(blocks: Sequence, ref_tokens: torch.Tensor, zero_modulati
                        attention_for_block: Optional[Callable[[int], AttentionFn]] = None,
                        apply_rope: Callable = default_apply_rope,
                        block_modulation: Callable = lambda block: block.modulation,
-                       keep: Callable[[ReferenceKV], ReferenceKV] = lambda kv: kv) -> list[ReferenceKV]:
+                       keep: Callable[[ReferenceKV], ReferenceKV] = lambda kv: kv,
+                       modulate: Callable = addcmul_modulate) -> list[ReferenceKV]:
     """The blocks' part of the reference pass: K/V of every block for the reference tokens [1, R, width].
 
     ``zero_modulation`` is e0 at t = 0 [1, 6, width]; ``block_modulation(block)`` returns the block's modulation
@@ -129,7 +135,7 @@ def build_reference_kv(blocks: Sequence, ref_tokens: torch.Tensor, zero_modulati
         modulation = block_modulation(block).to(zero_modulation) + zero_modulation
         last = index == len(blocks) - 1
         ref_tokens, kv = reference_block(block, ref_tokens, modulation, ref_rotations, lora, heads, attention,
-                                         apply_rope, need_output=not last)
+                                         apply_rope, need_output=not last, modulate=modulate)
         kv_per_block.append(keep(kv))
     return kv_per_block
 
@@ -142,7 +148,8 @@ class DiTParts:
     grid [1, width, T', H', W'] in whatever dtype the model computes it (ComfyUI's Wan: the Conv3d in float32).
     ``rope(positions)`` maps token positions [L, 3] (float32, on the compute device) to the model's rotation table,
     and ``apply_rope(x [B, L, heads, head_dim], table)`` applies it: the same pair the model uses for its video
-    tokens. ``block_modulation(block)`` is the block's own modulation parameter, ready to add to e0.
+    tokens. ``block_modulation(block)`` is the block's own modulation parameter, ready to add to e0, and
+    ``modulate(x, norm, shift, scale)`` its adaptive norm.
     ``attention_for_block(i)`` is the attention function block i uses.
     """
 
@@ -157,6 +164,7 @@ class DiTParts:
     blocks: Sequence
     apply_rope: Callable = default_apply_rope
     block_modulation: Callable = lambda block: block.modulation
+    modulate: Callable = addcmul_modulate
     attention_for_block: Callable[[int], AttentionFn] = lambda index: sdpa_attention
 
 
@@ -190,7 +198,8 @@ def reference_branch(parts: DiTParts, reference_latent: torch.Tensor, video_grid
     zero_modulation = zero_timestep_modulation(parts.time_embedding, parts.time_projection, parts.freq_dim,
                                                parts.width, dtype=dtype, device=device)
     return build_reference_kv(parts.blocks, tokens, zero_modulation, rotations, loras, parts.heads,
-                              parts.attention_for_block, parts.apply_rope, parts.block_modulation, keep)
+                              parts.attention_for_block, parts.apply_rope, parts.block_modulation, keep,
+                              parts.modulate)
 
 
 def video_self_attention(self_attn, x: torch.Tensor, rotations: torch.Tensor, heads: int,

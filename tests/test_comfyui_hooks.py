@@ -151,7 +151,8 @@ def test_a_modules_preferred_attention_runs_stand_ins_attention_too(env, monkeyp
     video_tokens, reference_tokens = 3 * 4 * 6, 3 * 5
     joint_keys = video_tokens + reference_tokens
     # one model call (cond and uncond batched): the reference pass (its last block only records K/V), then the video
-    assert calls[:len(blocks) - 1] == [(f"block {i}", reference_tokens, reference_tokens) for i in range(len(blocks) - 1)]
+    assert calls[:len(blocks) - 1] == [(f"block {i}", reference_tokens, reference_tokens)
+                                       for i in range(len(blocks) - 1)]
     assert calls[len(blocks) - 1:] == [(f"block {i}", video_tokens, joint_keys) for i in range(len(blocks))]
     assert_differs(halved, plain, "the preferred attention")
     for block in blocks:
@@ -181,3 +182,27 @@ def test_an_attention_override_sees_stand_ins_joint_keys(env):
     assert self_attention[:blocks - 1] == [(True, reference, reference)] * (blocks - 1)  # the reference pass
     assert self_attention[blocks - 1:] == [(False, video, video + reference)] * blocks  # the video's, with the ref
     assert len(seen) == len(self_attention) + blocks  # and each block's text cross-attention (ComfyUI's own)
+
+
+def test_a_newer_comfyuis_modulate_runs_the_reference_pass_too(env, monkeypatch):
+    """Newer ComfyUI computes the block's adaptive norms with ``comfy.ldm.wan.model.modulate(x, norm, shift, scale)``
+    (fused on CUDA for large inputs). Where it exists, the reference pass calls it too: norm1 before the attention
+    and norm2 before the FFN in every block, except the last, whose K/V need only norm1. Put onto this tree (its
+    non-fused branch, which records its calls), the run is the same as without it."""
+    import comfy.ldm.wan.model as wan
+    plain = sample(env, apply(env), steps=1)
+    blocks = env.base.model.diffusion_model.blocks
+    names = {id(block.norm1): f"block {i} norm1" for i, block in enumerate(blocks)}
+    names.update({id(block.norm2): f"block {i} norm2" for i, block in enumerate(blocks)})
+    calls = []
+
+    def modulate(x, norm, shift, scale):
+        calls.append((names.get(id(norm)), x.shape[1]))
+        return torch.addcmul(shift, norm(x), 1 + scale)
+
+    monkeypatch.setattr(wan, "modulate", modulate, raising=False)
+    assert torch.equal(sample(env, apply(env), steps=1), plain)
+    reference_tokens = 3 * 5
+    expected = [(f"block {i} {norm}", reference_tokens) for i in range(len(blocks))
+                for norm in (("norm1", "norm2") if i < len(blocks) - 1 else ("norm1",))]
+    assert calls == expected

@@ -200,3 +200,36 @@ def test_values_go_straight_into_the_buffer_for_plain_linear_layers(monkeypatch)
     with torch.no_grad():  # anything else (here a Sequential wrapping the layer): computed, then copied
         linear_into(torch.nn.Sequential(layer), x, buffer[:, :5])
     assert torch.equal(buffer[:, :5], layer(x)) and (buffer[:, 5:] == 3.0).all() and not calls
+
+
+@pytest.mark.parametrize("use_buffers", [False, True], ids=["concat", "buffers"])
+def test_after_attention_gets_the_video_q_k_and_the_joint_attention_output(use_buffers):
+    """``after_attention(out, queries, keys)``: called once, before the output projection, with the joint attention
+    output and the video tokens' own rotated queries and keys (computed here independently: the block's q/k, its
+    norms, the naive complex RoPE). What it returns is what ``o`` projects."""
+    from comfyui_standin.tests.support.naive_wan import naive_apply_rope, rope_for, rope_table
+    model = NaiveWan(depth=1)
+    weights, _ = random_standin_weights(model.dim, 1)
+    gen = torch.Generator().manual_seed(17)
+    latent_shape, ref_latent = (2, 16, 2, 8, 8), torch.randn(1, 16, 1, 8, 8, generator=gen)
+    kv = reference_kv(model, latent_shape, ref_latent, weights)[0]
+    positions = video_positions(*token_grid(latent_shape[2:]))
+    heads, head_dim = model.heads, model.dim // model.heads
+    sa = model.blocks[0].self_attn
+    h = torch.randn(2, positions.shape[0], model.dim, generator=gen)
+    seen = []
+
+    def record(out, queries, keys):
+        seen.append((out.clone(), queries.clone(), keys.clone()))
+        return torch.zeros_like(out)
+
+    buffers = JointKVBuffers() if use_buffers else None
+    plain = video_self_attention(sa, h, rope_rotations(positions, head_dim), heads, kv, buffers=buffers)
+    zeroed = video_self_attention(sa, h, rope_rotations(positions, head_dim), heads, kv, buffers=buffers,
+                                  after_attention=record)
+    (out, queries, keys), = seen
+    table = rope_for(positions.long(), rope_table(head_dim))
+    assert_matches(queries, naive_apply_rope(sa.norm_q(sa.q(h)), table, heads), "the video queries")
+    assert_matches(keys, naive_apply_rope(sa.norm_k(sa.k(h)), table, heads), "the video keys")
+    assert_matches(sa.o(out), plain, "o of the attention output the hook got")
+    assert torch.equal(zeroed, sa.o(torch.zeros_like(out)))

@@ -65,7 +65,8 @@ class RecordingVAE:
 def progress_ticks(monkeypatch) -> list:
     """Every (value, total) the pack's progress bar sends, as ComfyUI's progress hook receives them. ComfyUI v0.28
     and newer throttle the hook (a tick within 0.1 s of the last one is not sent: comfy/utils.py
-    PROGRESS_THROTTLE_MIN_INTERVAL); the throttle is set to zero here so the count does not depend on the CPU's speed."""
+    PROGRESS_THROTTLE_MIN_INTERVAL); the throttle is set to zero here so the count does not depend on the CPU's
+    speed."""
     import comfy.utils
     calls = []
     monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", lambda value, total, preview, node_id=None:
@@ -218,7 +219,6 @@ def test_face_mask_node_tracks_the_face_with_progress(comfy, nodes_faces, core, 
                                                       monkeypatch):
     """Real weights files are loaded; detection is swapped for the bundled cascade (random RetinaFace finds no
     real face) and parsing for 'all skin', so the masks must be the official windows around the moving face."""
-    import comfy.utils
     _, face_models = core
     facexlib_folder(weights_dir)
     monkeypatch.setattr(face_models, "retinaface_detector", lambda model, confidence=0.5: face_models.cascade_detector())

@@ -234,7 +234,8 @@ def test_frontend_loads_the_workflow(frontend_page, path, tmp_path):
     workflow = json.loads(path.read_text(encoding="utf-8"))
     loaded = frontend.load_workflow(frontend_page, workflow)
     where = f"{path.name} in comfyui-frontend-package {frontend_page.frontend_version}"
-    specs = wg.recorded(comfyui_version(Path(os.environ["COMFYUI_PATH"])))  # equal to the live server's (test_workflows)
+    # the recorded specs of this tree (equal to the live server's: test_workflows.py)
+    specs = wg.recorded(comfyui_version(Path(os.environ["COMFYUI_PATH"])))
     assert not loaded["alerts"], f"{where}: {loaded['alerts']}"
     assert not frontend.missing_node_dialogs(loaded), f"{where}: {loaded['dialogs']}"
     assert not loaded["console_errors"], f"{where}: {loaded['console_errors']}"
