@@ -206,3 +206,25 @@ def test_a_newer_comfyuis_modulate_runs_the_reference_pass_too(env, monkeypatch)
     expected = [(f"block {i} {norm}", reference_tokens) for i in range(len(blocks))
                 for norm in (("norm1", "norm2") if i < len(blocks) - 1 else ("norm1",))]
     assert calls == expected
+
+
+class FoldedFeedForward(torch.nn.Sequential):
+    """Newer ComfyUI's WanFeedForward (comfy/ldm/wan/model.py after v0.28): the same [Linear, GELU(tanh), Linear]
+    modules and state-dict keys, with the GELU applied inside the down-projection's call (``self[1]`` is never
+    called)."""
+
+    def forward(self, x):
+        return self[2](torch.nn.functional.gelu(self[0](x), approximate="tanh"))
+
+
+def test_a_folded_feed_forward_is_called_as_the_blocks_own_module(env, monkeypatch):
+    """The reference pass calls each block's ``ffn`` module, never its parts: with newer ComfyUI's folded FFN put
+    into every block (its unused GELU made to fail if called), Stand-In still equals the joint sequence."""
+    model = apply(env)
+    blocks = model.model.diffusion_model.blocks
+    for block in blocks:
+        folded = FoldedFeedForward(*block.ffn)
+        folded[1].forward = lambda *args: pytest.fail("the folded GELU module was called on its own")
+        monkeypatch.setattr(block, "ffn", folded)
+    ours = sample(env, model, steps=2)
+    assert_matches(ours, sample(env, JointModel(env, env.base).model, steps=2), "Stand-In with the folded FFN")
