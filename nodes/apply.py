@@ -24,8 +24,8 @@ class ApplyStandInToWanModel(io.ComfyNode):
                                        "high-noise model and the _low file on the low-noise model."),
                 io.Latent.Input(
                     "reference_latent", tooltip=(
-                        "The reference face as ONE latent frame: the 'latent' output of Encode Reference Face "
-                        "(or a VAE Encode of a prepared 512x512 face on white).")),
+                        "The reference face as ONE latent frame: the 'reference_latent' output of Encode Reference "
+                        "Face (or a VAE Encode of a prepared 512x512 face on white).")),
                 io.Float.Input("strength", default=1.0, min=0.0, max=3.0, step=0.05, tooltip=(
                     "1.0 = Stand-In exactly as trained. 0 = the base model exactly. In between / above, each "
                     "reference key counts that many times in the video's attention (more or less identity).")),

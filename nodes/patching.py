@@ -15,6 +15,7 @@ The video tensor keeps its shape, so VACE, other patches and samplers see an ord
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import threading
@@ -514,12 +515,18 @@ def check_standin_ran(dm, call: ModelCall, replaced: list[int], options: dict) -
             "Stand-In after the other patch, or remove one of them.")
 
 
+@functools.lru_cache(maxsize=None)
+def rope_encode_takes_options(rope_encode) -> bool:
+    """Whether this rope_encode (a class's function, read once) takes transformer_options (ComfyUI v0.8.0+)."""
+    return "transformer_options" in inspect.signature(rope_encode).parameters
+
+
 def position_map(dm, options: dict) -> PositionMap:
     """How this call's video RoPE positions are scaled and shifted: ComfyUI's ``rope_options`` (ScaleROPE, v0.8.0+),
     which WanModel.rope_encode applies as position k -> shift + scale * k on each axis (t, y, x). A WanModel whose
     rope_encode takes no options (ComfyUI before ScaleROPE) ignores them, and so does the reference."""
     rope = options.get("rope_options") or {}
-    if not rope or "transformer_options" not in inspect.signature(dm.rope_encode).parameters:
+    if not rope or not rope_encode_takes_options(type(dm).rope_encode):
         return PositionMap()
     return PositionMap(scale=tuple(float(rope.get(f"scale_{axis}", 1.0)) for axis in "tyx"),
                        shift=tuple(float(rope.get(f"shift_{axis}", 0.0)) for axis in "tyx"))

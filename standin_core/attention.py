@@ -48,9 +48,10 @@ class JointKVBuffers:
     """Reusable [B, S + R, width] key and value buffers for the video pass.
 
     The video keys (rotated by the model's own RoPE function, the one its queries use) and values go into the first
-    S rows, a block's reference K/V into the last R rows. This replaces a ``torch.cat`` per block, which reads and writes the whole video K/V once
-    more (2.2% of a Wan 14B forward on an H100, more than the extra attention itself). One pair serves every block
-    of a call and every call of a sampling run with the same shapes; ``release()`` frees it.
+    S rows, a block's reference K/V into the last R rows. This replaces a ``torch.cat`` per block, which reads and
+    writes the whole video K/V once more: +2.27% of a base Wan 14B call in the core benchmark and +2.58% through
+    ComfyUI's WanModel on an H100 (benchmarks/RESULTS.md), more than the extra attention itself. One pair serves
+    every block of a call and every call of a sampling run with the same shapes; ``release()`` frees it.
     """
 
     def __init__(self):

@@ -10,6 +10,10 @@ K_I and V_I of every block depend only on:
 Not on the prompt and not on the timestep (the reference runs at t = 0 and, as in the official code, without text
 cross-attention), so one entry serves cond and uncond rows and every denoising step. :class:`CacheKey` holds exactly
 these inputs; an entry is reused only under an equal key, and ``clear()`` drops it explicitly.
+
+The nodes give every sampling run (and every multi-GPU work unit of it) a fresh cache and clear it when the run ends
+(nodes/patching.py: SamplingRun, SamplingState), so no entry outlives its run; within a run the key still tells apart
+the calls that need another entry (area conditioning that crops the video to another grid, another dtype or device).
 """
 from __future__ import annotations
 
