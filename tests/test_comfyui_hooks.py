@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from comfyui_standin.tests.support.tolerance import assert_differs, assert_matches
-from comfyui_standin.tests.test_comfyui_wan import JointModel, apply, env, sample  # noqa: F401 (fixture)
+from comfyui_standin.tests.test_comfyui_wan import JointModel, apply, env, forward, sample  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.comfyui
 
@@ -24,17 +24,6 @@ def with_patch(model, kind: str, patch):
     patched = model.clone()
     patched.set_model_patch(patch, kind)
     return patched
-
-
-def forward_with_options(env, model, x, sigma, context):
-    """One call of the diffusion model with the MODEL's wrappers and transformer_options (its patches included), as
-    the sampler makes it."""
-    import comfy.model_management
-    comfy.model_management.load_models_gpu([model])
-    options = {**model.model_options.get("transformer_options", {}), "wrappers": model.wrappers}
-    with torch.no_grad():
-        return model.model.diffusion_model(x, model.model.model_sampling.timestep(sigma), context,
-                                           transformer_options=options)
 
 
 def zero_output(arguments):
@@ -92,8 +81,8 @@ def test_attn1_patch_gets_the_video_tokens_q_k_and_attention_output(env):
     x = torch.randn(2, 16, 3, 8, 12, generator=gen)
     context = torch.randn(2, 7, 4096, generator=gen)
     sigma = torch.tensor([0.7, 0.7])
-    base_out = forward_with_options(env, with_patch(env.base, "attn1_patch", recorder("base")), x, sigma, context)
-    ours = forward_with_options(env, with_patch(apply(env), "attn1_patch", recorder("standin")), x, sigma, context)
+    base_out, _ = forward(env, with_patch(env.base, "attn1_patch", recorder("base")), x, sigma, context)
+    ours, _ = forward(env, with_patch(apply(env), "attn1_patch", recorder("standin")), x, sigma, context)
     if not base_calls(env, "attn1_patch"):  # this ComfyUI's Wan calls no attn1_patch (v0.28.0 and newer do)
         assert not seen["base"] and not seen["standin"], "Stand-In called attn1_patch where this ComfyUI's Wan does not"
         return

@@ -46,11 +46,12 @@ def processed_reference(env, model):
 
 
 def forward(env, model, x, sigma, context, **extra):
-    """One call of the model's diffusion model as ComfyUI makes it (object patches loaded, wrappers in options)."""
+    """One call of the model's diffusion model as ComfyUI makes it (object patches loaded; the MODEL's
+    transformer_options, its patches included, and its wrappers in the options)."""
     import comfy.model_management
     comfy.model_management.load_models_gpu([model])
     dm = model.model.diffusion_model
-    options = {"wrappers": model.wrappers}
+    options = {**model.model_options.get("transformer_options", {}), "wrappers": model.wrappers}
     t = model.model.model_sampling.timestep(sigma)
     with torch.no_grad():
         return dm(x, t, context, transformer_options=options, **extra), t
@@ -721,26 +722,27 @@ def test_clear_errors(env):
         env.apply.ApplyStandInToWanModel.execute(env.base, env.weights, env.ref, 1.0, 0.8, 0.2)
 
 
-def test_models_it_does_not_fit(env):
+def random_wan_model(model_type: str, in_dim: int, **extra):
+    """A tiny WanModel of another kind (width 256, 3 blocks, random weights) loaded the way ComfyUI loads a file."""
     import comfy.ops
     import comfy.sd
     from comfy.ldm.wan.model import WanModel
-    i2v = WanModel(model_type="i2v", patch_size=(1, 2, 2), in_dim=36, dim=256, ffn_dim=512, freq_dim=256, text_dim=4096,
-                   out_dim=16, num_heads=2, num_layers=3, cross_attn_norm=True, operations=comfy.ops.disable_weight_init)
-    for param in i2v.parameters():
+    model = WanModel(model_type=model_type, patch_size=(1, 2, 2), in_dim=in_dim, dim=256, ffn_dim=512, freq_dim=256,
+                     text_dim=4096, out_dim=16, num_heads=2, num_layers=3, cross_attn_norm=True,
+                     operations=comfy.ops.disable_weight_init, **extra)
+    for param in model.parameters():
         torch.nn.init.normal_(param, std=0.02)
-    i2v_model = comfy.sd.load_diffusion_model_state_dict(i2v.state_dict())
+    return comfy.sd.load_diffusion_model_state_dict(model.state_dict())
+
+
+def test_models_it_does_not_fit(env):
+    i2v_model = random_wan_model("i2v", 36)
     with pytest.raises(ValueError, match="takes 36: image-to-video .* use Wan2.1 VACE"):
         env.apply.ApplyStandInToWanModel.execute(i2v_model, env.weights, env.ref, 1.0, 0.0, 1.0)
     # Wan2.2 I2V A14B: no CLIP image embedding, so ComfyUI loads it as model type 't2v', with 36 input channels;
     # TI2V-5B-like: 48 input channels. Both are refused by their patch embedding, not by model_type.
     for channels, what in ((36, "image-to-video"), (48, "TI2V-5B")):
-        t2v_typed = WanModel(model_type="t2v", patch_size=(1, 2, 2), in_dim=channels, dim=256, ffn_dim=512,
-                             freq_dim=256, text_dim=4096, out_dim=16, num_heads=2, num_layers=3, cross_attn_norm=True,
-                             operations=comfy.ops.disable_weight_init)
-        for param in t2v_typed.parameters():
-            torch.nn.init.normal_(param, std=0.02)
-        loaded = comfy.sd.load_diffusion_model_state_dict(t2v_typed.state_dict())
+        loaded = random_wan_model("t2v", channels)
         assert loaded.model.diffusion_model.model_type == "t2v"
         with pytest.raises(ValueError, match=f"patch embedding takes 16 latent channels; this one takes {channels}: "
                                              f".*{what}"):
@@ -749,7 +751,6 @@ def test_models_it_does_not_fit(env):
     not_wan.add_object_patch("diffusion_model", torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="needs a Wan text-to-video model .* this MODEL is a Linear"):
         env.apply.ApplyStandInToWanModel.execute(not_wan, env.weights, env.ref, 1.0, 0.0, 1.0)
-
 
 
 def wan_family_classes():
@@ -789,15 +790,7 @@ def test_every_wan_model_class_is_supported_or_refused_with_its_reason(env):
 
 
 def test_a_wan_fun_reference_convolution_is_refused(env):
-    import comfy.ops
-    import comfy.sd
-    from comfy.ldm.wan.model import WanModel
-    fun = WanModel(model_type="t2v", patch_size=(1, 2, 2), in_dim=16, in_dim_ref_conv=16, dim=256, ffn_dim=512,
-                   freq_dim=256, text_dim=4096, out_dim=16, num_heads=2, num_layers=3, cross_attn_norm=True,
-                   operations=comfy.ops.disable_weight_init)
-    for param in fun.parameters():
-        torch.nn.init.normal_(param, std=0.02)
-    loaded = comfy.sd.load_diffusion_model_state_dict(fun.state_dict())
+    loaded = random_wan_model("t2v", 16, in_dim_ref_conv=16)
     assert loaded.model.diffusion_model.ref_conv is not None
     with pytest.raises(ValueError, match="reference convolution"):
         env.apply.ApplyStandInToWanModel.execute(loaded, env.weights, env.ref, 1.0, 0.0, 1.0)
