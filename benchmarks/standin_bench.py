@@ -6,10 +6,13 @@ median ratio of each variant's sampling time to base in the same round (with min
 the steady-state calls (every call after the first, i.e. without the one-time cache build), peak memory, the cache
 size, and the analytic figures of :mod:`benchmarks.analytic` for the configuration actually timed.
 
-    .venv/bin/python -m comfyui_standin.benchmarks.standin_bench                      # CPU, reduced shape, paper's R/S ratio
-    python3 -m comfyui_standin.benchmarks.standin_bench --device cuda --dtype bf16 --paper-shape   # Wan2.1 14B shape on a GPU
-
-    COMFYUI_PATH=/path/to/ComfyUI PYTHONPATH=/path/to/ComfyUI python -m comfyui_standin.benchmarks.standin_bench --comfyui ...      # ComfyUI's real WanModel
+    # CPU, reduced shape, the paper's R/S ratio
+    .venv/bin/python -m comfyui_standin.benchmarks.standin_bench
+    # Wan2.1 14B shape on a GPU
+    python3 -m comfyui_standin.benchmarks.standin_bench --device cuda --dtype bf16 --paper-shape
+    # ComfyUI's real WanModel
+    COMFYUI_PATH=/path/to/ComfyUI PYTHONPATH=/path/to/ComfyUI \
+        python -m comfyui_standin.benchmarks.standin_bench --comfyui
 
 The model is :class:`benchmarks.wan_like.WanLike` (ComfyUI's Wan attribute names, random weights) and the Stand-In
 path is the core as the pack runs it: :func:`standin_core.reference.video_self_attention` with the reusable
@@ -22,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import dataclasses
 import json
 import logging
 import os
@@ -36,12 +38,12 @@ from pathlib import Path
 import torch
 
 from comfyui_standin.standin_core.attention import JointKVBuffers, sdpa_attention
-from comfyui_standin.standin_core.cache import CacheKey, tensor_fingerprint
+from comfyui_standin.standin_core.cache import CacheKey
 from comfyui_standin.standin_core.cache import format_bytes as fmt_bytes
 from comfyui_standin.standin_core.positions import rope_rotations, video_positions
 from comfyui_standin.standin_core.reference import reference_branch, video_self_attention
 from comfyui_standin.standin_core.weights import StandInWeights, standin_weights_from_state_dict
-from comfyui_standin.tests.support.tiny_models import random_standin_state_dict
+from comfyui_standin.devtools.tiny_models import random_standin_state_dict
 
 from comfyui_standin.benchmarks import analytic
 from comfyui_standin.benchmarks.timing import TimedSampler, cache_for, sync
@@ -147,12 +149,6 @@ def random_standin_weights(depth: int, width: int, rank: int, device, dtype) -> 
     return StandInWeights(weights.blocks_on(device, dtype), source="<random>")
 
 
-def make_cache_key(**values) -> CacheKey:
-    """A CacheKey from the values its fields name (the key's fields may grow; unknown ones get None)."""
-    names = [f.name for f in dataclasses.fields(CacheKey)]
-    return CacheKey(**{name: values.get(name) for name in names})
-
-
 def build_setup(cfg: dict, device: torch.device, dtype: torch.dtype) -> Setup:
     torch.manual_seed(0)
     t0 = time.perf_counter()
@@ -169,9 +165,7 @@ def build_setup(cfg: dict, device: torch.device, dtype: torch.dtype) -> Setup:
     ref_latent = torch.randn(1, 16, 1, 2 * cfg["ref_height"], 2 * cfg["ref_width"], device=device)
     context = torch.randn(2, cfg["text_len"], 4096, device=device, dtype=dtype)
     video_rot = rope_rotations(video_positions(frames, height, width), head_dim).to(device)
-    # The key is computed once per sampling run setup (at node time in the pack), never per call.
-    key = make_cache_key(reference=tensor_fingerprint(ref_latent), weights=id(weights), model_state=id(model),
-                         video_grid=(height, width), device=str(device), dtype=str(dtype))
+    key = CacheKey(video_grid=(height, width), device=str(device), dtype=str(dtype))
     sigmas = torch.linspace(1.0, 0.0, cfg["steps"] + 1, device=device)
     return Setup(model, weights, loras, latent, ref_latent, context, video_rot, key, sigmas, device, dtype,
                  cfg=5.0, video_grid=(frames, height, width))
@@ -216,8 +210,14 @@ class Sampler(TimedSampler):
 
 
 def run_round(make_sampler, variants: list[str], rotate: int) -> dict:
-    """All variants sample side by side: at every step each variant makes its call (order rotated per step)."""
+    """All variants sample side by side: at every step each variant makes its call (order rotated per step), or,
+    where the sampler runs whole runs (ComfyUI's), each variant samples in turn (order rotated per round)."""
     samplers = {v: make_sampler(v) for v in variants}
+    if not samplers[variants[0]].interleave_calls:
+        k = rotate % len(variants)
+        for v in variants[k:] + variants[:k]:
+            samplers[v].sample_all()
+        return samplers
     for step in range(samplers[variants[0]].steps):
         k = (rotate + step) % len(variants)
         for v in variants[k:] + variants[:k]:
@@ -349,8 +349,8 @@ def main(argv=None) -> int:
            "per_forward_linear_only_uncached": analytic.per_forward_overheads(shape, work, False)["uncached"],
            "per_forward_uncached": analytic.per_forward_overheads(shape, work)["uncached"]}
     command = "python -m comfyui_standin.benchmarks.standin_bench " + " ".join(sys.argv[1:] if argv is None else argv)
-    result = Result(device=device_name(device), device_type=device.type, command=command.strip(), config=cfg, dtype=dtype_name,
-                    analytic=ana)
+    result = Result(device=device_name(device), device_type=device.type, command=command.strip(), config=cfg,
+                    dtype=dtype_name, analytic=ana)
 
     variants = (["base", "cached", "uncached"] + (["offload"] if args.with_offload else [])
                 + (["concat"] if args.with_concat else []))
@@ -359,9 +359,9 @@ def main(argv=None) -> int:
 
     with torch.inference_mode():
         if args.comfyui:
-            from comfyui_standin.benchmarks.comfy_model import ComfySampler, build_comfy_setup
-            s = build_comfy_setup(cfg, device, dtype)
-            result.device += f"; ComfyUI {s.version} WanModel + the pack's nodes/patching.py"
+            from comfyui_standin.benchmarks.comfy_model import ComfySampler, ComfySetup
+            s = ComfySetup(cfg, device, dtype)
+            result.device += f"; ComfyUI {s.version} WanModel sampled by ComfyUI, Stand-In by the pack's apply_standin"
 
             def make_sampler(variant):
                 return ComfySampler(s, variant)
@@ -380,8 +380,7 @@ def main(argv=None) -> int:
         for variant in variants:  # memory: one untimed run per variant, alone (the peak is per region)
             with PeakMemory(device) as mem:
                 sampler = make_sampler(variant)
-                for step in range(sampler.steps):
-                    sampler.call(step)
+                sampler.sample_all()
             memory[variant] = {"peak": mem.peak, "delta": mem.delta}
             finals[variant] = sampler.x
             if not torch.isfinite(sampler.x).all():
@@ -501,9 +500,9 @@ def report(result: Result, shape, work, variants) -> list[str]:
     ]
     if "offload" in m[clock]:
         offload = m[clock]["offload"]
+        ratio = (1 + offload['steady']['median']) / (1 + cached['steady']['median'])
         lines.append(f"  offload (streamed) steady call {pct(offload['steady']['median'])} vs cached "
-                     f"{pct(cached['steady']['median'])} -> {(1 + offload['steady']['median']) / (1 + cached['steady']['median']):.3f}x "
-                     "the cached call time (limit 1.10x)")
+                     f"{pct(cached['steady']['median'])} -> {ratio:.3f}x the cached call time (limit 1.10x)")
     lines.append("=" * 100)
     return lines
 

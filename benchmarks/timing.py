@@ -15,7 +15,10 @@ def sync(device: torch.device) -> None:
 
 class TimedSampler:
     """A sampling run (Euler, cfg with cond+uncond batched) advanced one model call at a time, so the variants can
-    be interleaved call by call; every call is timed (wall and process CPU). Subclasses make the model call."""
+    be interleaved call by call; every call is timed (wall and process CPU). Subclasses make the model call, or
+    (``interleave_calls = False``) run the whole sampling in :meth:`sample_all`."""
+
+    interleave_calls = True
 
     def __init__(self, latent: torch.Tensor, sigmas: torch.Tensor, cfg: float, device: torch.device):
         self.x, self.sigmas, self.cfg, self.device = latent.clone(), sigmas, cfg, device
@@ -46,6 +49,10 @@ class TimedSampler:
 
     def finish(self) -> None:
         """Sampling ended."""
+
+    def sample_all(self) -> None:
+        for step in range(self.steps):
+            self.call(step)
 
 
 def cache_for(variant: str) -> ReferenceKVCache:

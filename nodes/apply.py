@@ -2,7 +2,7 @@
 from comfy_api.latest import io
 
 from .loaders import StandInWeightsType
-from .patching import apply_standin
+from .install import apply_standin
 
 
 class ApplyStandInToWanModel(io.ComfyNode):
@@ -18,7 +18,8 @@ class ApplyStandInToWanModel(io.ComfyNode):
                 "LoRA, and every video self-attention also attends to their keys/values. Works on a copy: the input "
                 "MODEL is unchanged. Chains with VACE, style LoRAs, fp8/GGUF weights and KSampler."),
             inputs=[
-                io.Model.Input("model", tooltip="A Wan T2V model from 'Load Diffusion Model' (fp8/GGUF/LoRA'd are fine)."),
+                io.Model.Input("model", tooltip="A Wan T2V model from 'Load Diffusion Model' (fp8, GGUF and "
+                                                "LoRA'd models are fine)."),
                 StandInWeightsType.Input(
                     "standin", tooltip="From Load Stand-In LoRA. For Wan2.2 A14B use the _high file on the "
                                        "high-noise model and the _low file on the low-noise model."),

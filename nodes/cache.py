@@ -3,9 +3,28 @@ import logging
 
 from comfy_api.latest import io
 
-from .patching import describe_cache, set_cache_mode
+from ..standin_core.cache import format_bytes
+from .install import set_cache_mode
+from .memory import expected_cache_bytes, standin_memory
+from .run_state import standin_settings
 
 log = logging.getLogger("standin")
+
+
+def describe_cache(model, mode: str) -> str:
+    """The node's cache_info: what the cache will hold and where, and what else Stand-In allocates while sampling."""
+    settings = standin_settings(model)
+    if settings is None:
+        return f"cache {mode}: Stand-In is not applied to this MODEL yet (the setting still holds once it is)"
+    where = {"on": "on the compute device",
+             "offload": "on the offload device, streamed to the compute device one block at a time (two blocks "
+                        "there at once)",
+             "off": "not kept (recomputed every model call)"}[mode]
+    example = standin_memory(model, settings, (2, 16, 21, 60, 104))  # 832x480, 81 frames, cond + uncond
+    return (f"cache {mode}: reference K/V {format_bytes(expected_cache_bytes(model))} {where}. While sampling, "
+            f"Stand-In also allocates [video; reference] K/V buffers ({format_bytes(example.buffers)} at 832x480x81, "
+            f"cond+uncond) and the LoRA's device copy ({format_bytes(example.lora)}); ComfyUI's memory estimate "
+            f"counts all three ({format_bytes(example.total)} at that size)")
 
 
 class StandInKVCache(io.ComfyNode):

@@ -101,7 +101,8 @@ class EncodeReferenceFace(io.ComfyNode):
             inputs=[
                 io.Image.Input("image", tooltip="One reference photo (a batch of one). The face should be visible; "
                                                 "larger and sharper faces keep the identity better."),
-                io.Vae.Input("vae", tooltip="The Wan VAE of the model you sample with (Wan2.1 VAE for Wan2.1/2.2 14B)."),
+                io.Vae.Input("vae", tooltip="The Wan VAE of the model you sample with (Wan2.1 VAE for Wan2.1/2.2 "
+                                            "14B)."),
                 io.Int.Input("face_index", default=-1, min=-1, max=63,
                              tooltip="Which face when the photo has several: -1 = the largest, 0 = the leftmost, "
                                      "1 = the next one to the right, ..."),
@@ -146,7 +147,8 @@ class EncodeReferenceFace(io.ComfyNode):
         mask = torch.from_numpy(result.mask).unsqueeze(0)
         latent = vae.encode(prepared[..., :3])
         cutout = face_swap.face_cutout(result)
-        return io.NodeOutput({"samples": latent}, prepared, mask, torch.from_numpy(cutout[..., :3]).float().div(255.0)[None],
+        cutout_rgb = torch.from_numpy(cutout[..., :3]).float().div(255.0)[None]
+        return io.NodeOutput({"samples": latent}, prepared, mask, cutout_rgb,
                              torch.from_numpy(cutout[..., 3] > 0).float()[None])
 
 
@@ -203,9 +205,11 @@ class StandInFaceSwapPaste(io.ComfyNode):
                 "frames and KSampler at denoise 0.85 with the Stand-In model; to hold the background, put the masks "
                 "through Threshold Mask (0.5, the official hard mask) and Set Latent Noise Mask."),
             inputs=[
-                io.Image.Input("images", tooltip="The video's frames (an IMAGE batch, e.g. from Get Video Components)."),
+                io.Image.Input("images", tooltip="The video's frames (an IMAGE batch, e.g. from Get Video "
+                                                 "Components)."),
                 io.Image.Input("reference_cutout", tooltip="The 'cutout' output of Encode Stand-In Reference Face."),
-                io.Mask.Input("reference_alpha", tooltip="The 'cutout_alpha' output of Encode Stand-In Reference Face."),
+                io.Mask.Input("reference_alpha",
+                              tooltip="The 'cutout_alpha' output of Encode Stand-In Reference Face."),
                 io.Boolean.Input("match_angle_and_size", default=True, tooltip=(
                     "On (official default): warp the face so its eyes, nose and mouth land on the frame face's. Off: "
                     "paste it upright into the 1.5x face window through the face-parse mask.")),
@@ -213,7 +217,8 @@ class StandInFaceSwapPaste(io.ComfyNode):
                                tooltip="A frame's largest face is replaced only if its detection score is above this "
                                        "(official: 0.5)."),
                 io.Float.Input("crop_scale", default=faces.CROP_SCALE, min=1.0, max=3.0, step=0.05,
-                               tooltip="Window paste: the face window is this many times the face box (official: 1.5)."),
+                               tooltip="Window paste: the face window is this many times the face box "
+                                       "(official: 1.5)."),
                 io.Int.Input("dilation", default=face_masks.DILATION, min=0, max=128,
                              tooltip="Window paste: grow the face-parse mask by an elliptic kernel of this size "
                                      "(pixels of the 512x512 crop); official: 10."),
@@ -237,7 +242,8 @@ class StandInFaceSwapPaste(io.ComfyNode):
                 feather=face_masks.FEATHER, crop_and_trim=True, detector=face_models.DETECTORS[0],
                 allow_download=False) -> io.NodeOutput:
         if images.ndim != 4 or images.shape[0] == 0:
-            raise ValueError(f"Stand-In Face Swap Paste needs video frames [frames, H, W, C], got {tuple(images.shape)}")
+            raise ValueError("Stand-In Face Swap Paste needs video frames [frames, H, W, C], got "
+                             f"{tuple(images.shape)}")
         size = tuple(reference_cutout.shape[1:3])
         if reference_cutout.ndim != 4 or reference_cutout.shape[0] != 1 or tuple(reference_alpha.shape[-2:]) != size \
                 or reference_alpha.numel() != size[0] * size[1]:

@@ -90,7 +90,8 @@ class StandInIdentityScore(io.ComfyNode):
             outputs=[
                 io.Float.Output(display_name="score", tooltip="Mean score over the frames with a face (0..1); "
                                                               "-1 when no sampled frame has a face."),
-                io.String.Output(display_name="per_frame", tooltip="frame: score, or 'no face', for each sampled frame."),
+                io.String.Output(display_name="per_frame",
+                                 tooltip="frame: score, or 'no face', for each sampled frame."),
                 io.Image.Output(display_name="plot", tooltip="Score against frame, the mean, frames without a face."),
                 io.String.Output(display_name="summary", tooltip="One line to share with the result."),
             ],

@@ -2,19 +2,20 @@
 
     .venv/bin/python scripts/build_workflows.py
 
-Widget order, sockets and output types come from the recorded node lists (tests/data/comfyui_nodes/0.8.0.json for
-the core nodes, pack.json for ours; scripts/record_core_nodes.py writes them), so a graph lays out its widgets the way
-the frontend does. Values not given are the node's defaults. The tests (tests/test_workflows.py) check the files
-against both recorded ComfyUI versions, a live server, the executor and the real frontend; this script only writes.
+Widget order, sockets and output types come from the recorded node lists (devtools/comfyui_nodes/0.8.0.json for
+the core nodes, pack.json for ours; scripts/record_core_nodes.py writes them), read through the workflow-graph library
+the tests use (devtools/workflow_graph.py), so a graph lays out its widgets the way the frontend does. Values not
+given are the node's defaults. The tests (tests/test_workflows.py) check the files against every recorded ComfyUI
+version, a live server, the executor and the real frontend; this script only writes.
 """
 import json
 import uuid
 from pathlib import Path
 
+from comfyui_standin.devtools import workflow_graph as wg
+
 REPO = Path(__file__).resolve().parents[1]
-NODES = {**json.loads((REPO / "tests/data/comfyui_nodes/0.8.0.json").read_text())["nodes"],
-         **json.loads((REPO / "tests/data/comfyui_nodes/pack.json").read_text())["nodes"]}
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+NODES = wg.recorded(wg.TARGET)  # the core nodes of ComfyUI v0.8.0 and ours
 
 NEGATIVE = ("色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，"
             "残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，"
@@ -55,32 +56,6 @@ PHOTO = "standin_reference_face.png"
 PURPLE = {"color": "#323", "bgcolor": "#535"}
 
 
-def widget_inputs(spec: dict) -> list:
-    """(name, spec) of each widget input, in the frontend's widgets_values order."""
-    out = []
-    for section in ("required", "optional"):
-        for name in spec.get("input_order", {}).get(section, []):
-            item = spec["input"][section][name]
-            if isinstance(item[0], list) or item[0] in WIDGET_TYPES:
-                out.append((name, item))
-    return out
-
-
-def socket_inputs(spec: dict) -> list:
-    widgets = {name for name, _ in widget_inputs(spec)}
-    return [(name, spec["input"][section][name][0]) for section in ("required", "optional")
-            for name in spec.get("input_order", {}).get(section, []) if name not in widgets]
-
-
-def default(item):
-    options = item[1] if len(item) > 1 else {}
-    if isinstance(item[0], list):
-        return options.get("default", item[0][0] if item[0] else "")
-    if item[0] == "COMBO":
-        return options.get("default", (options.get("options") or [""])[0])
-    return options.get("default", {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}[item[0]])
-
-
 class Graph:
     def __init__(self, name):
         self.id = str(uuid.uuid5(uuid.NAMESPACE_URL, "comfyui-standin/workflows/" + name))
@@ -97,22 +72,22 @@ class Graph:
             node["properties"]["Node name for S&R"] = node_type
             if models:
                 node["properties"]["models"] = models
-            for name, kind in socket_inputs(spec):
+            for name, kind in wg.socket_inputs(spec).items():
                 node["inputs"].append({"name": name, "type": kind, "link": None})
             for name, kind in zip(spec["output_name"], spec["output"]):
                 node["outputs"].append({"name": name, "type": kind, "links": []})
-            widgets = widget_inputs(spec)
+            widgets = wg.widget_inputs(spec)
             unknown = set(values) - {name for name, _ in widgets}
             assert not unknown, f"{node_type} has no widgets {unknown}"
             for name, item in widgets:
-                node["widgets_values"].append(values.get(name, default(item)))
-                options = item[1] if len(item) > 1 else {}
+                node["widgets_values"].append(values.get(name, wg.new_widget_value(item)))
+                options = wg.options_of(item)
                 if options.get("control_after_generate"):
                     node["widgets_values"].append("fixed")
                 if any(options.get(key) for key in ("image_upload", "video_upload")):
                     node["widgets_values"].append("image")
             lines = max(len(node["inputs"]), len(node["outputs"]))
-            multiline = any(len(item) > 1 and item[1].get("multiline") for _, item in widgets)
+            multiline = any(wg.options_of(item).get("multiline") for _, item in widgets)
             height = 30 + 22 * lines + 26 * len(widgets) + (100 if multiline else 0)
             if node_type in ("LoadImage", "LoadVideo", "PreviewImage", "SaveVideo"):
                 height = max(height, 320)

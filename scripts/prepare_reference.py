@@ -19,22 +19,15 @@ import sys
 import cv2
 import numpy as np
 
-from comfyui_standin.standin_core.faces import models as face_models, prepare as faces
+from comfyui_standin.standin_core.faces import images, models as face_models, prepare as faces
 
 
 def _read_image(path: str) -> np.ndarray:
-    """A photo file -> array (EXIF orientation applied; 16-bit and alpha kept for the pipeline to handle)."""
-    from PIL import Image, ImageOps
+    """The pack's reader (standin_core.faces.images); a file it cannot read ends the command with its message."""
     try:
-        with Image.open(path) as opened:
-            image = ImageOps.exif_transpose(opened)
-            if image.mode in ("I;16", "I;16B", "I;16L"):
-                return np.array(image, dtype=np.uint16)
-            if image.mode not in ("L", "LA", "RGB", "RGBA"):
-                image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
-            return np.array(image)
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"error: could not read the image {path!r}: {error}") from error
+        return images.read_image(path)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from error
 
 
 def _save(folder: str, name: str, rgb: np.ndarray) -> str:

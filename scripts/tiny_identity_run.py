@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from comfyui_standin.tests.support.comfy_boot import ComfyUIPathError, comfyui_path_from_env, import_comfyui
+from comfyui_standin.devtools.comfy_boot import ComfyUIPathError, comfyui_path_from_env, import_comfyui
 
 
 class DemoEncoder:
@@ -59,7 +59,7 @@ def main() -> int:
     from comfyui_standin.nodes.faces import EncodeReferenceFace
     from comfyui_standin.nodes.loaders import LoadStandInLoRA
     from comfyui_standin.standin_core.faces import models as face_models, prepare as faces
-    from comfyui_standin.tests.support.tiny_models import standin_state_dict_for, tiny_wan_state_dict
+    from comfyui_standin.devtools.tiny_models import standin_state_dict_for, tiny_wan_state_dict
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

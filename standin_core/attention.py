@@ -7,7 +7,8 @@ the reference pass, :mod:`standin_core.reference`). Tensors are [batch, tokens, 
 
 ``strength`` s weights every reference key as if it were present s times: the reference columns of the softmax get
 the logit bias log(s). s = 1 is the paper exactly (no bias), s = 0 gives the reference keys zero weight, which is
-the base model (up to the rounding of a longer softmax; the nodes skip the reference entirely at 0), and the share of attention that goes to the reference, s*R / (V + s*R), grows monotonically with s.
+the base model (up to the rounding of a longer softmax; the nodes skip the reference entirely at 0), and the share
+of attention that goes to the reference, s*R / (V + s*R), grows monotonically with s.
 """
 from __future__ import annotations
 
@@ -64,7 +65,8 @@ class JointKVBuffers:
         if ref_keys.shape[0] not in (1, batch):
             raise ValueError(f"reference K/V batch {ref_keys.shape[0]} does not match video batch {batch}")
         shape = (batch, video_len + ref_keys.shape[1], ref_keys.shape[2])
-        if self.keys is None or self.keys.shape != shape or self.keys.dtype != dtype or self.keys.device != torch.device(device):
+        if (self.keys is None or self.keys.shape != shape or self.keys.dtype != dtype
+                or self.keys.device != torch.device(device)):
             self.keys = torch.empty(shape, dtype=dtype, device=device)
             self.values = torch.empty(shape, dtype=dtype, device=device)
         self.keys[:, video_len:].copy_(ref_keys.expand(batch, -1, -1))

@@ -1,25 +1,19 @@
-"""The reference K/V cache.
+"""The reference K/V cache of one sampling run.
 
-K_I and V_I of every block depend only on:
-  * the reference latent (its values, shape and dtype),
-  * the Stand-In weights,
-  * the base model's weights as patched at sampling time (a style LoRA changes the reference pass too),
-  * the video's token grid (the reference's RoPE rows/cols start just past it) and any scale/shift of the video's
-    RoPE positions (the reference's positions follow it),
-  * the device and dtype the pass ran in.
-Not on the prompt and not on the timestep (the reference runs at t = 0 and, as in the official code, without text
-cross-attention), so one entry serves cond and uncond rows and every denoising step. :class:`CacheKey` holds exactly
-these inputs; an entry is reused only under an equal key, and ``clear()`` drops it explicitly.
+The reference tokens see neither the noisy video nor the prompt: they run at t = 0 and, as in the official code,
+without text cross-attention. So within one run (one reference, one set of weights, one patched model) their K/V
+change only with what :class:`CacheKey` holds: the video's token grid (the reference's RoPE rows/cols start just past
+it) and any scale/shift of the video's positions, and the device and dtype the pass runs in. One entry per key serves
+cond and uncond rows and every denoising step; area conditioning that crops the video to another grid gets its own
+entry, built once and reused like the full frame's.
 
 The nodes give every sampling run (and every multi-GPU work unit of it) a fresh cache and clear it when the run ends
-(nodes/patching.py: SamplingRun, SamplingState), so no entry outlives its run; within a run the key still tells apart
-the calls that need another entry (area conditioning that crops the video to another grid, another dtype or device).
+(nodes/run_state.py), so nothing outlives its run.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from typing import Callable, Hashable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -28,21 +22,10 @@ from .reference import ReferenceKV
 MODES = ("on", "off", "offload")
 
 
-def tensor_fingerprint(tensor: torch.Tensor) -> str:
-    """A content hash of a tensor (shape, dtype and values)."""
-    data = tensor.detach().to("cpu").contiguous()
-    digest = hashlib.sha1(f"{tuple(data.shape)}|{data.dtype}".encode())
-    digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
-    return digest.hexdigest()
-
-
 @dataclass(frozen=True)
 class CacheKey:
-    """Everything a cached reference K/V depends on."""
+    """What a run's reference K/V depend on (the reference, the weights and the model are fixed for a run)."""
 
-    reference: str  # tensor_fingerprint of the reference latent
-    weights: Hashable  # identity of the Stand-In weight set
-    model_state: Hashable  # identity of the base weights + their patches (e.g. ComfyUI's patches_uuid)
     video_grid: tuple  # (rows, cols) of the video token grid: the reference positions depend on it
     device: str
     dtype: str
@@ -65,7 +48,7 @@ def format_bytes(n: float) -> str:
 
 class StreamedKV(Sequence[ReferenceKV]):
     """The reference K/V of every block, kept on a storage device and handed out on the compute device one block at a
-    time: ``kv[i]`` is block i's K/V in one of TWO device slots, so the device holds two blocks' worth (not all of them).
+    time: ``kv[i]`` is block i's K/V in one of TWO device slots, so the device holds two blocks' worth (not all).
 
     Reading block i also starts copying block i + 1 into the other slot. On CUDA that copy runs on a side stream from
     pinned host memory, after the compute stream has finished with what the slot held (an event recorded when block
@@ -124,7 +107,7 @@ class StreamedKV(Sequence[ReferenceKV]):
 
 
 class ReferenceKVCache:
-    """Holds at most one entry (the reference K/V of every block) under its :class:`CacheKey`.
+    """The reference K/V of every block, one entry per :class:`CacheKey` met in the run.
 
     mode "on": kept where it was computed; "off": nothing kept, every lookup recomputes; "offload": each block's K/V
     is moved to ``storage_device`` (pinned when the compute device is CUDA) as soon as the reference pass has made
@@ -145,8 +128,7 @@ class ReferenceKVCache:
             storage_device = torch.device("cpu")
         self.mode = mode
         self.storage_device = storage_device
-        self._key: Optional[CacheKey] = None
-        self._entry: Optional[list[ReferenceKV]] = None
+        self.entries: dict[CacheKey, list[ReferenceKV]] = {}
         self.builds = 0
         self.hits = 0
 
@@ -162,50 +144,43 @@ class ReferenceKVCache:
 
     def get_or_build(self, key: CacheKey, build: Callable[[], Sequence[ReferenceKV]],
                      device=None) -> Sequence[ReferenceKV]:
-        """The K/V of every block for ``key``: the cached entry if its key is equal, else ``build()`` (and keep it).
+        """The K/V of every block for ``key``: its entry if there is one, else ``build()`` (and keep it).
 
         ``build()`` should pass each block's K/V through :meth:`keep` as it makes them; any it returned elsewhere are
         moved here."""
-        if self.mode != "off" and self._key == key and self._entry is not None:
+        if self.mode != "off" and key in self.entries:
             self.hits += 1
-            return self._hand_out(device)
+            return self._hand_out(self.entries[key], device)
         entry = list(build())
         self.builds += 1
         if self.mode == "off":
             return entry
-        self._key = key
-        self._entry = [self.keep(kv) if self.mode == "offload" and kv.keys.device != torch.device(self.storage_device)
-                       else kv for kv in entry]
-        return self._hand_out(device)
+        if self.mode == "offload":
+            entry = [kv if kv.keys.device == torch.device(self.storage_device) else self.keep(kv) for kv in entry]
+        self.entries[key] = entry
+        return self._hand_out(entry, device)
 
-    def _hand_out(self, device) -> Sequence[ReferenceKV]:
+    def _hand_out(self, entry: list[ReferenceKV], device) -> Sequence[ReferenceKV]:
         if self.mode != "offload":
-            return self._entry
-        device = torch.device(device) if device is not None else self._entry[0].keys.device
-        if device == self._entry[0].keys.device and not self.always_stream:
-            return self._entry
-        return StreamedKV(self._entry, device)
+            return entry
+        device = torch.device(device) if device is not None else entry[0].keys.device
+        if device == entry[0].keys.device and not self.always_stream:
+            return entry
+        return StreamedKV(entry, device)
 
     def clear(self) -> None:
-        """Drop the entry (explicit invalidation; also what ends a sampling run)."""
-        self._key = None
-        self._entry = None
-
-    @property
-    def key(self) -> Optional[CacheKey]:
-        return self._key
-
-    @property
-    def bytes_per_layer(self) -> list[int]:
-        return [kv.nbytes for kv in self._entry] if self._entry else []
+        """Drop every entry (what ends a sampling run)."""
+        self.entries.clear()
 
     @property
     def nbytes(self) -> int:
-        return sum(self.bytes_per_layer)
+        return sum(kv.nbytes for entry in self.entries.values() for kv in entry)
 
     def describe(self) -> str:
-        if not self._entry:
+        if not self.entries:
             return f"Stand-In K/V cache ({self.mode}): empty"
-        where = self._entry[0].keys.device
-        return (f"Stand-In K/V cache ({self.mode}): {len(self._entry)} layers x {format_bytes(self.bytes_per_layer[0])}"
-                f" = {format_bytes(self.nbytes)} on {where}; {self.builds} build(s), {self.hits} hit(s)")
+        entry = next(iter(self.entries.values()))
+        per_layer = format_bytes(entry[0].nbytes)
+        grids = f" for {len(self.entries)} video grids" if len(self.entries) > 1 else ""
+        return (f"Stand-In K/V cache ({self.mode}): {len(entry)} layers x {per_layer}{grids} = "
+                f"{format_bytes(self.nbytes)} on {entry[0].keys.device}; {self.builds} build(s), {self.hits} hit(s)")

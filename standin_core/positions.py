@@ -27,7 +27,8 @@ def token_grid(latent_thw: Sequence[int], patch_size: Sequence[int] = WAN_PATCH_
     with patch 2 gives 31 tokens.
     """
     if len(latent_thw) != 3 or len(patch_size) != 3:
-        raise ValueError(f"token_grid expects (T, H, W) and a 3D patch size, got {tuple(latent_thw)} / {tuple(patch_size)}")
+        raise ValueError(f"token_grid expects (T, H, W) and a 3D patch size, got {tuple(latent_thw)} / "
+                         f"{tuple(patch_size)}")
     if min(latent_thw) < 1:
         raise ValueError(f"latent size must be positive in every axis, got {tuple(latent_thw)}")
     return tuple(math.ceil(n / p) for n, p in zip(latent_thw, patch_size))  # type: ignore[return-value]

@@ -4,11 +4,11 @@ Because image queries never attend to video keys and every other module treats t
 image tokens as their own sequence gives exactly the image half of the paper's joint sequence. As in the official
 code, the image tokens skip the text cross-attention. Per block:
 
-    x_I = x_I + gate_msa * o(Attention(Q_I', K_I', V_I))        Q_I' = RoPE(norm_q(W_q h + lora_q(h))), h = modulated norm1(x_I)
+    x_I = x_I + gate_msa * o(Attention(Q_I', K_I', V_I))
     x_I = x_I + gate_mlp * ffn(norm2(x_I) * (1 + scale_mlp) + shift_mlp)
 
-with the six modulation vectors of t = 0. K_I' = RoPE(norm_k(W_k h + lora_k(h))) and V_I = W_v h + lora_v(h) are
-what the video tokens attend to.
+with Q_I' = RoPE(norm_q(W_q h + lora_q(h))), h = the modulated norm1(x_I), and the six modulation vectors of t = 0.
+K_I' = RoPE(norm_k(W_k h + lora_k(h))) and V_I = W_v h + lora_v(h) are what the video tokens attend to.
 
 Every function takes the real block (anything with ``norm1``, ``norm2``, ``ffn`` and a ``self_attn`` holding
 ``q, k, v, o, norm_q, norm_k``) and calls its modules, never a copy of their weights, so quantised, offloaded or
@@ -206,7 +206,6 @@ def video_self_attention(self_attn, x: torch.Tensor, rotations: torch.Tensor, he
                          ref_kv: Optional[ReferenceKV], strength: float = 1.0,
                          attention: AttentionFn = sdpa_attention, apply_rope: Callable = default_apply_rope,
                          buffers: Optional[JointKVBuffers] = None,
-                         is_plain_linear: Optional[Callable] = None,
                          after_attention: Optional[AfterAttention] = None) -> torch.Tensor:
     """The video tokens' self-attention with Stand-In: base projections, keys/values extended by the reference.
 
@@ -214,8 +213,7 @@ def video_self_attention(self_attn, x: torch.Tensor, rotations: torch.Tensor, he
     the reference keys but gives them a logit bias of -inf (:mod:`.attention`): numerically the base model.
     Queries and keys are rotated by the one ``apply_rope`` the caller passes (the model's own function).
     ``buffers`` (reused across blocks and calls) avoids concatenating [video; reference] K/V in every block: the
-    rotated video keys are copied into the buffer, and the values are written straight into it by
-    :func:`linear_into` when ``is_plain_linear(self_attn.v)`` says the layer is a plain linear map.
+    video's rotated keys and its values are copied into the buffer's first rows.
     ``after_attention(out, queries, keys)`` runs on the attention output before the output projection, with the
     video tokens' own rotated queries and keys ([B, S, width] each, the reference's keys not included): where the
     host model lets extensions change the attention output (ComfyUI's ``attn1_patch``), they keep working.
@@ -234,40 +232,8 @@ def video_self_attention(self_attn, x: torch.Tensor, rotations: torch.Tensor, he
         joint_keys[:, :seq].copy_(keys)
         if after_attention is None:
             del keys  # nobody reads the video keys again: free them before the attention
-        linear_into(self_attn.v, x, values[:, :seq], is_plain_linear or is_plain_torch_linear)
+        values[:, :seq].copy_(self_attn.v(x))
         out = attend_with_reference(queries, joint_keys, values, seq, heads, strength, attention)
     if after_attention is not None:
         out = after_attention(out, queries, keys)
     return self_attn.o(out)
-
-
-def is_plain_torch_linear(linear) -> bool:
-    """Whether ``linear`` computes exactly x @ weight.T + bias with its own parameters (a plain torch Linear)."""
-    return isinstance(linear, torch.nn.Linear) and type(linear).forward is torch.nn.Linear.forward
-
-
-def linear_into(linear: Callable, x: torch.Tensor, out: torch.Tensor,
-                is_plain_linear: Callable = is_plain_torch_linear) -> None:
-    """``out[...] = linear(x)``: computed straight into ``out`` (e.g. rows of the K/V buffer) with one matmul per
-    batch row when ``is_plain_linear(linear)`` and the weights are ready for it; otherwise run the layer and copy."""
-    if is_plain_linear(linear) and matmul_ready(linear.weight, linear.bias, x):
-        matmul_into(linear.weight, linear.bias, x, out)
-    else:
-        out.copy_(linear(x))
-
-
-def matmul_ready(weight: torch.Tensor, bias: Optional[torch.Tensor], x: torch.Tensor) -> bool:
-    """Whether x @ weight.T + bias can be written into a buffer with one plain matmul per batch row."""
-    return (type(weight) is torch.nn.Parameter and weight.dtype == x.dtype and weight.device == x.device
-            and (bias is None or (type(bias) is torch.nn.Parameter and bias.dtype == x.dtype))
-            and x.ndim == 3 and x.is_contiguous()
-            and not (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad)))
-
-
-def matmul_into(weight: torch.Tensor, bias: Optional[torch.Tensor], x: torch.Tensor, out: torch.Tensor) -> None:
-    """``out[b] = x[b] @ weight.T + bias`` for each batch row b (``out`` may be rows of a larger buffer)."""
-    for row in range(x.shape[0]):
-        if bias is None:
-            torch.mm(x[row], weight.t(), out=out[row])
-        else:
-            torch.addmm(bias, x[row], weight.t(), out=out[row])

@@ -152,10 +152,11 @@ def read_state_dict(path: str) -> dict:
                     "to .safetensors.") from error
             if "Weights only load failed" in str(error):
                 raise StandInWeightsError(
-                    f"refused to load {path}: the safe (tensors only) loader cannot read it: it is truncated or corrupt, "
-                    "or holds pickled data other than tensors. Stand-In weights are plain tensors; download the file "
-                    "again from the official release.") from error
-            raise StandInWeightsError(f"cannot read {path} as a torch checkpoint (truncated or corrupt?): {error}") from error
+                    f"refused to load {path}: the safe (tensors only) loader cannot read it: it is truncated or "
+                    "corrupt, or holds pickled data other than tensors. Stand-In weights are plain tensors; download "
+                    "the file again from the official release.") from error
+            raise StandInWeightsError(
+                f"cannot read {path} as a torch checkpoint (truncated or corrupt?): {error}") from error
         return _unwrap(loaded, path)
     raise StandInWeightsError(
         f"unsupported Stand-In weight file {path}: expected .safetensors or a torch checkpoint "
@@ -256,11 +257,13 @@ def standin_weights_from_state_dict(state_dict: dict, source: str = "<memory>") 
                for i in range(depth) for p in PROJECTIONS for part in ("down", "up") if (i, p, part) not in found]
     if missing:
         shown = ", ".join(missing[:6]) + (f" (+{len(missing) - 6} more)" if len(missing) > 6 else "")
-        raise StandInWeightsError(f"{source} is incomplete: {len(missing)} tensors missing for blocks 0..{depth - 1}: {shown}")
+        raise StandInWeightsError(
+            f"{source} is incomplete: {len(missing)} tensors missing for blocks 0..{depth - 1}: {shown}")
 
     first_down = found[(0, "q", "down")]
     if first_down.ndim != 2:
-        raise StandInWeightsError(f"{source}: {prefix}blocks.0.self_attn.q_loras.down.weight must be 2-D, got {tuple(first_down.shape)}")
+        raise StandInWeightsError(
+            f"{source}: {prefix}blocks.0.self_attn.q_loras.down.weight must be 2-D, got {tuple(first_down.shape)}")
     rank, width = first_down.shape
     expected = {"down": (rank, width), "up": (width, rank)}
     for (index, proj, part), tensor in sorted(found.items()):
@@ -270,7 +273,8 @@ def standin_weights_from_state_dict(state_dict: dict, source: str = "<memory>") 
                 f"{source}: {key} has shape {tuple(tensor.shape)}, expected {expected[part]} "
                 f"(rank {rank}, width {width}, from blocks.0.self_attn.q_loras.down.weight)")
         if tensor.dtype not in _FLOAT_DTYPES:
-            raise StandInWeightsError(f"{source}: {key} has dtype {tensor.dtype}; expected float32, float16 or bfloat16")
+            raise StandInWeightsError(
+                f"{source}: {key} has dtype {tensor.dtype}; expected float32, float16 or bfloat16")
         if tensor.dtype != first_down.dtype:
             raise StandInWeightsError(f"{source}: {key} is {tensor.dtype} but the others are {first_down.dtype}")
 

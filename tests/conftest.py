@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from comfyui_standin.tests.support.comfy_boot import ComfyUIPathError, check_comfyui_tree, comfyui_version, import_comfyui
+from comfyui_standin.devtools.comfy_boot import ComfyUIPathError, check_comfyui_tree, comfyui_version, import_comfyui
 
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 GGUF_PATH = os.environ.get("COMFYUI_GGUF_PATH")  # an unpacked city96/ComfyUI-GGUF tree: the gguf checks

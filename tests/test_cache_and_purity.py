@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from comfyui_standin.standin_core import CacheKey, ReferenceKV, ReferenceKVCache, kv_cache_bytes, tensor_fingerprint
+from comfyui_standin.standin_core import CacheKey, ReferenceKV, ReferenceKVCache, kv_cache_bytes
 from comfyui_standin.standin_core.cache import StreamedKV
 
 CORE = Path(__file__).resolve().parents[1] / "standin_core"
@@ -19,12 +19,14 @@ def entry(depth=3, tokens=4, width=8, dtype=torch.float32, value=1.0):
 
 
 def key(**changes):
-    fields = dict(reference="abc", weights=1, model_state=0, video_grid=(30, 52), device="cpu", dtype="float32")
+    fields = dict(video_grid=(30, 52), device="cpu", dtype="float32")
     fields.update(changes)
     return CacheKey(**fields)
 
 
-def test_entry_is_reused_only_under_an_equal_key():
+def test_one_entry_per_key_each_built_once():
+    """Every key gets its own entry, built once: the full frame and an area crop (another video grid) alternating
+    call by call build two entries, not one per call, and each lookup returns its own key's entry."""
     cache = ReferenceKVCache("on")
     builds = []
 
@@ -34,11 +36,16 @@ def test_entry_is_reused_only_under_an_equal_key():
 
     first = cache.get_or_build(key(), build)
     assert cache.get_or_build(key(), build) is first
-    for changed in (dict(reference="abd"), dict(weights=2), dict(model_state=1), dict(video_grid=(30, 40)), dict(dtype="bfloat16"),
-                    dict(device="cuda:0"), dict(positions_map=((1.0, 2.0, 1.0), (0.0, 0.0, 0.0)))):
+    changes = (dict(video_grid=(30, 40)), dict(dtype="bfloat16"), dict(device="cuda:0"),
+               dict(positions_map=((1.0, 2.0, 1.0), (0.0, 0.0, 0.0))))
+    for number, changed in enumerate(changes, start=2):
         got = cache.get_or_build(key(**changed), build)
-        assert got[0].keys[0, 0, 0].item() == len(builds)  # rebuilt, not stale
-    assert len(builds) == 8 and cache.hits == 1
+        assert got[0].keys[0, 0, 0].item() == number  # its own entry, not another key's
+    for _ in range(3):  # full frame and area crop alternating, as ComfyUI batches them step by step
+        assert cache.get_or_build(key(), build) is first
+        assert cache.get_or_build(key(video_grid=(30, 40)), build)[0].keys[0, 0, 0].item() == 2
+    assert len(builds) == 5 and cache.hits == 7
+    assert cache.nbytes == 5 * 3 * 2 * 4 * 8 * 4  # five entries: 3 layers of K and V, 4 x 8 float32 each
 
 
 def test_off_mode_never_keeps_anything():
@@ -55,7 +62,7 @@ def test_offload_mode_stores_on_the_storage_device():
     got = cache.get_or_build(key(), lambda: entry(dtype=torch.bfloat16), device="cpu")
     assert isinstance(got, StreamedKV) and len(got) == 3
     assert " on meta;" in cache.describe() and cache.describe().startswith("Stand-In K/V cache (offload): 3 layers")
-    assert all(kv.keys.device.type == "meta" and kv.values.device.type == "meta" for kv in cache._entry)
+    assert all(kv.keys.device.type == "meta" and kv.values.device.type == "meta" for kv in next(iter(cache.entries.values())))
     with pytest.raises(NotImplementedError):
         got[0]
     again = cache.get_or_build(key(), lambda: pytest.fail("should be cached"), device="cpu")
@@ -76,7 +83,7 @@ def test_offload_streams_one_block_at_a_time_through_two_device_slots(monkeypatc
         kv = streamed[index]
         assert torch.equal(kv.keys, stored[index].keys) and torch.equal(kv.values, stored[index].values)
         storages |= {kv.keys.untyped_storage().data_ptr(), kv.values.untyped_storage().data_ptr()}
-    assert not storages & {t.untyped_storage().data_ptr() for kv in cache._entry for t in (kv.keys, kv.values)}
+    assert not storages & {t.untyped_storage().data_ptr() for kv in next(iter(cache.entries.values())) for t in (kv.keys, kv.values)}
     assert len(storages) == 4  # keys and values of two slots
     assert streamed.device_bytes == 2 * stored[0].nbytes and streamed.copies == 40
     for index in (7, 9, 9, 3, 39, 0):
@@ -86,7 +93,6 @@ def test_offload_streams_one_block_at_a_time_through_two_device_slots(monkeypatc
 def test_memory_accounting_by_hand():
     cache = ReferenceKVCache("on")
     cache.get_or_build(key(), lambda: entry(depth=5, tokens=7, width=16, dtype=torch.bfloat16))
-    assert cache.bytes_per_layer == [2 * 7 * 16 * 2] * 5
     assert cache.nbytes == 5 * 2 * 7 * 16 * 2 == kv_cache_bytes(5, 7, 16, 2)
     # the paper's setting: Wan 14B, 40 blocks, 1024 reference tokens, width 5120, bf16 -> 0.78 GiB
     assert kv_cache_bytes(40, 1024, 5120, 2) == 838_860_800
@@ -96,7 +102,7 @@ def test_clear_invalidates():
     cache = ReferenceKVCache("on")
     cache.get_or_build(key(), entry)
     cache.clear()
-    assert cache.key is None and cache.nbytes == 0
+    assert not cache.entries and cache.nbytes == 0
     cache.get_or_build(key(), entry)
     assert cache.builds == 2
 
@@ -104,17 +110,6 @@ def test_clear_invalidates():
 def test_bad_mode():
     with pytest.raises(ValueError, match="cache mode"):
         ReferenceKVCache("sometimes")
-
-
-def test_fingerprint_sees_values_shape_and_dtype():
-    a = torch.arange(12.0).reshape(3, 4)
-    assert tensor_fingerprint(a) == tensor_fingerprint(a.clone())
-    b = a.clone()
-    b[1, 1] += 1e-6
-    assert tensor_fingerprint(a) != tensor_fingerprint(b)
-    assert tensor_fingerprint(a) != tensor_fingerprint(a.reshape(4, 3))
-    assert tensor_fingerprint(a) != tensor_fingerprint(a.double())
-    assert tensor_fingerprint(a.bfloat16()) != tensor_fingerprint(a.half())
 
 
 def test_standin_core_never_imports_comfyui():

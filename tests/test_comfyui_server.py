@@ -1,26 +1,28 @@
 """The pack inside a REAL ComfyUI server: node registration (/object_info) and graphs through the real executor.
 
-The server (tests/support/comfyui_server.py) runs ``main.py --cpu`` from COMFYUI_PATH with the repository linked in as
+The server (devtools/comfyui_server.py) runs ``main.py --cpu`` from COMFYUI_PATH with the repository linked in as
 ``custom_nodes/ComfyUI-StandIn`` and tiny test-made weights in its model folders. Graphs go in through the API route
 ``POST /prompt`` on 127.0.0.1; results come back from ``/history``.
 """
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from comfyui_standin.tests.support.comfyui_server import (OUR_NODES, PACK_FOLDER, STANDIN_CKPT, STANDIN_SAFETENSORS,
-                                                         SWAP_PHOTO, SWAP_VIDEO, VAE_FILE, WAN_FILE, WRONG_WIDTH_LORA,
-                                                         Server, combo_options, serving)
+from comfyui_standin.devtools.comfyui_server import (OUR_NODES, PACK_FOLDER, STANDIN_CKPT, STANDIN_SAFETENSORS,
+                                                     SWAP_PHOTO, SWAP_VIDEO, VAE_FILE, WAN_FILE, WRONG_WIDTH_LORA,
+                                                     Server, combo_options, serving)
 from comfyui_standin.tests.support.tolerance import assert_matches
 
 pytestmark = pytest.mark.comfyui
+DATA = Path(__file__).resolve().parent / "data"  # the real files the server harness needs
 LATENT_SHAPE = [1, 16, 2, 6, 8]  # EmptyHunyuanLatentVideo 64 x 48, 5 frames
 
 
 @pytest.fixture(scope="session")
 def server(comfy, tmp_path_factory):
-    with serving(tmp_path_factory) as running:
+    with serving(tmp_path_factory, DATA) as running:
         yield running
 
 

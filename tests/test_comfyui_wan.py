@@ -6,7 +6,8 @@ Runs only when COMFYUI_PATH points to a ComfyUI tree.
 import pytest
 import torch
 
-from comfyui_standin.tests.support.joint_sequence import joint_forward, standin_state_dict_for, tiny_wan_state_dict
+from comfyui_standin.devtools.tiny_models import standin_state_dict_for, tiny_wan_state_dict
+from comfyui_standin.tests.support.joint_sequence import joint_forward
 from comfyui_standin.tests.support.tolerance import assert_differs, assert_matches
 
 pytestmark = pytest.mark.comfyui
@@ -15,14 +16,15 @@ pytestmark = pytest.mark.comfyui
 @pytest.fixture(scope="module")
 def env(comfy):
     import comfy.sd
-    from comfyui_standin.nodes import apply, cache, loaders, patching
+    from comfyui_standin.nodes import apply, cache, loaders, memory, model_call, run_state, wan_models
     from comfyui_standin.standin_core import standin_weights_from_state_dict
 
     class Env:
         pass
 
     env = Env()
-    env.comfy, env.apply, env.cache, env.loaders, env.patching = comfy, apply, cache, loaders, patching
+    env.comfy, env.apply, env.cache, env.loaders = comfy, apply, cache, loaders
+    env.memory, env.model_call, env.run_state, env.wan_models = memory, model_call, run_state, wan_models
     env.base = comfy.sd.load_diffusion_model_state_dict(tiny_wan_state_dict())
     env.vace = comfy.sd.load_diffusion_model_state_dict(tiny_wan_state_dict(vace=True, seed=3))
     env.standin_sd = standin_state_dict_for(256, 3)
@@ -144,7 +146,7 @@ def test_cache_on_equals_cache_off_bitwise(env):
 
 def test_cache_builds_once_per_run_and_is_freed(env, monkeypatch):
     builds = []
-    original = env.patching.ReferencePass.reference_pass
+    original = env.model_call.ReferencePass.reference_pass
     runs = []
 
     def counting(self, dm, x, options, run):
@@ -152,10 +154,10 @@ def test_cache_builds_once_per_run_and_is_freed(env, monkeypatch):
         runs.append(run)
         return original(self, dm, x, options, run)
 
-    monkeypatch.setattr(env.patching.ReferencePass, "reference_pass", counting)
+    monkeypatch.setattr(env.model_call.ReferencePass, "reference_pass", counting)
     sample(env, apply(env), steps=4)
     assert len(builds) == 1
-    assert runs[0].cache.nbytes == 0 and runs[0].cache.key is None  # freed at the end of the run
+    assert runs[0].cache.nbytes == 0 and not runs[0].cache.entries  # freed at the end of the run
     sample(env, env.cache.StandInKVCache.execute(apply(env), "off").args[0], steps=4)
     assert len(builds) == 1 + 4
     sample(env, apply(env), steps=2, negative=True, cfg=3.0)
@@ -182,8 +184,8 @@ def test_strength_zero_skips_the_reference_and_range_outside_equal_base(env, mon
     """At strength 0 (and outside start..end) the node runs no reference pass at all: exactly the base model.
     (The method itself at strength 0, a -inf bias, is checked against the oracle in the core tier.)"""
     builds = []
-    original = env.patching.ReferencePass.reference_pass
-    monkeypatch.setattr(env.patching.ReferencePass, "reference_pass",
+    original = env.model_call.ReferencePass.reference_pass
+    monkeypatch.setattr(env.model_call.ReferencePass, "reference_pass",
                         lambda self, *a: builds.append(1) or original(self, *a))
     base = sample(env, env.base)
     assert torch.equal(sample(env, apply(env, strength=0.0)), base)
@@ -198,7 +200,7 @@ def test_original_model_untouched(env):
     sample(env, patched)
     assert torch.equal(sample(env, env.base), before)
     dm = env.base.model.diffusion_model
-    assert all(not isinstance(b.self_attn.__dict__.get("forward"), env.patching.VideoSelfAttention) for b in dm.blocks)
+    assert all(not isinstance(b.self_attn.__dict__.get("forward"), env.model_call.VideoSelfAttention) for b in dm.blocks)
     assert not env.base.get_wrappers("diffusion_model", "standin")
 
 
@@ -209,7 +211,7 @@ def test_applying_twice_replaces(env):
     assert torch.equal(sample(env, again), sample(env, env.base))
     for kind in ("diffusion_model", "outer_sample", "prepare_sampling"):
         assert len(again.get_wrappers(kind, "standin")) == 1, kind
-    patches = [p for p in again.object_patches.values() if isinstance(p, env.patching.VideoSelfAttention)]
+    patches = [p for p in again.object_patches.values() if isinstance(p, env.model_call.VideoSelfAttention)]
     assert len(patches) == 3
 
 
@@ -331,18 +333,18 @@ def test_step_caches_skip_calls_without_rebuilding_the_reference(env, node_name,
     from comfy_extras import nodes_easycache
     node = getattr(nodes_easycache, node_name)
     builds, block_calls = [], []
-    original_pass = env.patching.ReferencePass.reference_pass
-    monkeypatch.setattr(env.patching.ReferencePass, "reference_pass",
+    original_pass = env.model_call.ReferencePass.reference_pass
+    monkeypatch.setattr(env.model_call.ReferencePass, "reference_pass",
                         lambda self, *a: builds.append(1) or original_pass(self, *a))
-    original_call = env.patching.VideoSelfAttention.__call__
+    original_call = env.model_call.VideoSelfAttention.__call__
 
     def counting(self, x, freqs, transformer_options={}):
-        call = transformer_options.get(env.patching.CALL_KEY)
+        call = transformer_options.get(env.model_call.CALL_KEY)
         if self.index == 0 and call is not None and call.kv is not None:
             block_calls.append(1)
         return original_call(self, x, freqs, transformer_options)
 
-    monkeypatch.setattr(env.patching.VideoSelfAttention, "__call__", counting)
+    monkeypatch.setattr(env.model_call.VideoSelfAttention, "__call__", counting)
     steps = 10
     cached = node.execute(apply(env), 1.5, 0.15, 0.95, False).args[0]  # a loose threshold: calls get skipped
     ours = sample(env, cached, steps=steps)
@@ -457,7 +459,7 @@ def test_multi_gpu_work_units_each_keep_their_own_reference(env):
     for model in (first, second):
         model.patch_model()  # loaded, as each unit's clone is on its device
     from comfyui_standin.standin_core import ReferenceKVCache
-    state = env.patching.SamplingState(lambda: ReferenceKVCache("on"), float("inf"), 0.0, first.patches_uuid)
+    state = env.run_state.SamplingState(lambda: ReferenceKVCache("on"), float("inf"), 0.0)
     gen = torch.Generator().manual_seed(21)
     x = torch.randn(2, 16, 3, 8, 12, generator=gen)
     context = torch.randn(2, 7, 4096, generator=gen)
@@ -466,7 +468,7 @@ def test_multi_gpu_work_units_each_keep_their_own_reference(env):
 
     def unit(name, model):
         try:
-            options = {"wrappers": model.wrappers, env.patching.RUN_KEY: state,
+            options = {"wrappers": model.wrappers, env.run_state.RUN_KEY: state,
                        "multigpu_thread_device": torch.device(name)}
             with torch.no_grad():
                 results[name] = [model.model.diffusion_model(x, timestep, context, transformer_options=dict(options))
@@ -503,7 +505,7 @@ def test_patches_hold_no_module_and_follow_a_deep_copied_model(env):
     import comfy.model_management
     comfy.model_management.unload_all_models()  # object patches off, so the copy is of the plain model
     patched = apply(env)
-    patches = [p for p in patched.object_patches.values() if isinstance(p, env.patching.VideoSelfAttention)]
+    patches = [p for p in patched.object_patches.values() if isinstance(p, env.model_call.VideoSelfAttention)]
     assert len(patches) == 3
     assert not [v for p in patches for v in vars(p).values() if isinstance(v, torch.nn.Module)]
     twin = deep_copy_with_other_weights(patched)
@@ -560,8 +562,8 @@ def test_context_windows_give_each_window_the_reference_before_its_first_frame(e
 
     from comfy_extras.nodes_context_windows import WanContextWindowsManualNode as Windows
     builds = []
-    original_pass = env.patching.ReferencePass.reference_pass
-    monkeypatch.setattr(env.patching.ReferencePass, "reference_pass",
+    original_pass = env.model_call.ReferencePass.reference_pass
+    monkeypatch.setattr(env.model_call.ReferencePass, "reference_pass",
                         lambda self, *a: builds.append(1) or original_pass(self, *a))
     noise = torch.randn(1, 16, 5, 8, 12, generator=torch.Generator().manual_seed(5))  # 5 latent frames
 
@@ -636,8 +638,8 @@ def test_torch_compile_keeps_standin(env, monkeypatch):
     compiles, builds = [], []
     real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda *a, **k: compiles.append(1) or real_compile(*a, **k))
-    original_pass = env.patching.ReferencePass.reference_pass
-    monkeypatch.setattr(env.patching.ReferencePass, "reference_pass",
+    original_pass = env.model_call.ReferencePass.reference_pass
+    monkeypatch.setattr(env.model_call.ReferencePass, "reference_pass",
                         lambda self, *a: builds.append(1) or original_pass(self, *a))
     compiled = nodes_torch_compile.TorchCompileModel.execute(apply(env), "inductor").args[0]
     assert compiles, "TorchCompileModel did not call torch.compile"
@@ -776,9 +778,9 @@ def test_every_wan_model_class_is_supported_or_refused_with_its_reason(env):
     of the real class (built bare: the check reads its class before anything else)."""
     classes = wan_family_classes()
     assert {"WanModel", "VaceWanModel"} <= set(classes)
-    undecided = set(classes) - set(env.patching.SUPPORTED_MODELS) - set(env.patching.OTHER_WAN_MODELS)
+    undecided = set(classes) - set(env.wan_models.SUPPORTED_MODELS) - set(env.wan_models.OTHER_WAN_MODELS)
     assert not undecided, f"Wan model classes neither supported nor refused: {undecided}"
-    for name in set(classes) & set(env.patching.OTHER_WAN_MODELS):
+    for name in set(classes) & set(env.wan_models.OTHER_WAN_MODELS):
         bare = classes[name].__new__(classes[name])
         torch.nn.Module.__init__(bare)
         model = env.base.clone()
@@ -829,21 +831,21 @@ def test_cache_node_reports_the_bytes_actually_allocated(env, monkeypatch):
     patched = apply(env)
     info = env.cache.StandInKVCache.execute(patched, "on").args[1]
     assert "reference K/V 90.00 KiB on the compute device" in info
-    assert env.patching.expected_cache_bytes(patched) == CACHE_BYTES
+    assert env.memory.expected_cache_bytes(patched) == CACHE_BYTES
     seen = []
-    original = env.patching.RunState.release
+    original = env.run_state.RunState.release
 
     def release(run):  # the end of the run: measure what the cache and the buffers really hold
-        entry = run.cache._entry
+        (entry,) = run.cache.entries.values()  # one video size: one entry
         seen.append((storage_bytes([t for kv in entry for t in (kv.keys, kv.values)]),
                      storage_bytes([run.buffers.keys, run.buffers.values])))
         original(run)
 
-    monkeypatch.setattr(env.patching.RunState, "release", release)
+    monkeypatch.setattr(env.run_state.RunState, "release", release)
     sample(env, patched, steps=2)
     video_tokens = 3 * 4 * 6  # latent 3x8x12 -> 3x4x6 tokens
-    settings = env.patching.standin_settings(patched)
-    memory = env.patching.standin_memory(patched, settings, (2, 16, 3, 8, 12))
+    settings = env.run_state.standin_settings(patched)
+    memory = env.memory.standin_memory(patched, settings, (2, 16, 3, 8, 12))
     assert seen == [(CACHE_BYTES, 2 * 2 * (video_tokens + 15) * 256 * 4)]
     assert (memory.cache, memory.buffers, memory.lora) == (seen[0][0], seen[0][1], 0)
 
@@ -876,41 +878,11 @@ def test_offload_counts_two_blocks_on_the_device_when_the_cache_is_streamed(env,
     monkeypatch.setattr(comfy.model_management, "unet_offload_device", lambda: torch.device("meta"))
     patched = apply(env)
     offload, info = env.cache.StandInKVCache.execute(patched, "offload").args
-    settings = env.patching.standin_settings(offload)
-    memory = env.patching.standin_memory(offload, settings, (2, 16, 3, 8, 12))
+    settings = env.run_state.standin_settings(offload)
+    memory = env.memory.standin_memory(offload, settings, (2, 16, 3, 8, 12))
     assert memory.cache == 2 * (2 * 15 * 256 * 4) == CACHE_BYTES * 2 // 3  # 2 of 3 blocks
-    assert env.patching.standin_memory(patched, settings, (2, 16, 3, 8, 12)).cache == CACHE_BYTES  # mode "on"
+    assert env.memory.standin_memory(patched, settings, (2, 16, 3, 8, 12)).cache == CACHE_BYTES  # mode "on"
     assert "streamed to the compute device one block at a time" in info
-
-
-def test_linear_into_writes_the_buffer_directly_for_plain_layers(env, monkeypatch):
-    import comfy.ops
-    from comfyui_standin.standin_core import linear_into
-    gen = torch.Generator().manual_seed(0)
-    layer = comfy.ops.disable_weight_init.Linear(8, 6)
-    with torch.no_grad():
-        layer.weight.copy_(torch.randn(6, 8, generator=gen))
-        layer.bias.copy_(torch.randn(6, generator=gen))
-    x = torch.randn(2, 5, 8, generator=gen)
-    calls = []
-    real_addmm = torch.addmm
-    monkeypatch.setattr(torch, "addmm", lambda *a, **k: calls.append(1) or real_addmm(*a, **k))
-
-    def fill(grad):
-        buffer = torch.full((2, 7, 6), 3.0)
-        with torch.set_grad_enabled(grad):
-            linear_into(layer, x, buffer[:, :5], env.patching.is_plain_comfy_linear)
-        assert (buffer[:, 5:] == 3.0).all()  # the reference rows are left alone
-        return buffer[:, :5]
-
-    with torch.no_grad():
-        expected = layer(x)
-    assert_matches(fill(grad=False), expected)
-    assert len(calls) == 2  # one matmul per batch row, straight into the buffer
-    calls.clear()
-    assert torch.equal(fill(grad=True), expected) and not calls  # autograd on: the layer itself, then a copy
-    layer.comfy_cast_weights = True  # lowvram / cast weights: the layer itself, then a copy
-    assert torch.equal(fill(grad=False), expected) and not calls
 
 
 def test_partial_range_is_the_joint_sequence_above_the_cut_and_the_base_model_below(env):
@@ -939,8 +911,8 @@ def test_lora_device_copy_is_counted_when_the_weights_live_elsewhere(env):
     import dataclasses
     from comfyui_standin.standin_core import StandInWeights
     patched = apply(env)
-    settings = env.patching.standin_settings(patched)
+    settings = env.run_state.standin_settings(patched)
     elsewhere = dataclasses.replace(settings, weights=StandInWeights(env.weights.blocks_on("meta"), source="meta"))
-    memory = env.patching.standin_memory(patched, elsewhere, (2, 16, 3, 8, 12))
+    memory = env.memory.standin_memory(patched, elsewhere, (2, 16, 3, 8, 12))
     assert memory.lora == 3 * 3 * 2 * 16 * 256 * 4  # 3 blocks x q/k/v x (down, up) x rank 16 x width 256 x float32
-    assert env.patching.standin_memory(patched, settings, (2, 16, 3, 8, 12)).lora == 0  # already on the device
+    assert env.memory.standin_memory(patched, settings, (2, 16, 3, 8, 12)).lora == 0  # already on the device

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from comfyui_standin.standin_core.faces import models as face_models, prepare as faces
-from comfyui_standin.scripts import prepare_reference
 
 DATA = Path(__file__).resolve().parent / "data"
+REPO = Path(__file__).resolve().parents[1]
 
 from skimage import data as skimage_data  # noqa: E402  (requirements-test.txt)
 from facexlib.detection.retinaface import RetinaFace  # noqa: E402
@@ -145,7 +145,7 @@ def test_cascade_finds_the_astronaut_face():
 
 def test_modules_import_no_facexlib_skimage_or_comfy():
     code = ("import sys; import comfyui_standin.standin_core.faces.prepare, comfyui_standin.standin_core.faces.models, "
-            "comfyui_standin.standin_core.faces.masks, comfyui_standin.scripts.prepare_reference; "
+            "comfyui_standin.standin_core.faces.masks, comfyui_standin.standin_core.faces.images; "
             "print(sorted(m for m in ('facexlib', 'skimage', 'comfy', 'torchvision') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -153,9 +153,21 @@ def test_modules_import_no_facexlib_skimage_or_comfy():
 
 # ------------------------------------------------------------------------------------------------ demo command
 
-def test_demo_without_weights_uses_the_bundled_detector_and_says_parse_was_skipped(tmp_path, capsys):
-    assert prepare_reference.main(["--demo", "--out", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
+NOWHERE = "http://127.0.0.1:9"  # a proxy that refuses: any download the command tried would fail it
+
+
+def prepare_command(*args: str) -> subprocess.CompletedProcess:
+    """scripts/prepare_reference.py run as a user runs it, offline."""
+    offline = {**os.environ, "HTTP_PROXY": NOWHERE, "HTTPS_PROXY": NOWHERE, "http_proxy": NOWHERE,
+               "https_proxy": NOWHERE, "NO_PROXY": "", "no_proxy": ""}
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "prepare_reference.py"), *args],
+                          capture_output=True, text=True, env=offline, timeout=600)
+
+
+def test_demo_without_weights_uses_the_bundled_detector_and_says_parse_was_skipped(tmp_path):
+    run = prepare_command("--demo", "--out", str(tmp_path))
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
     assert "LBP" in out and "background removal SKIPPED" in out and "parsing_bisenet.pth" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1_input.png", "2_detection.png", "3_square.png",
                                                           "5_mask.png", "6_reference.png"]
@@ -164,7 +176,7 @@ def test_demo_without_weights_uses_the_bundled_detector_and_says_parse_was_skipp
     np.testing.assert_array_equal(reference[:, :, ::-1], expected)
 
 
-def test_demo_with_weights_and_a_photo_file(tmp_path, weights_dir, capsys, no_network):
+def test_demo_with_weights_and_a_photo_file(tmp_path, weights_dir, no_network):
     """A 16-bit RGBA photo file through the command, with the REAL detector: the reference it writes is exactly the
     core pipeline's on the decoded photo with the same models."""
     import shutil
@@ -176,8 +188,9 @@ def test_demo_with_weights_and_a_photo_file(tmp_path, weights_dir, capsys, no_ne
     rgba = np.dstack([skimage_data.astronaut(), np.full((512, 512), 255, np.uint8)]).astype(np.uint16) * 257
     cv2.imwrite(str(photo), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
     out_dir = tmp_path / "steps"
-    assert prepare_reference.main([str(photo), "--out", str(out_dir), "--weights-dir", str(folder)]) == 0
-    out = capsys.readouterr().out
+    run = prepare_command(str(photo), "--out", str(out_dir), "--weights-dir", str(folder))
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
     assert "facexlib retinaface_mobile0.25" in out and "parser: facexlib bisenet" in out
     written = cv2.cvtColor(cv2.imread(str(out_dir / "6_reference.png")), cv2.COLOR_BGR2RGB)
     expected = faces.prepare_reference(
@@ -188,9 +201,9 @@ def test_demo_with_weights_and_a_photo_file(tmp_path, weights_dir, capsys, no_ne
     np.testing.assert_array_equal(written, expected.image)
 
 
-def test_demo_explicit_detector_without_weights_fails_clearly(tmp_path, capsys):
-    code = prepare_reference.main(["--demo", "--out", str(tmp_path / "o"), "--weights-dir", str(tmp_path),
-                                   "--detector", "retinaface_resnet50"])
-    assert code == 2
-    err = capsys.readouterr().err
+def test_demo_explicit_detector_without_weights_fails_clearly(tmp_path):
+    run = prepare_command("--demo", "--out", str(tmp_path / "o"), "--weights-dir", str(tmp_path),
+                          "--detector", "retinaface_resnet50")
+    assert run.returncode == 2
+    err = run.stderr
     assert "detection_Resnet50_Final.pth" in err and URLS["retinaface_resnet50"] in err

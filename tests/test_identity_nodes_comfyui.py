@@ -74,7 +74,7 @@ def test_a_missing_backend_says_what_to_install(nodes_identity, core, model_fold
 
 def test_the_arcface_backend_runs_an_onnx_model_from_models_insightface(nodes_identity, core, clip_frames,
                                                                         model_folders):
-    from comfyui_standin.tests.support.tiny_models import tiny_recognition_onnx
+    from comfyui_standin.devtools.tiny_models import tiny_recognition_onnx
     (model_folders / "antelopev2").mkdir()
     weights = np.random.default_rng(1).normal(size=(3, 16))
     tiny_recognition_onnx(model_folders / "antelopev2" / "glintr100.onnx", weights)
@@ -98,7 +98,7 @@ def test_the_picker_node_picks_the_sharp_photo(nodes_identity, model_folders):
 def test_the_score_node_through_the_real_server(comfy, tmp_path_factory):
     """LoadVideo -> GetVideoComponents -> StandInIdentityScore with LoadImage as the reference, through /prompt:
     the man of the 5 frames against his own face from another frame scores like the same person."""
-    from comfyui_standin.tests.support.comfyui_server import PERFORMER_PHOTO, SWAP_VIDEO, serving
+    from comfyui_standin.devtools.comfyui_server import PERFORMER_PHOTO, SWAP_VIDEO, serving
     graph = {
         "video": {"class_type": "LoadVideo", "inputs": {"file": SWAP_VIDEO}},
         "parts": {"class_type": "GetVideoComponents", "inputs": {"video": ["video", 0]}},
@@ -107,7 +107,7 @@ def test_the_score_node_through_the_real_server(comfy, tmp_path_factory):
             "video": ["parts", 0], "reference": ["reference", 0], "frames": 32, "backend": "dlib",
             "arcface_model": "", "detector": "retinaface_mobile0.25", "allow_download": False}},
     }
-    with serving(tmp_path_factory) as server:
+    with serving(tmp_path_factory, DATA) as server:
         entry = server.run(graph)
         assert entry["status"]["status_str"] == "success", server.log_tail()
         (summary,) = entry["outputs"]["score"]["text"]

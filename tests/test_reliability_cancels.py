@@ -4,17 +4,20 @@ correct: it equals the same prompt on fresh state (a fresh model, cache off), an
 
 Tiny real Wan models, CPU float32, comfyui tier.
 """
+from pathlib import Path
+
 import pytest
 import torch
 
-from comfyui_standin.tests.support.comfyui_server import serving
+from comfyui_standin.devtools.comfyui_server import serving
+from comfyui_standin.devtools.tiny_models import standin_state_dict_for, tiny_wan_state_dict
 from comfyui_standin.tests.support.reliability import (RunLeftovers, conds, fresh_standin_run, load_model, sample,
                                                        saved_latent, server_files, server_graph, server_oracle,
                                                        standin, standin_state_left_on)
-from comfyui_standin.tests.support.tiny_models import standin_state_dict_for, tiny_wan_state_dict
 from comfyui_standin.tests.support.tolerance import assert_matches
 
 pytestmark = pytest.mark.comfyui
+DATA = Path(__file__).resolve().parent / "data"  # the real files the server harness needs
 STEPS = 3
 
 
@@ -63,7 +66,7 @@ def patch_state(model) -> tuple:
 def assert_nothing_left_and_next_run_correct(env, leftovers, patched, before, allocated=True):
     """``allocated``: the run got as far as the reference K/V and the buffers (not when the reference pass failed)."""
     import comfy.model_management
-    from comfyui_standin.nodes import patching
+    from comfyui_standin.nodes import model_call
     assert leftovers.runs, "no sampling run started: the check would be empty"
     assert bool(leftovers.tensors) == allocated, f"{len(leftovers.tensors)} Stand-In tensors were allocated"
     runs, tensors = leftovers.alive()
@@ -79,7 +82,7 @@ def assert_nothing_left_and_next_run_correct(env, leftovers, patched, before, al
     assert not torch.equal(again, env.base_result)
     assert torch.equal(sample(env.base, env.noise, env.positive, env.negative, steps=STEPS), env.base_result)
     blocks = env.base.model.diffusion_model.blocks
-    assert not any(isinstance(b.self_attn.__dict__.get("forward"), patching.VideoSelfAttention) for b in blocks)
+    assert not any(isinstance(b.self_attn.__dict__.get("forward"), model_call.VideoSelfAttention) for b in blocks)
 
 
 @pytest.mark.parametrize("mode", ["on", "offload", "off"])
@@ -132,7 +135,7 @@ def test_an_exception_inside_a_block_leaves_nothing_behind(env, monkeypatch, fai
 
 @pytest.fixture(scope="session")
 def server(comfy, tmp_path_factory):
-    with serving(tmp_path_factory) as running:
+    with serving(tmp_path_factory, DATA) as running:
         yield running
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from comfyui_standin.tests.support.comfyui_server import STANDIN_CKPT
-from comfyui_standin.tests.support.joint_sequence import standin_state_dict_for
+from comfyui_standin.devtools.comfyui_server import STANDIN_CKPT
+from comfyui_standin.devtools.tiny_models import standin_state_dict_for
 from comfyui_standin.tests.test_comfyui_server import execution_error, server, standin_graph  # noqa: F401 (fixture)
 from comfyui_standin.tests.test_comfyui_wan import env  # noqa: F401 (fixture: tiny real Wan model, weights, latent)
 from comfyui_standin.tests.test_face_nodes_comfyui import (RecordingVAE, comfy_image, facexlib_folder,  # noqa: F401
@@ -88,7 +88,7 @@ def test_a_sixteen_bit_gray_png_through_load_image(comfy, nodes_faces, facexlib_
                                                    input_folder):
     """Where Load Image reads the file as white, the node refuses it and names the likely cause; where it reads the
     real gray, the node prepares exactly what it prepares from the 8-bit gray photo itself."""
-    from comfyui_standin.tests.support.comfy_boot import comfyui_version
+    from comfyui_standin.devtools.comfy_boot import comfyui_version
     facexlib_folder(real_detector_folder)
     gray = cv2.cvtColor(cv2.imread(str(DATA / "obama_small.jpg")), cv2.COLOR_BGR2GRAY)
     cv2.imwrite(str(input_folder / "gray16.png"), gray.astype(np.uint16) * 257)

@@ -1,6 +1,6 @@
 """Every shipped workflow through the real executor, and in the real frontend (comfyui tier).
 
-Executor: each JSON becomes the API prompt the frontend would queue (tests/support/workflow_graph.to_api: the
+Executor: each JSON becomes the API prompt the frontend would queue (devtools/workflow_graph.to_api: the
 file's widget values by name, its links, bypassed nodes passed through) and runs on the session's server to a saved
 video. Only this is replaced, to keep it small and offline:
 - files: tiny REAL Wan models (T2V, VACE, a second T2V for the Wan2.2 low-noise expert), the tiny Wan VAE, Stand-In
@@ -28,13 +28,14 @@ from pathlib import Path
 
 import pytest
 
-from comfyui_standin.tests.support import frontend, workflow_graph as wg
-from comfyui_standin.tests.support.comfy_boot import comfyui_version
-from comfyui_standin.tests.support.comfyui_server import (PACK_FOLDER, STANDIN_CKPT, STANDIN_SAFETENSORS, SWAP_PHOTO,
-                                                         SWAP_VIDEO, VAE_FILE, WAN_FILE, own_server, serving)
+from comfyui_standin.devtools import frontend, workflow_graph as wg
+from comfyui_standin.devtools.comfy_boot import comfyui_version
+from comfyui_standin.devtools.comfyui_server import (PACK_FOLDER, STANDIN_CKPT, STANDIN_SAFETENSORS, SWAP_PHOTO,
+                                                     SWAP_VIDEO, VAE_FILE, WAN_FILE, own_server, serving)
 
 pytestmark = pytest.mark.comfyui
 REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "tests" / "data"  # the real files the server harness needs, and the clip for the frontend
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 VACE_FILE = "tiny_wan_vace.safetensors"
 LOW_NOISE_FILE = "tiny_wan_t2v_low.safetensors"
@@ -51,8 +52,8 @@ def server(comfy, tmp_path_factory):
     from PIL import Image
     from safetensors.torch import save_file
     from skimage import data
-    from comfyui_standin.tests.support.tiny_models import style_lora, tiny_wan_state_dict
-    with serving(tmp_path_factory) as running:
+    from comfyui_standin.devtools.tiny_models import style_lora, tiny_wan_state_dict
+    with serving(tmp_path_factory, DATA) as running:
         models = running.base / "models"
         save_file(tiny_wan_state_dict(vace=True), str(models / "diffusion_models" / VACE_FILE))
         low = tiny_wan_state_dict(seed=1)
@@ -199,9 +200,10 @@ def frontend_page(request, comfy, tmp_path_factory):
     root = Path(os.environ["COMFYUI_PATH"])
     folder = frontend.frontend_folder(request.param, root)
     chromium = frontend.chromium_path()
-    with own_server(tmp_path_factory, "--front-end-root", str(frontend.static_root(folder))) as server, \
+    with own_server(tmp_path_factory, DATA, "--front-end-root", str(frontend.static_root(folder))) as server, \
             sync_api.sync_playwright() as playwright:
-        frontend.provide_files(server.base, [json.loads(path.read_text(encoding="utf-8")) for path in WORKFLOWS])
+        frontend.provide_files(server.base, [json.loads(path.read_text(encoding="utf-8")) for path in WORKFLOWS],
+                               DATA / "short_hamilton_clip.mp4")
         frontend.quiet_user_settings(server.base)
         browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         page = frontend.open_page(browser, server.url, viewport=(1920, 1080))

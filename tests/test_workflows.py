@@ -1,7 +1,7 @@
 """The example workflows in workflows/ (ComfyUI UI format 0.4): well formed, with the official settings, runnable.
 
 CI tier (no ComfyUI): every file parses; node types exist in the RECORDED node list of each supported ComfyUI
-version (tests/data/comfyui_nodes/<version>.json, from that version's /object_info) or in this pack; every link
+version (devtools/comfyui_nodes/<version>.json, from that version's /object_info) or in this pack; every link
 agrees with both node entries and joins an output and an input of the same type, as the recorded specs declare them;
 widget values fit the inputs (count, combo choices, numeric ranges, value kinds); required sockets are connected;
 each loader names its files in ``properties.models``; each graph carries the official settings (or says where and why
@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from comfyui_standin.tests.support import workflow_graph as wg
+from comfyui_standin.devtools import node_lists, workflow_graph as wg
 
 REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "tests" / "data"  # the real files the server harness needs
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 EXPECTED_WORKFLOWS = {"standin_wan21_t2v.json", "standin_wan21_vace_pose.json", "standin_wan21_style_lora.json",
                       "standin_wan21_face_swap.json", "standin_wan22_a14b.json", "standin_wan21_subject.json",
@@ -45,7 +46,7 @@ def workflow(request) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Our node schemas, read from nodes/*.py without importing ComfyUI (keeps tests/data/comfyui_nodes/pack.json honest)
+# Our node schemas, read from nodes/*.py without importing ComfyUI (keeps devtools/comfyui_nodes/pack.json honest)
 
 def _is_io_input(call: ast.Call):
     """'Int', 'Combo', ... for ``io.<Kind>.Input(...)``; 'socket' for ``<CustomType>.Input(...)``; else None."""
@@ -494,29 +495,21 @@ def test_gallery_pictures_are_current():
 
 @pytest.fixture(scope="session")
 def live_object_info(comfy, tmp_path_factory):
-    from comfyui_standin.tests.support.comfyui_server import serving
-    with serving(tmp_path_factory) as server:
+    from comfyui_standin.devtools.comfyui_server import serving
+    with serving(tmp_path_factory, DATA) as server:
         yield server.get("/object_info", timeout=60)
-
-
-def compact(info: dict) -> dict:
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("record_core_nodes", REPO / "scripts" / "record_core_nodes.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.compact(info)
 
 
 @pytest.mark.comfyui
 def test_recorded_node_list_matches_the_live_server(live_object_info):
-    from comfyui_standin.tests.support.comfy_boot import comfyui_version
+    from comfyui_standin.devtools.comfy_boot import comfyui_version
     import os
     version = comfyui_version(Path(os.environ["COMFYUI_PATH"]))
     assert version in wg.VERSIONS, f"ComfyUI {version} has no recorded node list: scripts/record_core_nodes.py"
     recorded = SPECS[version]
     used = {node["type"] for path in WORKFLOWS for node in load(path)["nodes"]} - wg.FRONTEND_ONLY
     for node_type in sorted(used):
-        assert compact(live_object_info[node_type]) == recorded[node_type], node_type
+        assert node_lists.compact(live_object_info[node_type]) == recorded[node_type], node_type
     core = {name for name in live_object_info if not name.startswith("StandInTest")} - set(wg.pack_nodes())
     assert core == set(recorded) - set(wg.pack_nodes())
 

@@ -52,7 +52,7 @@ def window_part_mask(rgb: np.ndarray, box, parser: Parser, crop_scale: float = C
 
 def face_mask(frame, detector: Detector, parser: Parser, *, dilation: int = DILATION, feather: int = FEATHER,
               crop_scale: float = CROP_SCALE, parse_size: int = REFERENCE_SIZE) -> np.ndarray:
-    """One frame (any layout :func:`~standin_core.faces.prepare.to_rgb_uint8` accepts) -> float32 mask [H, W] in 0..1."""
+    """One frame (any layout :func:`~standin_core.faces.prepare.to_rgb_uint8` accepts) -> float32 mask [H, W], 0..1."""
     rgb = to_rgb_uint8(frame)
     height, width = rgb.shape[:2]
     mask = np.zeros((height, width), np.float32)

@@ -154,8 +154,8 @@ def download_weights(model_name: str, folder: Union[str, os.PathLike], url: Opti
                     break
                 size += len(chunk)
                 if size > MAX_DOWNLOAD_BYTES:
-                    raise FaceWeightsDownloadError(f"the download of {url} exceeds {MAX_DOWNLOAD_BYTES} bytes, more than "
-                                                   f"any facexlib file; nothing was saved")
+                    raise FaceWeightsDownloadError(f"the download of {url} exceeds {MAX_DOWNLOAD_BYTES} bytes, more "
+                                                   "than any facexlib file; nothing was saved")
                 digest.update(chunk)
                 out.write(chunk)
             if declared is not None and size != int(declared):

@@ -208,8 +208,8 @@ def select_face(boxes: np.ndarray, face_index: int = -1) -> Optional[np.ndarray]
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         return boxes[int(np.argmax(areas))]
     if face_index >= len(boxes):
-        raise ValueError(f"face_index {face_index} is out of range: {len(boxes)} face(s) found. Use 0..{len(boxes) - 1} "
-                         "(counted from the left) or -1 for the largest face")
+        raise ValueError(f"face_index {face_index} is out of range: {len(boxes)} face(s) found. Use "
+                         f"0..{len(boxes) - 1} (counted from the left) or -1 for the largest face")
     return boxes[face_index]
 
 

@@ -1,4 +1,5 @@
-"""Test helpers for the ComfyUI tier: tiny real Wan models, and the paper's joint sequence built from their modules.
+"""The ComfyUI tier's oracle: the paper's joint sequence built from a tiny real Wan model's modules (the tiny models
+themselves are devtools/tiny_models.py).
 
 ``joint_forward`` is the official formulation written out independently of the pack: ONE sequence [video; image]
 per sample through the real model's own submodules (patch embedding, time embedding, q/k/v/o, norms, cross
@@ -9,7 +10,6 @@ cross-attention and get no VACE hints, as in the official code.
 import torch
 
 from comfyui_standin.tests.support.naive_wan import naive_apply_rope, naive_attention, rope_at, rope_for, rope_table
-from comfyui_standin.tests.support.tiny_models import standin_state_dict_for, tiny_wan_state_dict  # noqa: F401  (re-exported for the tests)
 
 
 def _grid(f, h, w, t0=0, h0=0, w0=0):

@@ -16,8 +16,8 @@ import weakref
 
 import torch
 
-from comfyui_standin.tests.support.comfyui_server import (STANDIN_CKPT, STANDIN_OTHER, STYLE_LORA, VAE_FILE, WAN_FILE,
-                                                         Server)
+from comfyui_standin.devtools.comfyui_server import (STANDIN_CKPT, STANDIN_OTHER, STYLE_LORA, VAE_FILE, WAN_FILE,
+                                                     Server)
 from comfyui_standin.tests.support.joint_sequence import joint_forward
 
 
@@ -89,12 +89,12 @@ class RunLeftovers:
     [video; reference] buffer and every LoRA device copy that is not the weights' own tensor."""
 
     def __init__(self, monkeypatch):
-        from comfyui_standin.nodes import patching
+        from comfyui_standin.nodes.run_state import RunState
         from comfyui_standin.standin_core import JointKVBuffers, ReferenceKVCache
         self.runs, self.tensors = [], []
         tracker = self
-        original_init, original_get = patching.RunState.__init__, ReferenceKVCache.get_or_build
-        original_prepare, original_loras = JointKVBuffers.prepare, patching.RunState.loras
+        original_init, original_get = RunState.__init__, ReferenceKVCache.get_or_build
+        original_prepare, original_loras = JointKVBuffers.prepare, RunState.loras
 
         def init(run, *args, **kwargs):
             original_init(run, *args, **kwargs)
@@ -118,10 +118,10 @@ class RunLeftovers:
                            for t in (low_rank.down, low_rank.up) if id(t) not in own)
             return copies
 
-        monkeypatch.setattr(patching.RunState, "__init__", init)
+        monkeypatch.setattr(RunState, "__init__", init)
         monkeypatch.setattr(ReferenceKVCache, "get_or_build", get_or_build)
         monkeypatch.setattr(JointKVBuffers, "prepare", prepare)
-        monkeypatch.setattr(patching.RunState, "loras", loras)
+        monkeypatch.setattr(RunState, "loras", loras)
 
     def _track(self, tensors):
         known = {id(ref()) for ref in self.tensors if ref() is not None}
@@ -136,15 +136,16 @@ class RunLeftovers:
 def standin_state_left_on(model) -> dict:
     """What a finished (or failed) run may not leave on a ModelPatcher: a run state in its options, a changed memory
     estimate on its BaseModel."""
-    from comfyui_standin.nodes import patching
+    from comfyui_standin.nodes.model_call import CALL_KEY
+    from comfyui_standin.nodes.run_state import RUN_KEY
     options = model.model_options.get("transformer_options", {})
-    return {"run state in model_options": patching.RUN_KEY in options,
-            "call in model_options": patching.CALL_KEY in options,
+    return {"run state in model_options": RUN_KEY in options,
+            "call in model_options": CALL_KEY in options,
             "memory_required patched": "memory_required" in vars(model.model)}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# graphs through the real server (tests/support/comfyui_server.py) and their in-process oracle
+# graphs through the real server (devtools/comfyui_server.py) and their in-process oracle
 
 def server_graph(cond_seed=1, reference_seed=42, photo=None, strength=1.0, weights=STANDIN_CKPT, lora_strength=0.0,
                  steps=2, mode="on", memory=None, prefix="reliability"):

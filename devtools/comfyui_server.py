@@ -1,10 +1,12 @@
-"""A real ComfyUI server for the ``comfyui`` test tier, shared by every test module that needs one.
+"""A real ComfyUI server for the ``comfyui`` test tier (shared by every test module that needs one) and the scripts.
 
 ``serving()`` starts ``main.py --cpu`` from COMFYUI_PATH as a subprocess with a throwaway base directory: the
 repository is linked in as ``custom_nodes/ComfyUI-StandIn``, and test-made weights go into its model folders (a
 tiny real Wan T2V model, Stand-In files in the official .ckpt layout and as .safetensors, and a Stand-In file of the
-wrong width in models/loras). Text encoders are too big for a test, so a TEST-ONLY custom node file written next to
-the pack (``standin_test_helpers.py``, scaffolding, not part of the pack) makes seeded CONDITIONING and latents.
+wrong width in models/loras). Text encoders are too big for a test, so a TEST-ONLY custom node file copied next to
+the pack (server_test_nodes.py, installed as ``standin_test_helpers.py``; scaffolding, not part of the pack) makes
+seeded CONDITIONING and latents. The real files the server gets (the RetinaFace mobile0.25 weights, three photos and
+a clip: ``DATA_FILES``) come from a folder the caller names (the tests and scripts pass tests/data).
 One server serves the whole pytest session; it is stopped when the last user releases it.
 """
 import atexit
@@ -12,6 +14,7 @@ import contextlib
 import importlib.util
 import itertools
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -23,20 +26,24 @@ from pathlib import Path
 import pytest
 import torch
 
+from comfyui_standin.devtools.tiny_models import (standin_state_dict_for, style_lora, tiny_wan_state_dict,
+                                                  tiny_wan_vae_state_dict)
 from comfyui_standin.standin_core.faces.video import read_video
-from comfyui_standin.tests.support.joint_sequence import standin_state_dict_for, tiny_wan_state_dict
-from comfyui_standin.tests.support.tiny_models import style_lora, tiny_wan_vae_state_dict
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
+TEST_NODES = Path(__file__).with_name("server_test_nodes.py")
+TEST_NODES_FILE = "standin_test_helpers.py"  # its name in the server's custom_nodes folder
 PACK_FOLDER = "ComfyUI-StandIn"
 OUR_NODES = ("LoadStandInLoRA", "EncodeReferenceFace", "ApplyStandInToWanModel", "StandInKVCache", "StandInFaceMask",
              "StandInFaceSwapPaste", "StandInIdentityScore", "StandInPickReference")
 VAE_FILE = "tiny_wan_vae.safetensors"
-SWAP_VIDEO = "standin_swap_input.mp4"  # 5 real frames (4n+1), 256x160, cut from tests/data/short_hamilton_clip.mp4
-SWAP_PHOTO = "standin_swap_reference.jpg"  # tests/data/obama.jpg
+SWAP_VIDEO = "standin_swap_input.mp4"  # 5 real frames (4n+1), 256x160, cut from <data>/short_hamilton_clip.mp4
+SWAP_PHOTO = "standin_swap_reference.jpg"  # <data>/obama.jpg
 PERFORMER_PHOTO = "standin_performer.png"  # the face of the man in SWAP_VIDEO, cut from another frame of the clip
-PHOTOS = (SWAP_PHOTO, "standin_kit_harington.jpg", "standin_rose_leslie.jpg")  # three people (tests/data)
-DATA = Path(__file__).resolve().parents[1] / "data"
+PHOTOS = (SWAP_PHOTO, "standin_kit_harington.jpg", "standin_rose_leslie.jpg")  # three people
+# what the harness reads from the caller's data folder: the REAL detector weights, three photos, a real clip
+DATA_FILES = ("detection_mobilenet0.25_Final.pth", "obama.jpg", "kit_harington1.jpg", "rose_leslie1.jpg",
+              "short_hamilton_clip.mp4")
 WAN_FILE = "tiny_wan_t2v.safetensors"
 STANDIN_SAFETENSORS = "tiny_standin.safetensors"
 STANDIN_CKPT = "tiny_standin.ckpt"
@@ -45,107 +52,6 @@ STANDIN_OTHER = "tiny_standin_seed7.safetensors"  # another Stand-In file of the
 STYLE_LORA = "tiny_style_lora.safetensors"  # a style LoRA for LoraLoaderModelOnly (tiny_models.style_lora)
 START_TIMEOUT_S = 120
 PROMPT_TIMEOUT_S = 360  # the face-swap graph (real detector, tiny real VAE) takes ~110 s on 2 busy cores
-
-# TEST-ONLY nodes written into the server's custom_nodes folder (scaffolding, not part of the pack).
-TEST_HELPERS = '''
-import torch
-
-
-class StandInTestConditioning:
-    """Seeded random text-encoder output (umt5 width 4096) so a graph needs no text encoder."""
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 31}),
-                             "tokens": ("INT", {"default": 7, "min": 1, "max": 512})}}
-
-    RETURN_TYPES = ("CONDITIONING",)
-    FUNCTION = "make"
-    CATEGORY = "testing"
-
-    def make(self, seed, tokens):
-        generator = torch.Generator().manual_seed(seed)
-        return ([[torch.randn(1, tokens, 4096, generator=generator), {}]],)
-
-
-class StandInTestLatent:
-    """A seeded non-zero Wan latent [1, 16, frames, height, width] (a stand-in for an encoded reference face)."""
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 31}),
-                             "frames": ("INT", {"default": 1, "min": 1, "max": 64}),
-                             "height": ("INT", {"default": 6, "min": 1, "max": 256}),
-                             "width": ("INT", {"default": 6, "min": 1, "max": 256})}}
-
-    RETURN_TYPES = ("LATENT",)
-    FUNCTION = "make"
-    CATEGORY = "testing"
-
-    def make(self, seed, frames, height, width):
-        generator = torch.Generator().manual_seed(seed)
-        return ({"samples": torch.randn(1, 16, frames, height, width, generator=generator)},)
-
-
-class StandInTestSaveMask:
-    """Saves a MASK to output/masks/<prefix>.safetensors (so a test can read what a graph computed)."""
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"mask": ("MASK",), "prefix": ("STRING", {"default": "mask"})}}
-
-    RETURN_TYPES = ()
-    FUNCTION = "save"
-    OUTPUT_NODE = True
-    CATEGORY = "testing"
-
-    def save(self, mask, prefix):
-        import os
-        import folder_paths
-        from safetensors.torch import save_file
-        folder = os.path.join(folder_paths.get_output_directory(), "masks")
-        os.makedirs(folder, exist_ok=True)
-        save_file({"mask": mask.contiguous()}, os.path.join(folder, prefix + ".safetensors"))
-        return {"ui": {"masks": [{"filename": prefix + ".safetensors", "subfolder": "masks"}]}}
-
-
-class StandInTestMemory:
-    """After a run (its input is the sampled LATENT): the server process's RSS, the bytes of the distinct storages of
-    every tensor the garbage collector tracks, and the Stand-In run objects still alive (the pack's RunState,
-    JointKVBuffers holding tensors, ReferenceKVCache holding an entry)."""
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"samples": ("LATENT",), "label": ("STRING", {"default": ""})}}
-
-    RETURN_TYPES = ()
-    FUNCTION = "measure"
-    OUTPUT_NODE = True
-    CATEGORY = "testing"
-
-    def measure(self, samples, label):
-        import gc
-        import psutil
-        gc.collect()
-        storages, alive = {}, {"RunState": 0, "JointKVBuffers": 0, "ReferenceKVCache": 0}
-        for obj in gc.get_objects():
-            kind = type(obj)
-            if issubclass(kind, torch.Tensor):
-                if obj.device.type != "meta":
-                    storage = obj.untyped_storage()
-                    storages[(obj.device.type, storage.data_ptr())] = storage.nbytes()
-            elif kind.__name__ in alive and kind.__module__.rsplit(".", 1)[-1] in ("patching", "attention", "cache"):
-                holds = {"RunState": True, "JointKVBuffers": getattr(obj, "keys", None) is not None,
-                         "ReferenceKVCache": getattr(obj, "_entry", None) is not None}[kind.__name__]
-                alive[kind.__name__] += int(holds)
-        report = {"label": label, "rss": psutil.Process().memory_info().rss, "tensor_bytes": sum(storages.values()),
-                  "tensors": len(storages), **alive}
-        return {"ui": {"memory": [report]}}
-
-
-NODE_CLASS_MAPPINGS = {"StandInTestConditioning": StandInTestConditioning, "StandInTestLatent": StandInTestLatent,
-                       "StandInTestSaveMask": StandInTestSaveMask, "StandInTestMemory": StandInTestMemory}
-'''
 
 
 def free_port() -> int:
@@ -219,15 +125,14 @@ class Server:
         pytest.fail(f"prompt {prompt_id} did not finish in {PROMPT_TIMEOUT_S} s\n{self.log_tail()}")
 
 
-def write_weights(models: Path) -> None:
-    import shutil
+def write_weights(models: Path, data: Path) -> None:
     from facexlib.parsing.bisenet import BiSeNet
     from safetensors.torch import save_file
     for folder in ("diffusion_models", "standin", "loras", "vae", "facexlib"):
         (models / folder).mkdir(parents=True, exist_ok=True)
     save_file(tiny_wan_state_dict(), str(models / "diffusion_models" / WAN_FILE))
     save_file(tiny_wan_vae_state_dict(), str(models / "vae" / VAE_FILE))
-    shutil.copy(DATA / "detection_mobilenet0.25_Final.pth", models / "facexlib")  # the REAL detector
+    shutil.copy(data / "detection_mobilenet0.25_Final.pth", models / "facexlib")  # the REAL detector
     torch.manual_seed(0)
     torch.save(BiSeNet(num_class=19).state_dict(), str(models / "facexlib" / "parsing_bisenet.pth"))  # generated
     standin = standin_state_dict_for(256, 3)
@@ -238,17 +143,16 @@ def write_weights(models: Path) -> None:
     save_file(style_lora(tiny_wan_state_dict()), str(models / "loras" / STYLE_LORA))
 
 
-def write_inputs(folder: Path) -> None:
+def write_inputs(folder: Path, data: Path) -> None:
     """The face-swap inputs (a reference photo and 5 real frames around a face, as an H.264 video) and two more
-    reference photos of other people."""
-    import shutil
+    reference photos of other people, from the files in ``data``."""
     import av
     import cv2
     import numpy as np
-    shutil.copy(DATA / "obama.jpg", folder / SWAP_PHOTO)
-    shutil.copy(DATA / "kit_harington1.jpg", folder / PHOTOS[1])
-    shutil.copy(DATA / "rose_leslie1.jpg", folder / PHOTOS[2])
-    frames = read_video(DATA / "short_hamilton_clip.mp4", limit=151)
+    shutil.copy(data / "obama.jpg", folder / SWAP_PHOTO)
+    shutil.copy(data / "kit_harington1.jpg", folder / PHOTOS[1])
+    shutil.copy(data / "rose_leslie1.jpg", folder / PHOTOS[2])
+    frames = read_video(data / "short_hamilton_clip.mp4", limit=151)
     assert len(frames) == 151, "short_hamilton_clip.mp4 has fewer frames than expected"
     cv2.imwrite(str(folder / PERFORMER_PHOTO), cv2.cvtColor(frames[150][0:200, 150:350], cv2.COLOR_RGB2BGR))
     with av.open(str(folder / SWAP_VIDEO), "w") as container:
@@ -293,18 +197,23 @@ class TempDirs:
         return Path(tempfile.mkdtemp(prefix=f"{name}{next(self.counter)}_"))
 
 
-def _start(tmp_path_factory, extra_args=()) -> tuple:
+def _start(tmp_path_factory, data: Path, extra_args=()) -> tuple:
+    """Start a server whose real files come from the folder ``data`` (see DATA_FILES); (Server, process)."""
     import requests
+    data = Path(data)
+    missing = [name for name in DATA_FILES if not (data / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"the server harness needs {', '.join(missing)} in {data}")
     comfy_root = Path(os.environ["COMFYUI_PATH"]).resolve()
     base = tmp_path_factory.mktemp("comfyui_base")
     custom_nodes = base / "custom_nodes"
     custom_nodes.mkdir()
     (custom_nodes / PACK_FOLDER).symlink_to(REPO, target_is_directory=True)
-    (custom_nodes / "standin_test_helpers.py").write_text(TEST_HELPERS)
+    shutil.copy(TEST_NODES, custom_nodes / TEST_NODES_FILE)
     for folder in ("input", "output", "temp", "user"):
         (base / folder).mkdir()
-    write_weights(base / "models")
-    write_inputs(base / "input")
+    write_weights(base / "models", data)
+    write_inputs(base / "input", data)
 
     port = free_port()
     log_path = base / "server.log"
@@ -341,10 +250,11 @@ def _stop(process) -> None:
 
 
 @contextlib.contextmanager
-def serving(tmp_path_factory):
-    """The session's ComfyUI server (started on first use); stopped when the last user leaves."""
+def serving(tmp_path_factory, data: Path):
+    """The session's ComfyUI server (started on first use, with the real files in ``data``); stopped when the last
+    user leaves."""
     if _RUNNING["server"] is None:
-        _RUNNING["server"], _RUNNING["process"] = _start(tmp_path_factory)
+        _RUNNING["server"], _RUNNING["process"] = _start(tmp_path_factory, data)
     _RUNNING["users"] += 1
     try:
         yield _RUNNING["server"]
@@ -356,10 +266,10 @@ def serving(tmp_path_factory):
 
 
 @contextlib.contextmanager
-def own_server(tmp_path_factory, *extra_args):
+def own_server(tmp_path_factory, data: Path, *extra_args):
     """A server of its own (not the session's), started with more command-line arguments (e.g. ``--front-end-root``
     for another frontend); stopped on exit."""
-    server, process = _start(tmp_path_factory, extra_args)
+    server, process = _start(tmp_path_factory, data, extra_args)
     try:
         yield server
     finally:

@@ -1,5 +1,7 @@
-"""Reading the shipped UI workflows (format 0.4) against node specs in /object_info form: the recorded core-node lists
-(tests/data/comfyui_nodes/<version>.json, written by scripts/record_core_nodes.py) or a live server's.
+"""The shipped UI workflows (format 0.4) against node specs in /object_info form: the recorded node lists
+(devtools/comfyui_nodes/<version>.json and pack.json, written by scripts/record_core_nodes.py) or a live server's.
+One library for the writer (scripts/build_workflows.py: widget order, sockets, the values of a new node) and the
+readers (the tests).
 
 ``to_api`` turns a UI workflow into the API prompt the frontend would queue (widgets by name in the frontend's order,
 links followed through bypassed nodes, notes and muted/bypassed nodes left out), so the executor runs what the JSON
@@ -8,7 +10,7 @@ says. No ComfyUI import here.
 import json
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "comfyui_nodes"
+NODE_LISTS = Path(__file__).resolve().parent / "comfyui_nodes"
 VERSIONS = ("0.28.0", "0.8.0", "0.3.64")  # the supported ComfyUI versions, one recorded list each
 # The shipped JSONs are written for the node layout of v0.8.0 (scripts/build_workflows.py), which v0.3.64 shares. A
 # newer ComfyUI may give a node an OPTIONAL widget after the others (v0.28.0: CreateVideo's bit_depth): the file has
@@ -27,13 +29,13 @@ def newer_than_target(version: str) -> bool:
 
 def recorded(version: str) -> dict:
     """Core nodes of one ComfyUI version plus this pack's nodes, by node type."""
-    core = json.loads((DATA / f"{version}.json").read_text(encoding="utf-8"))
+    core = json.loads((NODE_LISTS / f"{version}.json").read_text(encoding="utf-8"))
     assert core["comfyui_version"] == version
     return {**core["nodes"], **pack_nodes()}
 
 
 def pack_nodes() -> dict:
-    return json.loads((DATA / "pack.json").read_text(encoding="utf-8"))["nodes"]
+    return json.loads((NODE_LISTS / "pack.json").read_text(encoding="utf-8"))["nodes"]
 
 
 def input_order(spec: dict) -> dict:
@@ -73,10 +75,10 @@ def extra_widgets(item) -> int:
 
 
 def socket_inputs(spec: dict) -> dict:
-    """name -> type of every input that is not a widget (required and optional)."""
-    widgets = {name for name, _ in widget_inputs(spec)}
-    return {name: item[0] for section in ("required", "optional")
-            for name, item in spec["input"].get(section, {}).items() if name not in widgets}
+    """name -> type of every input that is not a widget (required, then optional), in the node's input order."""
+    widgets, order = {name for name, _ in widget_inputs(spec)}, input_order(spec)
+    return {name: spec["input"][section][name][0] for section in ("required", "optional")
+            for name in order.get(section, []) if name not in widgets}
 
 
 def required_sockets(spec: dict) -> set:
@@ -117,6 +119,17 @@ def widget_default(item):
         return options["default"]
     choices = combo_choices(item)
     return choices[0] if choices else None
+
+
+def new_widget_value(item):
+    """A widget's value in a newly written node: its default, else its first choice, else the empty value of its kind
+    ("" for a combo without choices)."""
+    if "default" in options_of(item):
+        return options_of(item)["default"]
+    choices = combo_choices(item)
+    if choices is not None:
+        return choices[0] if choices else ""
+    return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}[item[0]]
 
 
 def named_widgets(node: dict, spec: dict) -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 FRONTENDS = REPO / ".venv" / "frontends"
 
 # toasts: PrimeVue's (the frontends ComfyUI v0.3.64/v0.8.0 pin) and the newer reka-ui list (1.5x)
@@ -131,9 +131,10 @@ def files_named_in(workflow: dict) -> dict:
     return files
 
 
-def provide_files(base: Path, workflows: list) -> None:
+def provide_files(base: Path, workflows: list, clip: Path) -> None:
     """Puts a file under every name the workflows use into a server's base directory: empty model files (the
-    frontend only sees names), real pictures (the bundled astronaut photo; the cat for a subject) and a real clip."""
+    frontend only sees names), real pictures (the bundled astronaut photo; the cat for a subject) and the real video
+    file ``clip``."""
     from skimage import data
     from PIL import Image
     for workflow in workflows:
@@ -145,7 +146,7 @@ def provide_files(base: Path, workflows: list) -> None:
             elif kind == "image":
                 Image.fromarray(data.chelsea() if "subject" in path.name else data.astronaut()).save(path, "PNG")
             else:
-                shutil.copy(REPO / "tests" / "data" / "short_hamilton_clip.mp4", path)
+                shutil.copy(clip, path)
 
 
 def missing_node_dialogs(loaded: dict) -> list:

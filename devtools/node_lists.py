@@ -1,0 +1,77 @@
+"""The recorded node lists (devtools/comfyui_nodes/): one ComfyUI version's core nodes, and this pack's, in the compact
+/object_info form the workflow checks and scripts/build_workflows.py read.
+
+``compact`` is what a live /object_info entry is recorded as: tooltips and descriptions dropped, the options of
+file-list combos emptied (they list the test server's files), input order and outputs kept. ``record`` starts a
+ComfyUI server through the harness (comfyui_server.py) and writes ``<version>.json`` and ``pack.json``;
+scripts/record_core_nodes.py is its command line, tests/test_workflows.py compares ``compact`` of the live server with
+the recorded lists.
+"""
+import json
+from pathlib import Path
+
+NODE_LISTS = Path(__file__).resolve().parent / "comfyui_nodes"
+TEST_FILE_MARKERS = ("tiny_", "standin_swap", "standin_performer")
+
+
+def strip(value):
+    if isinstance(value, dict):
+        return {key: strip(item) for key, item in value.items() if key not in ("tooltip", "description")}
+    if isinstance(value, list):
+        return [strip(item) for item in value]
+    return value
+
+
+def is_file_list(spec) -> bool:
+    options = spec[0] if isinstance(spec[0], list) else (spec[1].get("options") if spec[0] == "COMBO" else None)
+    return isinstance(options, list) and any(isinstance(option, str) and option.startswith(TEST_FILE_MARKERS)
+                                              for option in options)
+
+
+def compact(info: dict) -> dict:
+    inputs = {}
+    for section in ("required", "optional"):
+        specs = {}
+        for name, spec in info["input"].get(section, {}).items():
+            spec = strip(spec)
+            if is_file_list(spec):
+                spec = [[], *spec[1:]] if isinstance(spec[0], list) else ["COMBO", {**spec[1], "options": []}]
+            specs[name] = spec
+        if specs:
+            inputs[section] = specs
+    return {"input": inputs, "input_order": {key: value for key, value in info.get("input_order", {}).items()
+                                             if key in ("required", "optional")},
+            "output": info["output"], "output_name": info["output_name"],
+            "output_is_list": info.get("output_is_list", [])}
+
+
+def record(comfyui_root: Path, data: Path, out: Path = NODE_LISTS) -> tuple:
+    """Start the ComfyUI tree ``comfyui_root`` (already imported, see comfy_boot) through the harness, with the real
+    files in ``data``; write its core nodes to ``out/<version>.json`` and ours to ``out/pack.json``. Returns the
+    version and the number of core nodes."""
+    from comfyui_standin.devtools import comfyui_server, server_test_nodes
+    from comfyui_standin.devtools.comfy_boot import comfyui_version
+    server, process = comfyui_server._start(comfyui_server.TempDirs(), data)
+    try:
+        info = server.get("/object_info", timeout=120)
+    finally:
+        comfyui_server._stop(process)
+    ours, helpers = set(comfyui_server.OUR_NODES), set(server_test_nodes.NODE_CLASS_MAPPINGS)
+    core = {name: compact(spec) for name, spec in sorted(info.items()) if name not in ours | helpers
+            and not name.startswith("StandInTest")}
+    out.mkdir(parents=True, exist_ok=True)
+    version = comfyui_version(comfyui_root)
+    write(out / f"{version}.json", {"comfyui_version": version, "nodes": core})
+    write(out / "pack.json", {"nodes": {name: compact(info[name]) for name in sorted(ours)}})
+    return version, len(core)
+
+
+def write(path: Path, data: dict) -> None:
+    """One node per line, so a regenerated list diffs node by node."""
+    nodes = data["nodes"]
+    lines = [f"  {json.dumps(name)}: {json.dumps(nodes[name], ensure_ascii=False, sort_keys=True)}" for name in nodes]
+    head = {key: value for key, value in data.items() if key != "nodes"}
+    text = "{\n" + "".join(f"{json.dumps(k)}: {json.dumps(v)},\n" for k, v in head.items())
+    text += '"nodes": {\n' + ",\n".join(lines) + "\n}}\n"
+    json.loads(text)
+    path.write_text(text, encoding="utf-8")

@@ -1,0 +1,63 @@
+"""Putting Stand-In on a Wan ModelPatcher and taking it off. Everything is local to a clone, under the key "standin":
+
+* an object patch of ``diffusion_model.blocks.{i}.self_attn.forward`` per block (model_call.VideoSelfAttention);
+* a DIFFUSION_MODEL wrapper: the reference K/V of each model call (model_call.ReferencePass);
+* an OUTER_SAMPLE wrapper: a fresh state for each sampling run, freed when it ends (run_state.SamplingRun);
+* a PREPARE_SAMPLING wrapper: ComfyUI's memory estimate counts Stand-In's memory (memory.MemoryEstimate).
+"""
+import logging
+
+import comfy.patcher_extension
+
+from ..standin_core import StandInWeights
+from .memory import MemoryEstimate
+from .model_call import ReferencePass, VideoSelfAttention
+from .run_state import CACHE_MODE_KEY, KEY, SamplingRun, StandInSettings
+from .wan_adapter import rope_takes_options
+from .wan_models import check_wan_model, prepare_reference
+
+log = logging.getLogger("standin")
+
+MAX_STRENGTH = 3.0  # the node's widget maximum
+WRAPPER_TYPES = (comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, comfy.patcher_extension.WrappersMP.OUTER_SAMPLE,
+                 comfy.patcher_extension.WrappersMP.PREPARE_SAMPLING)
+
+
+def apply_standin(model, weights: StandInWeights, latent: dict, strength: float, start_percent: float,
+                  end_percent: float):
+    """A clone of ``model`` with Stand-In installed; ``model`` itself is left untouched."""
+    dm = check_wan_model(model)
+    weights.validate_for(dm.dim, len(dm.blocks), model_name=f"this {type(dm).__name__}")
+    if not 0.0 <= strength <= MAX_STRENGTH:  # also NaN, which passes ComfyUI's min/max validation
+        raise ValueError(f"strength must be a number from 0 to {MAX_STRENGTH:g} (1 = Stand-In as trained, 0 = the "
+                         f"base model), got {strength}: set the strength input of Apply Stand-In to Wan Model")
+    if not 0.0 <= start_percent <= end_percent <= 1.0:
+        raise ValueError(f"start_percent ({start_percent}) must be <= end_percent ({end_percent}), both in 0..1")
+    reference = prepare_reference(model, latent)
+    settings = StandInSettings(weights, reference, float(strength), float(start_percent), float(end_percent),
+                               rope_takes_options(dm))
+    patched = model.clone()
+    remove_standin(patched)
+    for index in range(len(dm.blocks)):
+        patched.add_object_patch(f"diffusion_model.blocks.{index}.self_attn.forward", VideoSelfAttention(index))
+    for wrapper_type, wrapper in zip(WRAPPER_TYPES,
+                                     (ReferencePass(settings), SamplingRun(settings), MemoryEstimate(settings))):
+        patched.add_wrapper_with_key(wrapper_type, KEY, wrapper)
+    log.info("Stand-In applied: %s; reference %s; strength %.2f, steps %.0f%%..%.0f%%", weights.describe(),
+             tuple(reference.shape), strength, 100 * start_percent, 100 * end_percent)
+    return patched
+
+
+def remove_standin(model) -> None:
+    """Take Stand-In off a (cloned) model: applying twice replaces, never stacks."""
+    for wrapper_type in WRAPPER_TYPES:
+        model.remove_wrappers_with_key(wrapper_type, KEY)
+    for name in [n for n, patch in model.object_patches.items() if isinstance(patch, VideoSelfAttention)]:
+        del model.object_patches[name]
+
+
+def set_cache_mode(model, mode: str):
+    """A clone of ``model`` whose sampling runs keep the reference K/V as ``mode`` says (StandInKVCache)."""
+    patched = model.clone()
+    patched.model_options.setdefault("transformer_options", {})[CACHE_MODE_KEY] = mode
+    return patched
