@@ -7,7 +7,7 @@ wrong width in models/loras). Text encoders are too big for a test, so a TEST-ON
 the pack (server_test_nodes.py, installed as ``standin_test_helpers.py``; scaffolding, not part of the pack) makes
 seeded CONDITIONING and latents. The real files the server gets (the RetinaFace mobile0.25 weights, three photos and
 a clip: ``DATA_FILES``) come from a folder the caller names (the tests and scripts pass tests/data).
-One server serves the whole pytest session; it is stopped when the last user releases it.
+The tests share one server for the session (tests/conftest.py).
 """
 import atexit
 import contextlib
@@ -183,9 +183,6 @@ def templates_shim(comfy_root: Path, base: Path) -> dict:
     return env
 
 
-_RUNNING = {"server": None, "process": None, "users": 0}
-
-
 class TempDirs:
     """What the harness needs of pytest's ``tmp_path_factory`` (``mktemp``), for the scripts that start a server
     outside pytest."""
@@ -250,25 +247,9 @@ def _stop(process) -> None:
 
 
 @contextlib.contextmanager
-def serving(tmp_path_factory, data: Path):
-    """The session's ComfyUI server (started on first use, with the real files in ``data``); stopped when the last
-    user leaves."""
-    if _RUNNING["server"] is None:
-        _RUNNING["server"], _RUNNING["process"] = _start(tmp_path_factory, data)
-    _RUNNING["users"] += 1
-    try:
-        yield _RUNNING["server"]
-    finally:
-        _RUNNING["users"] -= 1
-        if _RUNNING["users"] == 0:
-            _stop(_RUNNING["process"])
-            _RUNNING["server"] = _RUNNING["process"] = None
-
-
-@contextlib.contextmanager
-def own_server(tmp_path_factory, data: Path, *extra_args):
-    """A server of its own (not the session's), started with more command-line arguments (e.g. ``--front-end-root``
-    for another frontend); stopped on exit."""
+def serving(tmp_path_factory, data: Path, *extra_args):
+    """A ComfyUI server with the real files in ``data``, started with any more command-line arguments (e.g.
+    ``--front-end-root`` for another frontend); stopped on exit. The tests share one (conftest's ``server``)."""
     server, process = _start(tmp_path_factory, data, extra_args)
     try:
         yield server

@@ -2,8 +2,8 @@
 /object_info form the workflow checks and scripts/build_workflows.py read.
 
 ``compact`` is what a live /object_info entry is recorded as: tooltips and descriptions dropped, the options of
-file-list combos emptied (they list the test server's files), input order and outputs kept. ``record`` starts a
-ComfyUI server through the harness (comfyui_server.py) and writes ``<version>.json`` and ``pack.json``;
+file-list combos emptied (they list the test server's files), input order and outputs kept. ``render`` turns a live
+/object_info into the files' text; ``record`` starts a ComfyUI server through the harness and writes them;
 scripts/record_core_nodes.py is its command line, tests/test_workflows.py compares ``compact`` of the live server with
 the recorded lists.
 """
@@ -49,24 +49,32 @@ def record(comfyui_root: Path, data: Path, out: Path = NODE_LISTS) -> tuple:
     """Start the ComfyUI tree ``comfyui_root`` (already imported, see comfy_boot) through the harness, with the real
     files in ``data``; write its core nodes to ``out/<version>.json`` and ours to ``out/pack.json``. Returns the
     version and the number of core nodes."""
-    from comfyui_standin.devtools import comfyui_server, server_test_nodes
+    from comfyui_standin.devtools import comfyui_server
     from comfyui_standin.devtools.comfy_boot import comfyui_version
     server, process = comfyui_server._start(comfyui_server.TempDirs(), data)
     try:
         info = server.get("/object_info", timeout=120)
     finally:
         comfyui_server._stop(process)
+    version = comfyui_version(comfyui_root)
+    texts = render(info, version)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in texts.items():
+        (out / name).write_text(text, encoding="utf-8")
+    return version, len(json.loads(texts[f"{version}.json"])["nodes"])
+
+
+def render(info: dict, version: str) -> dict:
+    """A live /object_info as the recorded files: {"<version>.json": text, "pack.json": text}."""
+    from comfyui_standin.devtools import comfyui_server, server_test_nodes
     ours, helpers = set(comfyui_server.OUR_NODES), set(server_test_nodes.NODE_CLASS_MAPPINGS)
     core = {name: compact(spec) for name, spec in sorted(info.items()) if name not in ours | helpers
             and not name.startswith("StandInTest")}
-    out.mkdir(parents=True, exist_ok=True)
-    version = comfyui_version(comfyui_root)
-    write(out / f"{version}.json", {"comfyui_version": version, "nodes": core})
-    write(out / "pack.json", {"nodes": {name: compact(info[name]) for name in sorted(ours)}})
-    return version, len(core)
+    return {f"{version}.json": text_of({"comfyui_version": version, "nodes": core}),
+            "pack.json": text_of({"nodes": {name: compact(info[name]) for name in sorted(ours)}})}
 
 
-def write(path: Path, data: dict) -> None:
+def text_of(data: dict) -> str:
     """One node per line, so a regenerated list diffs node by node."""
     nodes = data["nodes"]
     lines = [f"  {json.dumps(name)}: {json.dumps(nodes[name], ensure_ascii=False, sort_keys=True)}" for name in nodes]
@@ -74,4 +82,4 @@ def write(path: Path, data: dict) -> None:
     text = "{\n" + "".join(f"{json.dumps(k)}: {json.dumps(v)},\n" for k, v in head.items())
     text += '"nodes": {\n' + ",\n".join(lines) + "\n}}\n"
     json.loads(text)
-    path.write_text(text, encoding="utf-8")
+    return text

@@ -28,14 +28,16 @@ def tiny_wan_state_dict(vace=False, dim=256, layers=3, seed=0):
 def random_standin_state_dict(dim, depth, rank=16, seed=1, down_std=None, up_std=None, dtype=torch.float32):
     """THE random Stand-In weights factory (tests, tiny run, benchmarks): the official key layout
     ``blocks.{i}.self_attn.{q,k,v}_loras.{down,up}.weight``, normal values with the given standard deviations
-    (defaults 0.3/sqrt(dim) and 0.3/sqrt(rank)), drawn block by block, q/k/v, down then up, from one seeded generator."""
+    (defaults 0.3/sqrt(dim) and 0.3/sqrt(rank)), drawn block by block, q/k/v, down then up, from one seeded
+    generator."""
     down_std = 0.3 / dim ** 0.5 if down_std is None else down_std
     up_std = 0.3 / rank ** 0.5 if up_std is None else up_std
     gen = torch.Generator().manual_seed(seed)
     sd = {}
     for i in range(depth):
         for p in "qkv":
-            sd[f"blocks.{i}.self_attn.{p}_loras.down.weight"] = (torch.randn(rank, dim, generator=gen) * down_std).to(dtype)
+            sd[f"blocks.{i}.self_attn.{p}_loras.down.weight"] = (
+                torch.randn(rank, dim, generator=gen) * down_std).to(dtype)
             sd[f"blocks.{i}.self_attn.{p}_loras.up.weight"] = (torch.randn(dim, rank, generator=gen) * up_std).to(dtype)
     return sd
 
@@ -60,7 +62,8 @@ def standin_state_dict_for(dim, depth, rank=16, seed=1):
 
 def tiny_wan_vae_state_dict(dim=96, seed=0):
     """A tiny REAL Wan2.1 VAE (ComfyUI's own WanVAE class, 16 latent channels, 8x spatial / 4x temporal
-    compression) with random weights, at the real width 96 (ComfyUI v0.3.64 builds that width whatever the file holds)."""
+    compression) with random weights, at the real width 96 (ComfyUI v0.3.64 builds that width whatever the file
+    holds)."""
     from comfy.ldm.wan.vae import WanVAE
     model = WanVAE(dim=dim, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
                    temperal_downsample=[False, True, True], dropout=0.0)

@@ -1,6 +1,6 @@
 """Write the example workflows in workflows/ (ComfyUI UI format 0.4) from the short descriptions below.
 
-    .venv/bin/python scripts/build_workflows.py
+    .venv/bin/python scripts/build_workflows.py [--out DIR]     # default: workflows/
 
 Widget order, sockets and output types come from the recorded node lists (devtools/comfyui_nodes/0.8.0.json for
 the core nodes, pack.json for ours; scripts/record_core_nodes.py writes them), read through the workflow-graph library
@@ -8,6 +8,7 @@ the tests use (devtools/workflow_graph.py), so a graph lays out its widgets the 
 given are the node's defaults. The tests (tests/test_workflows.py) check the files against every recorded ComfyUI
 version, a live server, the executor and the real frontend; this script only writes.
 """
+import argparse
 import json
 import uuid
 from pathlib import Path
@@ -17,8 +18,10 @@ from comfyui_standin.devtools import workflow_graph as wg
 REPO = Path(__file__).resolve().parents[1]
 NODES = wg.recorded(wg.TARGET)  # the core nodes of ComfyUI v0.8.0 and ours
 
-NEGATIVE = ("色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，"
-            "残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，"
+NEGATIVE = ("色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，"
+            "整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，"
+            "残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，"
+            "形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，"
             "三条腿，背景人很多，倒着走")  # the official scripts' negative prompt (Wan's default)
 
 HF21 = "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/"
@@ -31,8 +34,8 @@ def model(name, url, directory):
     return {"name": name, "url": url, "directory": directory}
 
 
-WAN21_T2V = model("wan2.1_t2v_14B_fp8_scaled.safetensors", HF21 + "diffusion_models/wan2.1_t2v_14B_fp8_scaled.safetensors",
-                  "diffusion_models")
+WAN21_T2V = model("wan2.1_t2v_14B_fp8_scaled.safetensors",
+                  HF21 + "diffusion_models/wan2.1_t2v_14B_fp8_scaled.safetensors", "diffusion_models")
 WAN21_VACE = model("wan2.1_vace_14B_fp16.safetensors", HF21 + "diffusion_models/wan2.1_vace_14B_fp16.safetensors",
                    "diffusion_models")
 WAN22_HIGH = model("wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors",
@@ -620,10 +623,14 @@ GRAPHS = {
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO / "workflows", help="folder to write the graphs into")
+    out = parser.parse_args().out
+    out.mkdir(parents=True, exist_ok=True)
     for name, build in GRAPHS.items():
-        path = REPO / "workflows" / f"{name}.json"
+        path = out / f"{name}.json"
         path.write_text(json.dumps(build().to_json(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        print(path.relative_to(REPO))
+        print(path)
 
 
 if __name__ == "__main__":

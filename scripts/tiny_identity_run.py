@@ -1,6 +1,7 @@
 """A tiny Stand-In identity run through the real nodes inside a real ComfyUI (CPU, no downloads).
 
-    COMFYUI_PATH=/path/to/ComfyUI PYTHONPATH=/path/to/ComfyUI python scripts/tiny_identity_run.py [--out out/tiny_run] [--steps 4]
+    COMFYUI_PATH=/path/to/ComfyUI PYTHONPATH=/path/to/ComfyUI \
+        python scripts/tiny_identity_run.py [--out out/tiny_run] [--steps 4]
 
 What it does, with nothing downloaded:
   1. prepares scikit-image's bundled astronaut portrait into the 512x512 reference (face found by the bundled LBP
@@ -85,7 +86,8 @@ def main() -> int:
 
     gen = torch.Generator().manual_seed(0)
     noise = torch.randn(1, 16, 3, 60, 104, generator=gen)
-    positive, negative = [[torch.randn(1, 12, 4096, generator=gen), {}]], [[torch.randn(1, 12, 4096, generator=gen), {}]]
+    positive, negative = ([[torch.randn(1, 12, 4096, generator=gen), {}]],
+                          [[torch.randn(1, 12, 4096, generator=gen), {}]])
 
     def run(m):
         start = time.perf_counter()

@@ -42,7 +42,7 @@ def main(argv=None) -> None:
     version = frontend.installed_version(folder)
     manifest = {"frontend": version, "workflows": {}}
     front_end = str(frontend.static_root(folder))
-    with comfyui_server.own_server(comfyui_server.TempDirs(), args.data, "--front-end-root", front_end) as server, \
+    with comfyui_server.serving(comfyui_server.TempDirs(), args.data, "--front-end-root", front_end) as server, \
             sync_playwright() as playwright:
         paths = sorted((REPO / "workflows").glob("*.json"))
         workflows = [json.loads(path.read_text(encoding="utf-8")) for path in paths]

@@ -5,15 +5,35 @@ points at a ComfyUI tree; then nothing in it may skip: a COMFYUI_PATH that is se
 PYTHONPATH, or a missing requirement of the tier (ComfyUI's Python requirements, requests, playwright, Chromium)
 is an error, never a quiet skip. Without COMFYUI_PATH the tier is skipped and the summary says so.
 
-The ``comfy`` fixture imports that ComfyUI in this process (CPU, PyTorch attention) and returns this pack,
-``comfyui_standin`` (the editable install), whose ``nodes`` package then imports ComfyUI's modules.
+Fixtures shared by the test modules:
+  * ``comfy``: that ComfyUI imported in this process (CPU, PyTorch attention); returns this pack, ``comfyui_standin``
+    (the editable install), whose ``nodes`` package then imports ComfyUI's modules;
+  * ``server``: the session's ComfyUI server (a subprocess with tiny real weights);
+  * tiny Wan and weights: ``tiny_wan`` and ``standin_state`` (state dicts), ``wan_base`` (the loaded MODEL) and
+    ``standin_weights``;
+  * sampling and the joint oracle: ``env``, the node tests' Scene (tests/support/sampling.py);
+  * faces: ``nodes_faces``, ``weights_dir``, ``real_detector_folder``, ``facexlib_folder``;
+  * files: ``file_server``, a local HTTP server for the download tests.
+Helpers that are not fixtures are in tests/support/.
 """
 import importlib
 import os
+import shutil
+from pathlib import Path
 
 import pytest
+import torch
 
 from comfyui_standin.devtools.comfy_boot import ComfyUIPathError, check_comfyui_tree, comfyui_version, import_comfyui
+from comfyui_standin.devtools.comfyui_server import serving
+from comfyui_standin.devtools.tiny_models import standin_state_dict_for, tiny_wan_state_dict
+from comfyui_standin.tests.support.downloads import serving_files
+from comfyui_standin.tests.support.sampling import Scene, load_model
+
+DATA = Path(__file__).resolve().parent / "data"  # real photos, a clip and detector weights, with their licences
+# Tests that start or use a ComfyUI server (the executor, the browser, the load test) or compile are marked slow:
+# `scripts/test.sh -m "not slow"` is the fast loop.
+SLOW_FIXTURES = {"server", "frontend_page", "live_object_info"}
 
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 GGUF_PATH = os.environ.get("COMFYUI_GGUF_PATH")  # an unpacked city96/ComfyUI-GGUF tree: the gguf checks
@@ -28,6 +48,9 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
     if not GGUF_PATH:  # the gguf checks need a third-party pack beside the run: not part of the comfyui tier's count
         gguf = [item for item in items if "gguf" in item.keywords]
         if gguf:
@@ -75,3 +98,113 @@ def comfy():
     except ComfyUIPathError as error:
         pytest.fail(str(error), pytrace=False)
     return importlib.import_module("comfyui_standin")
+
+
+@pytest.fixture(scope="session")
+def server(comfy, tmp_path_factory):
+    """The session's ComfyUI server: ``main.py --cpu`` of COMFYUI_PATH as a subprocess with this pack linked in and
+    tiny real weights in its model folders (devtools/comfyui_server.py); stopped when the session ends."""
+    with serving(tmp_path_factory, DATA) as running:
+        yield running
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# tiny Wan and weights (devtools/tiny_models.py): the state dicts once per session, the loaded objects once per module
+
+@pytest.fixture(scope="session")
+def tiny_wan():
+    """The tiny real Wan2.1 T2V model's state dict (width 256, 3 blocks, seed 0). Load it with
+    ``support.sampling.load_model``, which copies it."""
+    return tiny_wan_state_dict()
+
+
+@pytest.fixture(scope="session")
+def standin_state():
+    """Stand-In weights for the tiny Wan as a state dict (width 256, 3 blocks, rank 16, seed 1)."""
+    return standin_state_dict_for(256, 3)
+
+
+@pytest.fixture(scope="module")
+def wan_base(comfy, tiny_wan):
+    """The tiny Wan loaded as a ComfyUI MODEL, one per test module."""
+    return load_model(tiny_wan)
+
+
+@pytest.fixture(scope="module")
+def standin_weights(standin_state):
+    """``standin_state`` as the pack's StandInWeights, one per test module."""
+    from comfyui_standin.standin_core import standin_weights_from_state_dict
+    return standin_weights_from_state_dict(standin_state, source="tiny-standin")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# sampling and the joint oracle (support/sampling.py)
+
+@pytest.fixture(scope="module")
+def env(comfy, wan_base, standin_state, standin_weights):
+    """The node tests' Scene: the tiny Wan (``base``) and a VACE one (``vace``), Stand-In weights, a non-square
+    reference latent [1, 16, 1, 6, 10], noise [1, 16, 3, 8, 12] and a prompt (all seed 42), 3 steps at cfg 3; with
+    the pack's node modules as attributes (``apply``, ``cache``, ``model_call`` ...)."""
+    from comfyui_standin.nodes import apply, cache, loaders, memory, model_call, run_state, wan_models
+    gen = torch.Generator().manual_seed(42)
+    reference = torch.randn(1, 16, 1, 6, 10, generator=gen)
+    noise = torch.randn(1, 16, 3, 8, 12, generator=gen)
+    cond, uncond = torch.randn(1, 7, 4096, generator=gen), torch.randn(1, 7, 4096, generator=gen)
+    scene = Scene(wan_base, standin_weights, standin_state, reference, noise, cond, uncond)
+    scene.vace = load_model(tiny_wan_state_dict(vace=True, seed=3))
+    scene.comfy, scene.apply, scene.cache, scene.loaders = comfy, apply, cache, loaders
+    scene.memory, scene.model_call, scene.run_state, scene.wan_models = memory, model_call, run_state, wan_models
+    return scene
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# faces: the pack's face nodes and facexlib weight folders
+
+@pytest.fixture(scope="module")
+def nodes_faces(comfy):
+    """The pack's face nodes (comfyui_standin.nodes.faces), imported inside ComfyUI."""
+    return importlib.import_module("comfyui_standin.nodes.faces")
+
+
+@pytest.fixture(scope="module")
+def weights_dir(tmp_path_factory):
+    """mobile0.25 RetinaFace and BiSeNet with random weights (seed 0), under facexlib's file names."""
+    from facexlib.detection.retinaface import RetinaFace
+    from facexlib.parsing.bisenet import BiSeNet
+    folder = tmp_path_factory.mktemp("facexlib_weights")
+    torch.manual_seed(0)
+    torch.save(RetinaFace(network_name="mobile0.25", half=False, device="cpu").state_dict(),
+               folder / "detection_mobilenet0.25_Final.pth")
+    torch.save(BiSeNet(num_class=19).state_dict(), folder / "parsing_bisenet.pth")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def real_detector_folder(tmp_path_factory, weights_dir):
+    """models/facexlib with the REAL RetinaFace mobile0.25 weights (tests/data) and a generated BiSeNet."""
+    folder = tmp_path_factory.mktemp("facexlib_real")
+    shutil.copy(DATA / "detection_mobilenet0.25_Final.pth", folder)
+    shutil.copy(weights_dir / "parsing_bisenet.pth", folder)
+    return folder
+
+
+@pytest.fixture
+def facexlib_folder(comfy, monkeypatch, nodes_faces):
+    """Point ComfyUI's registered 'facexlib' folder at a folder of the test's choice: ``facexlib_folder(path)``."""
+    import folder_paths
+
+    def use(folder):
+        monkeypatch.setitem(folder_paths.folder_names_and_paths, "facexlib", ([str(folder)], {".pth"}))
+        return folder
+    monkeypatch.setattr(nodes_faces, "_PATCHERS", {})
+    return use
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# files: a local HTTP server for the download tests (support/downloads.py)
+
+@pytest.fixture
+def file_server():
+    """A local HTTP server that serves ``server.files`` (see ``support.downloads.serve``); stopped after the test."""
+    with serving_files() as server:
+        yield server

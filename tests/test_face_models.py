@@ -1,7 +1,9 @@
-"""facexlib models loaded offline through standin_core.faces.models (generated weights, and REAL detector weights from tests/data); the demo command.
+"""facexlib models loaded offline through standin_core.faces.models (generated weights, and REAL detector weights
+from tests/data); the demo command.
 
-The weight files are random (no download is possible here) but saved under the official names, so the real
-facexlib model classes are built and filled from them as in production (safe weights_only loading, no download).
+The weight files are random (conftest.py's ``weights_dir``: no download is possible here) but saved under the
+official names, so the real facexlib model classes are built and filled from them as in production (safe
+weights_only loading, no download).
 """
 import os
 import subprocess
@@ -20,7 +22,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 from skimage import data as skimage_data  # noqa: E402  (requirements-test.txt)
 from facexlib.detection.retinaface import RetinaFace  # noqa: E402
-from facexlib.parsing.bisenet import BiSeNet  # noqa: E402
 
 URLS = {
     "retinaface_resnet50": "https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_Resnet50_Final.pth",
@@ -28,17 +29,6 @@ URLS = {
         "https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_mobilenet0.25_Final.pth",
     "bisenet": "https://github.com/xinntao/facexlib/releases/download/v0.2.0/parsing_bisenet.pth",
 }
-
-
-@pytest.fixture(scope="module")
-def weights_dir(tmp_path_factory):
-    """mobile0.25 RetinaFace and BiSeNet with random weights, under facexlib's file names."""
-    folder = tmp_path_factory.mktemp("facexlib")
-    torch.manual_seed(0)
-    detector = RetinaFace(network_name="mobile0.25", half=False, device="cpu")
-    torch.save(detector.state_dict(), folder / "detection_mobilenet0.25_Final.pth")
-    torch.save(BiSeNet(num_class=19).state_dict(), folder / "parsing_bisenet.pth")
-    return folder
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PYTEST = Path(sys.executable).parent / "pytest"
-ONE_COMFYUI_TEST = "tests/test_face_nodes_comfyui.py::test_schemas_are_complete_and_registered"
+ONE_COMFYUI_TEST = "tests/test_nodes_faces.py::test_schemas_are_complete_and_registered"
 
 
 def run(command, comfyui_path, extra_env=None):

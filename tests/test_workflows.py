@@ -5,10 +5,11 @@ version (devtools/comfyui_nodes/<version>.json, from that version's /object_info
 agrees with both node entries and joins an output and an input of the same type, as the recorded specs declare them;
 widget values fit the inputs (count, combo choices, numeric ranges, value kinds); required sockets are connected;
 each loader names its files in ``properties.models``; each graph carries the official settings (or says where and why
-it departs) and a note; the gallery pictures are current with the JSONs.
-ComfyUI tier: the recorded lists match the live server; the Wan2.2 split and the 4-step schedule are computed with
-ComfyUI's own scheduler code. tests/test_workflow_runs.py runs every graph through the executor and loads it in the
-real frontend.
+it departs) and a note; build_workflows.py regenerates the files byte for byte; the gallery pictures are
+current with the JSONs.
+ComfyUI tier: the recorded lists regenerate byte for byte from the live server; the Wan2.2 split and the 4-step
+schedule are computed with ComfyUI's own scheduler code. tests/test_workflows_run.py runs every graph through the
+executor and loads it in the real frontend.
 """
 import ast
 import hashlib
@@ -31,8 +32,10 @@ LOADERS = {"UNETLoader": "unet_name", "CLIPLoader": "clip_name", "VAELoader": "v
            "LoadStandInLoRA": "weights", "LoraLoaderModelOnly": "lora_name"}
 # File-list combos: the names are what users download; the recorded lists (a test server's) hold other files.
 FILE_INPUTS = {*LOADERS.items(), ("LoadImage", "image"), ("LoadVideo", "file")}
-OFFICIAL_NEGATIVE = ("色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，"
-                     "残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，"
+OFFICIAL_NEGATIVE = ("色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，"
+                     "整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，"
+                     "残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，"
+                     "形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，"
                      "三条腿，背景人很多，倒着走")  # WeChatCV/Stand-In infer*.py --negative_prompt
 
 
@@ -478,6 +481,19 @@ def test_two_clips_continue_through_vace_with_one_standin_model():
 # ---------------------------------------------------------------------------------------------------------------------
 # CI tier: the gallery and the template browser's thumbnails are current with the JSONs
 
+def test_the_workflows_regenerate_byte_for_byte(tmp_path):
+    """scripts/build_workflows.py, run as a command into an empty folder, writes exactly the committed graphs."""
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, str(REPO / "scripts" / "build_workflows.py"), "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    written = {path.name: path.read_bytes() for path in tmp_path.glob("*.json")}
+    assert set(written) == {path.name for path in WORKFLOWS}
+    for path in WORKFLOWS:
+        assert written[path.name] == path.read_bytes(), f"{path.name} differs from what build_workflows.py writes"
+
+
 def test_gallery_pictures_are_current():
     manifest = json.loads((REPO / "docs" / "workflows" / "manifest.json").read_text())
     assert set(manifest["workflows"]) == {path.name for path in WORKFLOWS}
@@ -494,24 +510,25 @@ def test_gallery_pictures_are_current():
 # ComfyUI tier: the recorded lists against the live server, and the schedules computed with ComfyUI's code
 
 @pytest.fixture(scope="session")
-def live_object_info(comfy, tmp_path_factory):
-    from comfyui_standin.devtools.comfyui_server import serving
-    with serving(tmp_path_factory, DATA) as server:
-        yield server.get("/object_info", timeout=60)
+def live_object_info(server):
+    return server.get("/object_info", timeout=60)
 
 
 @pytest.mark.comfyui
-def test_recorded_node_list_matches_the_live_server(live_object_info):
-    from comfyui_standin.devtools.comfy_boot import comfyui_version
+def test_recorded_node_lists_regenerate_byte_for_byte(live_object_info):
+    """The live server's /object_info, recorded as scripts/record_core_nodes.py records it, is exactly the committed
+    <version>.json and pack.json: a node, input, default or output that changed in ComfyUI or in the pack shows."""
     import os
+
+    from comfyui_standin.devtools.comfy_boot import comfyui_version
     version = comfyui_version(Path(os.environ["COMFYUI_PATH"]))
     assert version in wg.VERSIONS, f"ComfyUI {version} has no recorded node list: scripts/record_core_nodes.py"
-    recorded = SPECS[version]
-    used = {node["type"] for path in WORKFLOWS for node in load(path)["nodes"]} - wg.FRONTEND_ONLY
-    for node_type in sorted(used):
-        assert node_lists.compact(live_object_info[node_type]) == recorded[node_type], node_type
-    core = {name for name in live_object_info if not name.startswith("StandInTest")} - set(wg.pack_nodes())
-    assert core == set(recorded) - set(wg.pack_nodes())
+    for name, text in node_lists.render(live_object_info, version).items():
+        committed = (node_lists.NODE_LISTS / name).read_text(encoding="utf-8")
+        if text != committed:
+            changed = [line for line in set(text.splitlines()) ^ set(committed.splitlines())]
+            pytest.fail(f"{name} differs from the live server in {len(changed)} lines (run "
+                        f"scripts/record_core_nodes.py), e.g. {sorted(changed)[:2]}")
 
 
 def flow_sigmas(shift: float, steps: int):

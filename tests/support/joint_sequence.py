@@ -13,7 +13,8 @@ from comfyui_standin.tests.support.naive_wan import naive_apply_rope, naive_atte
 
 
 def _grid(f, h, w, t0=0, h0=0, w0=0):
-    t, y, x = torch.meshgrid(torch.arange(t0, t0 + f), torch.arange(h0, h0 + h), torch.arange(w0, w0 + w), indexing="ij")
+    t, y, x = torch.meshgrid(torch.arange(t0, t0 + f), torch.arange(h0, h0 + h), torch.arange(w0, w0 + w),
+                             indexing="ij")
     return torch.stack([t, y, x], -1).reshape(-1, 3)
 
 
@@ -45,7 +46,8 @@ def joint_forward(dm, x, timestep, context, reference, standin_sd, vace_context=
 
     e = dm.time_embedding(sinusoidal_embedding_1d(dm.freq_dim, timestep.flatten()))
     e0_video = dm.time_projection(e).unflatten(1, (6, dim))
-    e0_image = dm.time_projection(dm.time_embedding(sinusoidal_embedding_1d(dm.freq_dim, torch.zeros(1)))).unflatten(1, (6, dim))
+    e0_image = dm.time_projection(dm.time_embedding(sinusoidal_embedding_1d(dm.freq_dim, torch.zeros(1)))).unflatten(
+        1, (6, dim))
     context = dm.text_embedding(context)
 
     positions = torch.cat([_grid(*grid), _grid(1, hi, wi, -1, grid[1], grid[2])])

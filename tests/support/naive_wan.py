@@ -116,7 +116,8 @@ class NaiveWan(nn.Module):
             for p in self.parameters():
                 p.copy_(torch.randn(p.shape, generator=gen) * (0.5 / p.shape[-1] ** 0.5 if p.ndim > 1 else 0.1))
             for block in self.blocks:  # RMS norm weights near 1 keep the activations tame
-                for norm in (block.self_attn.norm_q, block.self_attn.norm_k, block.cross_attn.norm_q, block.cross_attn.norm_k):
+                for norm in (block.self_attn.norm_q, block.self_attn.norm_k,
+                             block.cross_attn.norm_q, block.cross_attn.norm_k):
                     norm.weight.add_(1.0)
         self.tables = rope_table(dim // heads)
 
@@ -134,7 +135,8 @@ class NaiveWan(nn.Module):
         shift, scale = (self.head_modulation + e[:, None]).chunk(2, dim=1)
         out = self.head(self.head_norm(x) * (1 + scale) + shift)
         f, h, w = grid
-        return out.view(x.shape[0], f, h, w, 1, 2, 2, 16).permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(x.shape[0], 16, f, 2 * h, 2 * w)
+        return (out.view(x.shape[0], f, h, w, 1, 2, 2, 16).permute(0, 7, 1, 4, 2, 5, 3, 6)
+                .reshape(x.shape[0], 16, f, 2 * h, 2 * w))
 
     def cross(self, block, x, context):
         ca = block.cross_attn
@@ -143,7 +145,8 @@ class NaiveWan(nn.Module):
 
     @staticmethod
     def grid_positions(f, h, w, t0=0, h0=0, w0=0):
-        t, y, x = torch.meshgrid(torch.arange(t0, t0 + f), torch.arange(h0, h0 + h), torch.arange(w0, w0 + w), indexing="ij")
+        t, y, x = torch.meshgrid(torch.arange(t0, t0 + f), torch.arange(h0, h0 + h), torch.arange(w0, w0 + w),
+                                 indexing="ij")
         return torch.stack([t, y, x], -1).reshape(-1, 3)
 
     # -- the paper's joint sequence -------------------------------------------------------------------------------

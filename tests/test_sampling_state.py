@@ -1,46 +1,41 @@
-"""Stale state (issue 10): a changed prompt, reference, strength, Stand-In file or style LoRA never reuses a stale
+"""Stale state: a changed prompt, reference, strength, Stand-In file or style LoRA never reuses a stale
 cache; ComfyUI's execution cache re-runs what changed and reuses the rest; two Stand-In experts keep their own cache.
 
 Every result is compared with the same prompt run alone on fresh state: a freshly loaded model, fresh Stand-In
-weights, cache off (tests/support/reliability.py). Tiny real Wan models, CPU float32, comfyui tier.
+weights, cache off (tests/support/sampling.py). Tiny real Wan models, CPU float32, comfyui tier.
 """
-from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from comfyui_standin.devtools.comfyui_server import STANDIN_CKPT, STANDIN_OTHER, serving
-from comfyui_standin.devtools.tiny_models import standin_state_dict_for, style_lora, tiny_wan_state_dict
-from comfyui_standin.tests.support.reliability import (conds, executed_nodes, fresh_standin_run, load_model, sample,
-                                                       saved_latent, server_files, server_graph, server_oracle, standin,
-                                                       with_style_lora)
+from comfyui_standin.devtools.comfyui_server import STANDIN_CKPT, STANDIN_OTHER
+from comfyui_standin.devtools.tiny_models import standin_state_dict_for, style_lora
+from comfyui_standin.tests.support.sampling import (conds, fresh_standin_run, load_model, sample, sample_two_stages,
+                                                     standin, with_style_lora)
+from comfyui_standin.tests.support.server_graphs import (executed_nodes, saved_latent, server_files, server_graph,
+                                                         server_oracle)
 from comfyui_standin.tests.support.tolerance import assert_matches
 
 pytestmark = pytest.mark.comfyui
-DATA = Path(__file__).resolve().parent / "data"  # the real files the server harness needs
 
 
 @pytest.fixture(scope="module")
-def env(comfy):
+def scene(tiny_wan, wan_base, standin_state):
+    """Two Stand-In weights ("a": seed 1, "b": seed 7), two references [1, 16, 1, 6, 6] and then noise [1, 16, 2, 6, 8]
+    from seed 42, prompts of seeds 1 and 3 and a negative of seed 2, and a style LoRA."""
     from comfyui_standin.standin_core import standin_weights_from_state_dict
-
-    class Env:
-        pass
-
-    env = Env()
-    env.model_state = tiny_wan_state_dict()
-    env.base = load_model(env.model_state)
-    env.standin_states = {"a": standin_state_dict_for(256, 3, seed=1), "b": standin_state_dict_for(256, 3, seed=7)}
-    env.weights = {name: standin_weights_from_state_dict(sd, source=name) for name, sd in env.standin_states.items()}
+    standin_states = {"a": standin_state, "b": standin_state_dict_for(256, 3, seed=7)}
     gen = torch.Generator().manual_seed(42)
-    env.references = {"a": torch.randn(1, 16, 1, 6, 6, generator=gen), "b": torch.randn(1, 16, 1, 6, 6, generator=gen)}
-    env.prompts = dict(zip(("p1", "p2", "neg"), conds(1, 3, 2)))
-    env.noise = torch.randn(1, 16, 2, 6, 8, generator=gen)
-    env.lora = style_lora(env.model_state)
-    return env
+    references = {"a": torch.randn(1, 16, 1, 6, 6, generator=gen), "b": torch.randn(1, 16, 1, 6, 6, generator=gen)}
+    return SimpleNamespace(
+        model_state=tiny_wan, base=wan_base, standin_states=standin_states,
+        weights={name: standin_weights_from_state_dict(sd, source=name) for name, sd in standin_states.items()},
+        references=references, prompts=dict(zip(("p1", "p2", "neg"), conds(1, 3, 2))),
+        noise=torch.randn(1, 16, 2, 6, 8, generator=gen), lora=style_lora(tiny_wan))
 
 
-def test_changing_any_input_between_runs_never_reuses_a_stale_cache(env):
+def test_changing_any_input_between_runs_never_reuses_a_stale_cache(scene):
     """An artist's session on one loaded model: each run changes one thing. Objects are reused exactly as ComfyUI's
     execution cache would (the Stand-In MODEL is rebuilt only when its own inputs change). Every run equals the same
     prompt alone on fresh state, bit for bit, and differs from the run before (the change mattered), except moving the
@@ -59,19 +54,19 @@ def test_changing_any_input_between_runs_never_reuses_a_stale_cache(env):
     for step, change in enumerate(session):
         state.update(change)
         if standin_model is None or set(change) & {"reference", "strength", "weights", "mode", "lora_first"}:
-            base = with_style_lora(env.base, env.lora, state["lora"]) if state["lora_first"] else env.base
-            standin_model = standin(base, env.weights[state["weights"]], env.references[state["reference"]],
+            base = with_style_lora(scene.base, scene.lora, state["lora"]) if state["lora_first"] else scene.base
+            standin_model = standin(base, scene.weights[state["weights"]], scene.references[state["reference"]],
                                     state["strength"], mode=state["mode"])
         model = standin_model
         if state["lora"] and not state["lora_first"]:
-            model = with_style_lora(standin_model, env.lora, state["lora"])
-        positive, negative = [[env.prompts[state["prompt"]], {}]], [[env.prompts["neg"], {}]]
-        ours = sample(model, env.noise, positive, negative)
-        # the oracle applies the LoRA after Stand-In; before or after gives the same model (test_comfyui_wan.py::
+            model = with_style_lora(standin_model, scene.lora, state["lora"])
+        positive, negative = [[scene.prompts[state["prompt"]], {}]], [[scene.prompts["neg"], {}]]
+        ours = sample(model, scene.noise, positive, negative)
+        # the oracle applies the LoRA after Stand-In; before or after gives the same model (test_nodes_wan.py::
         # test_style_lora_before_or_after_and_joint), so moving it must not change the result, only the cache key
-        expected = fresh_standin_run(env.model_state, env.standin_states[state["weights"]],
-                                     env.references[state["reference"]], env.noise, positive, negative,
-                                     strength=state["strength"], lora=env.lora if state["lora"] else None,
+        expected = fresh_standin_run(scene.model_state, scene.standin_states[state["weights"]],
+                                     scene.references[state["reference"]], scene.noise, positive, negative,
+                                     strength=state["strength"], lora=scene.lora if state["lora"] else None,
                                      lora_strength=state["lora"])
         assert torch.equal(ours, expected), f"run {step} ({change}) differs from the same prompt on fresh state"
         if change == dict(lora_first=True):
@@ -81,24 +76,16 @@ def test_changing_any_input_between_runs_never_reuses_a_stale_cache(env):
         previous = ours
 
 
-def two_stage(high, low, env, steps=4, switch=2):
-    """Wan2.2 A14B as KSamplerAdvanced does it: the high-noise expert for the first steps, the low-noise one after."""
-    import comfy.sample
-    positive, negative = [[env.prompts["p1"], {}]], [[env.prompts["neg"], {}]]
-    with torch.inference_mode():
-        mid = comfy.sample.sample(high, env.noise, steps, 3.0, "euler", "simple", positive, negative,
-                                  torch.zeros_like(env.noise), start_step=0, last_step=switch,
-                                  force_full_denoise=False, disable_pbar=True, seed=0)
-        return comfy.sample.sample(low, torch.zeros_like(env.noise), steps, 3.0, "euler", "simple", positive,
-                                   negative, mid, start_step=switch, last_step=steps, disable_noise=True,
-                                   disable_pbar=True, seed=0)
+def two_stage(high, low, scene):
+    """The prompt p1 in two stages (support.sampling.sample_two_stages): ``high`` for steps 0-2, ``low`` for 2-4."""
+    return sample_two_stages(high, low, scene.noise, [[scene.prompts["p1"], {}]], [[scene.prompts["neg"], {}]])
 
 
-def test_two_standin_experts_each_keep_their_own_cache(env, monkeypatch):
+def test_two_standin_experts_each_keep_their_own_cache(scene, monkeypatch):
     """Two Stand-In models in one graph (Wan2.2 experts), here both clones of the SAME loaded model (the hardest case:
     they share every module), each with its own file: each sampling run builds its own cache once, under its own
     weights, and the two-stage result equals the same two stages on fresh models with the cache off, twice in a row
-    and in either order. (test_comfyui_wan.py::test_wan22_two_experts_each_with_its_own_weights checks two separate
+    and in either order. (test_nodes_wan.py::test_wan22_two_experts_each_with_its_own_weights checks two separate
     experts against the joint sequence.)"""
     from comfyui_standin.standin_core import ReferenceKVCache, standin_weights_from_state_dict
     builds = []
@@ -112,31 +99,24 @@ def test_two_standin_experts_each_keep_their_own_cache(env, monkeypatch):
         return entry
 
     monkeypatch.setattr(ReferenceKVCache, "get_or_build", recording)
-    reference = env.references["a"]
-    high, low = standin(env.base, env.weights["a"], reference), standin(env.base, env.weights["b"], reference)
-    ours = two_stage(high, low, env)
+    reference = scene.references["a"]
+    high, low = standin(scene.base, scene.weights["a"], reference), standin(scene.base, scene.weights["b"], reference)
+    ours = two_stage(high, low, scene)
     assert len(builds) == 2 and builds[0] != builds[1], "each run builds its own cache once"
-    assert torch.equal(two_stage(high, low, env), ours)  # nothing carried over from the first time
+    assert torch.equal(two_stage(high, low, scene), ours)  # nothing carried over from the first time
 
     def fresh(name):
-        weights = standin_weights_from_state_dict(dict(env.standin_states[name]), source="fresh")
-        return standin(load_model(env.model_state), weights, reference.clone(), mode="off")
+        weights = standin_weights_from_state_dict(dict(scene.standin_states[name]), source="fresh")
+        return standin(load_model(scene.model_state), weights, reference.clone(), mode="off")
 
-    assert torch.equal(ours, two_stage(fresh("a"), fresh("b"), env))
-    swapped = two_stage(low, high, env)
-    assert torch.equal(swapped, two_stage(fresh("b"), fresh("a"), env))
+    assert torch.equal(ours, two_stage(fresh("a"), fresh("b"), scene))
+    swapped = two_stage(low, high, scene)
+    assert torch.equal(swapped, two_stage(fresh("b"), fresh("a"), scene))
     assert not torch.equal(swapped, ours)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # ComfyUI's own execution cache, through the real server
-
-@pytest.fixture(scope="session")
-def server(comfy, tmp_path_factory):
-    with serving(tmp_path_factory, DATA) as running:
-        yield running
-
-
 
 
 def test_execution_cache_reruns_what_changed_and_reuses_the_rest(server):

@@ -58,7 +58,8 @@ def test_the_score_node_is_the_protocol_on_the_frames(nodes_identity, core, clip
     score, per_frame, plot, summary = nodes_identity.StandInIdentityScore.execute(video, reference, 16).result
     expected = core.score_video(clip_frames[::5], clip_frames[150][0:200, 150:350], core.dlib_embedder(), 16, "dlib")
     assert score == pytest.approx(expected.mean) and per_frame == expected.per_frame() and summary == expected.summary()
-    assert plot.shape == (1, 360, 960, 3) and torch.equal(plot[0], torch.from_numpy(core.plot_scores(expected)).float() / 255)
+    assert plot.shape == (1, 360, 960, 3) and torch.equal(plot[0],
+                                                          torch.from_numpy(core.plot_scores(expected)).float() / 255)
     assert "16 sampled frames" in summary
 
 
@@ -95,10 +96,10 @@ def test_the_picker_node_picks_the_sharp_photo(nodes_identity, model_folders):
     assert report.count("photo 0:") == 1 and "sharpness" in report
 
 
-def test_the_score_node_through_the_real_server(comfy, tmp_path_factory):
+def test_the_score_node_through_the_real_server(server):
     """LoadVideo -> GetVideoComponents -> StandInIdentityScore with LoadImage as the reference, through /prompt:
     the man of the 5 frames against his own face from another frame scores like the same person."""
-    from comfyui_standin.devtools.comfyui_server import PERFORMER_PHOTO, SWAP_VIDEO, serving
+    from comfyui_standin.devtools.comfyui_server import PERFORMER_PHOTO, SWAP_VIDEO
     graph = {
         "video": {"class_type": "LoadVideo", "inputs": {"file": SWAP_VIDEO}},
         "parts": {"class_type": "GetVideoComponents", "inputs": {"video": ["video", 0]}},
@@ -107,10 +108,9 @@ def test_the_score_node_through_the_real_server(comfy, tmp_path_factory):
             "video": ["parts", 0], "reference": ["reference", 0], "frames": 32, "backend": "dlib",
             "arcface_model": "", "detector": "retinaface_mobile0.25", "allow_download": False}},
     }
-    with serving(tmp_path_factory, DATA) as server:
-        entry = server.run(graph)
-        assert entry["status"]["status_str"] == "success", server.log_tail()
-        (summary,) = entry["outputs"]["score"]["text"]
+    entry = server.run(graph)
+    assert entry["status"]["status_str"] == "success", server.log_tail()
+    (summary,) = entry["outputs"]["score"]["text"]
     assert "mean over 5 of 5 sampled frames with a face" in summary, summary
     mean = float(summary.split(": ")[1].split(" mean")[0])
     assert mean > 0.9, summary

@@ -14,8 +14,8 @@ output?), never from the pack's version detection.
 import pytest
 import torch
 
+from comfyui_standin.tests.support.sampling import forward
 from comfyui_standin.tests.support.tolerance import assert_differs, assert_matches
-from comfyui_standin.tests.test_comfyui_wan import JointModel, apply, env, forward, sample  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.comfyui
 
@@ -36,8 +36,8 @@ def half_output(arguments):
 
 def base_calls(env, kind: str) -> bool:
     """Whether this ComfyUI's Wan calls the ``kind`` hook: the base model's sample moves when the hook acts."""
-    plain = sample(env, env.base, steps=2)
-    hooked = sample(env, with_patch(env.base, kind, half_output), steps=2)
+    plain = env.sample(env.base, steps=2)
+    hooked = env.sample(with_patch(env.base, kind, half_output), steps=2)
     return (hooked - plain).abs().max().item() > 1e-3
 
 
@@ -46,21 +46,21 @@ def test_a_zeroing_hook_gives_the_base_model_with_that_hook(env, kind):
     """A hook that zeroes what it is given removes every trace of Stand-In's attention from the output (attn1: the
     attention output; attn2: the whole residual stream, after which only the FFN of the modulation acts). If
     Stand-In's forward skipped the hook, the result would carry the reference and differ."""
-    standin = apply(env)
-    ours = sample(env, with_patch(standin, kind, zero_output), steps=2)
+    standin = env.standin()
+    ours = env.sample(with_patch(standin, kind, zero_output), steps=2)
     if base_calls(env, kind):
-        expected = sample(env, with_patch(env.base, kind, zero_output), steps=2)
+        expected = env.sample(with_patch(env.base, kind, zero_output), steps=2)
         assert_matches(ours, expected, f"Stand-In with a zeroing {kind}", steps=2)
-        assert_differs(sample(env, standin, steps=2), expected, f"the zeroing {kind}", steps=2)
+        assert_differs(env.sample(standin, steps=2), expected, f"the zeroing {kind}", steps=2)
     else:  # this ComfyUI's Wan never calls the hook: neither may Stand-In, which then equals the joint sequence
-        expected = sample(env, JointModel(env, env.base).model, steps=2)
+        expected = env.sample(env.joint(env.base).model, steps=2)
         assert_matches(ours, expected, f"Stand-In with an uncalled {kind}", steps=2)
 
 
 @pytest.mark.parametrize("kind", ["attn1_patch", "attn2_patch"])
 def test_strength_zero_with_a_hook_is_the_base_model_with_that_hook(env, kind):
-    ours = sample(env, with_patch(apply(env, strength=0.0), kind, half_output), steps=2)
-    expected = sample(env, with_patch(env.base, kind, half_output), steps=2)
+    ours = env.sample(with_patch(env.standin(strength=0.0), kind, half_output), steps=2)
+    expected = env.sample(with_patch(env.base, kind, half_output), steps=2)
     assert torch.equal(ours, expected)
 
 
@@ -81,8 +81,8 @@ def test_attn1_patch_gets_the_video_tokens_q_k_and_attention_output(env):
     x = torch.randn(2, 16, 3, 8, 12, generator=gen)
     context = torch.randn(2, 7, 4096, generator=gen)
     sigma = torch.tensor([0.7, 0.7])
-    base_out, _ = forward(env, with_patch(env.base, "attn1_patch", recorder("base")), x, sigma, context)
-    ours, _ = forward(env, with_patch(apply(env), "attn1_patch", recorder("standin")), x, sigma, context)
+    base_out, _ = forward(with_patch(env.base, "attn1_patch", recorder("base")), x, sigma, context)
+    ours, _ = forward(with_patch(env.standin(), "attn1_patch", recorder("standin")), x, sigma, context)
     if not base_calls(env, "attn1_patch"):  # this ComfyUI's Wan calls no attn1_patch (v0.28.0 and newer do)
         assert not seen["base"] and not seen["standin"], "Stand-In called attn1_patch where this ComfyUI's Wan does not"
         return
@@ -122,7 +122,7 @@ def test_a_modules_preferred_attention_runs_stand_ins_attention_too(env, monkeyp
     changes."""
     import comfy.ldm.wan.model as wan
     original = wan.optimized_attention
-    plain = sample(env, apply(env), steps=1)
+    plain = env.sample(env.standin(), steps=1)
 
     def dispatcher(q, k, v, heads, *args, preferred_attention=None, **kwargs):
         if preferred_attention is not None and preferred_attention.function is not None:
@@ -130,13 +130,13 @@ def test_a_modules_preferred_attention_runs_stand_ins_attention_too(env, monkeyp
         return original(q, k, v, heads, *args, **kwargs)
 
     calls = []
-    model = apply(env)
+    model = env.standin()
     blocks = model.model.diffusion_model.blocks
     for index, block in enumerate(blocks):
         monkeypatch.setattr(block.self_attn, "comfy_attention", PreferredAttention(calls, f"block {index}"),
                             raising=False)
     monkeypatch.setattr(wan, "optimized_attention", dispatcher)
-    halved = sample(env, model, steps=1)
+    halved = env.sample(model, steps=1)
     video_tokens, reference_tokens = 3 * 4 * 6, 3 * 5
     joint_keys = video_tokens + reference_tokens
     # one model call (cond and uncond batched): the reference pass (its last block only records K/V), then the video
@@ -146,7 +146,7 @@ def test_a_modules_preferred_attention_runs_stand_ins_attention_too(env, monkeyp
     assert_differs(halved, plain, "the preferred attention")
     for block in blocks:
         monkeypatch.delattr(block.self_attn, "comfy_attention")
-    assert torch.equal(sample(env, model, steps=1), plain)  # no module has one: Stand-In as before
+    assert torch.equal(env.sample(model, steps=1), plain)  # no module has one: Stand-In as before
 
 
 def test_an_attention_override_sees_stand_ins_joint_keys(env):
@@ -160,11 +160,11 @@ def test_an_attention_override_sees_stand_ins_joint_keys(env):
         seen.append((kwargs["transformer_options"].get("standin_reference_pass", False), q.shape[1], k.shape[1]))
         return func(q, k, v, *args, **kwargs)
 
-    model = apply(env)
-    plain = sample(env, model, steps=1)
+    model = env.standin()
+    plain = env.sample(model, steps=1)
     overridden = model.clone()
     overridden.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = override
-    assert torch.equal(sample(env, overridden, steps=1), plain)
+    assert torch.equal(env.sample(overridden, steps=1), plain)
     blocks = len(env.base.model.diffusion_model.blocks)
     video, reference = 3 * 4 * 6, 3 * 5
     self_attention = [call for call in seen if call[2] in (reference, video + reference)]
@@ -179,7 +179,7 @@ def test_a_newer_comfyuis_modulate_runs_the_reference_pass_too(env, monkeypatch)
     and norm2 before the FFN in every block, except the last, whose K/V need only norm1. Put onto this tree (its
     non-fused branch, which records its calls), the run is the same as without it."""
     import comfy.ldm.wan.model as wan
-    plain = sample(env, apply(env), steps=1)
+    plain = env.sample(env.standin(), steps=1)
     blocks = env.base.model.diffusion_model.blocks
     names = {id(block.norm1): f"block {i} norm1" for i, block in enumerate(blocks)}
     names.update({id(block.norm2): f"block {i} norm2" for i, block in enumerate(blocks)})
@@ -190,7 +190,7 @@ def test_a_newer_comfyuis_modulate_runs_the_reference_pass_too(env, monkeypatch)
         return torch.addcmul(shift, norm(x), 1 + scale)
 
     monkeypatch.setattr(wan, "modulate", modulate, raising=False)
-    assert torch.equal(sample(env, apply(env), steps=1), plain)
+    assert torch.equal(env.sample(env.standin(), steps=1), plain)
     reference_tokens = 3 * 5
     expected = [(f"block {i} {norm}", reference_tokens) for i in range(len(blocks))
                 for norm in (("norm1", "norm2") if i < len(blocks) - 1 else ("norm1",))]
@@ -209,11 +209,11 @@ class FoldedFeedForward(torch.nn.Sequential):
 def test_a_folded_feed_forward_is_called_as_the_blocks_own_module(env, monkeypatch):
     """The reference pass calls each block's ``ffn`` module, never its parts: with newer ComfyUI's folded FFN put
     into every block (its unused GELU made to fail if called), Stand-In still equals the joint sequence."""
-    model = apply(env)
+    model = env.standin()
     blocks = model.model.diffusion_model.blocks
     for block in blocks:
         folded = FoldedFeedForward(*block.ffn)
         folded[1].forward = lambda *args: pytest.fail("the folded GELU module was called on its own")
         monkeypatch.setattr(block, "ffn", folded)
-    ours = sample(env, model, steps=2)
-    assert_matches(ours, sample(env, JointModel(env, env.base).model, steps=2), "Stand-In with the folded FFN")
+    ours = env.sample(model, steps=2)
+    assert_matches(ours, env.sample(env.joint(env.base).model, steps=2), "Stand-In with the folded FFN")

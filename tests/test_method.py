@@ -34,7 +34,8 @@ def naive_loras(sd, depth):
 def reference_kv(model, latent_shape, ref_latent, weights, position_shift=(0.0, 0.0, 0.0)):
     """The core's reference branch run on the naive model's modules (``position_shift`` moves the reference)."""
     parts = DiTParts(patch_embedding=model.patch_embedding, patch_size=(1, 2, 2),
-                     rope=lambda positions: rope_rotations(positions + torch.tensor(position_shift), model.dim // model.heads),
+                     rope=lambda positions: rope_rotations(positions + torch.tensor(position_shift),
+                                                           model.dim // model.heads),
                      time_embedding=model.time_embedding, time_projection=model.time_projection,
                      freq_dim=model.freq_dim, width=model.dim, heads=model.heads, blocks=model.blocks)
     return reference_branch(parts, ref_latent, token_grid(latent_shape[2:]), weights.blocks, torch.float32, "cpu")

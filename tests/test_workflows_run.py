@@ -31,7 +31,7 @@ import pytest
 from comfyui_standin.devtools import frontend, workflow_graph as wg
 from comfyui_standin.devtools.comfy_boot import comfyui_version
 from comfyui_standin.devtools.comfyui_server import (PACK_FOLDER, STANDIN_CKPT, STANDIN_SAFETENSORS, SWAP_PHOTO,
-                                                     SWAP_VIDEO, VAE_FILE, WAN_FILE, own_server, serving)
+                                                     SWAP_VIDEO, VAE_FILE, WAN_FILE, serving)
 
 pytestmark = pytest.mark.comfyui
 REPO = Path(__file__).resolve().parents[1]
@@ -48,20 +48,20 @@ STEPS = 2  # the graphs' 20 (4 for the fast one); the Wan2.2 split 9 of 20 becom
 
 
 @pytest.fixture(scope="module")
-def server(comfy, tmp_path_factory):
+def server(server):
+    """The session's server with this module's files added (a VACE and a low-noise model, a style LoRA, inputs)."""
     from PIL import Image
     from safetensors.torch import save_file
     from skimage import data
     from comfyui_standin.devtools.tiny_models import style_lora, tiny_wan_state_dict
-    with serving(tmp_path_factory, DATA) as running:
-        models = running.base / "models"
-        save_file(tiny_wan_state_dict(vace=True), str(models / "diffusion_models" / VACE_FILE))
-        low = tiny_wan_state_dict(seed=1)
-        save_file(low, str(models / "diffusion_models" / LOW_NOISE_FILE))
-        save_file(style_lora(low, seed=9), str(models / "loras" / LORA_FILE))
-        Image.fromarray(data.chelsea()).save(running.base / "input" / SUBJECT_PHOTO)
-        write_half_size_clip(running.base / "input" / SWAP_VIDEO, running.base / "input" / SMALL_VIDEO)
-        yield running
+    models = server.base / "models"
+    save_file(tiny_wan_state_dict(vace=True), str(models / "diffusion_models" / VACE_FILE))
+    low = tiny_wan_state_dict(seed=1)
+    save_file(low, str(models / "diffusion_models" / LOW_NOISE_FILE))
+    save_file(style_lora(low, seed=9), str(models / "loras" / LORA_FILE))
+    Image.fromarray(data.chelsea()).save(server.base / "input" / SUBJECT_PHOTO)
+    write_half_size_clip(server.base / "input" / SWAP_VIDEO, server.base / "input" / SMALL_VIDEO)
+    return server
 
 
 def write_half_size_clip(source: Path, target: Path) -> None:
@@ -200,7 +200,7 @@ def frontend_page(request, comfy, tmp_path_factory):
     root = Path(os.environ["COMFYUI_PATH"])
     folder = frontend.frontend_folder(request.param, root)
     chromium = frontend.chromium_path()
-    with own_server(tmp_path_factory, DATA, "--front-end-root", str(frontend.static_root(folder))) as server, \
+    with serving(tmp_path_factory, DATA, "--front-end-root", str(frontend.static_root(folder))) as server, \
             sync_api.sync_playwright() as playwright:
         frontend.provide_files(server.base, [json.loads(path.read_text(encoding="utf-8")) for path in WORKFLOWS],
                                DATA / "short_hamilton_clip.mp4")

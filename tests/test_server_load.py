@@ -1,33 +1,25 @@
-"""Load (issue 10): twenty prompts queued at once on the real server, with changing photos, prompts and strengths.
+"""Load: twenty prompts queued at once on the real server, with changing photos, prompts and strengths.
 
 All complete; each saved latent equals the same prompt run alone on fresh state in this process (the reference
 latent the server encoded from the photo, a fresh model, cache off); and the server's memory after the last prompt
 equals its memory after the first: the same bytes of gc-tracked tensors, no Stand-In run object alive, and the
 process RSS within noise. Tiny real Wan model, real photos through the Wan VAE (at 48 x 48), CPU, comfyui tier.
 """
-from pathlib import Path
 
 import pytest
 import torch
 
-from comfyui_standin.devtools.comfyui_server import PHOTOS, serving
-from comfyui_standin.tests.support.reliability import saved_latent, server_files, server_graph, server_oracle
+from comfyui_standin.devtools.comfyui_server import PHOTOS
+from comfyui_standin.tests.support.server_graphs import saved_latent, server_files, server_graph, server_oracle
 from comfyui_standin.tests.support.tolerance import assert_matches
 
 pytestmark = pytest.mark.comfyui
-DATA = Path(__file__).resolve().parent / "data"  # the real files the server harness needs
 PROMPTS = 20
 STRENGTHS = (1.0, 0.5, 1.5, 0.8, 1.2)
 PHOTO_ORDER = [index % 3 for index in range(PROMPTS - 1)] + [0]  # a new photo every prompt; the last prompt uses the
 # first one's photo, so the outputs ComfyUI's cache holds (the loaded image) have the same sizes when the memory after
 # both is compared
 RSS_NOISE = 64 * 2 ** 20  # the RSS swings by up to ~40 MiB between prompts (allocator); the exact check is on tensors
-
-
-@pytest.fixture(scope="session")
-def server(comfy, tmp_path_factory):
-    with serving(tmp_path_factory, DATA) as running:
-        yield running
 
 
 def settings(index: int) -> dict:

@@ -16,7 +16,8 @@ def test_license_file_matches_pyproject():
     assert project["license"] == "Apache-2.0"
     text = (REPO / "LICENSE").read_text()
     assert "Apache License\n                           Version 2.0, January 2004" in text
-    assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text and "END OF TERMS AND CONDITIONS" in text
+    assert ("TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text
+            and "END OF TERMS AND CONDITIONS" in text)
     assert len(text.splitlines()) == 202  # the whole licence (apache.org's LICENSE-2.0.txt), not an excerpt
 
 

@@ -1,10 +1,9 @@
-"""Issue 10, hostile and broken files: corrupt weight files, a safetensors header declaring absurd shapes (refused
+"""Hostile and broken files: corrupt weight files, a safetensors header declaring absurd shapes (refused
 without allocating, proved under an address-space limit), pickled code in face weights (never runs), and the
 facexlib download (served by a local http.server on 127.0.0.1: checked against the SHA-256 before use, nothing left
 that loads after wrong bytes, a connection closed half way, or a killed process).
 """
 import hashlib
-import http.server
 import json
 import os
 import pickle
@@ -13,7 +12,6 @@ import struct
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -23,10 +21,9 @@ import torch
 
 from comfyui_standin.standin_core import StandInWeightsError, load_standin_weights
 from comfyui_standin.standin_core.faces import models as face_models
+from comfyui_standin.tests.support.downloads import MOBILENET, MOBILENET_BYTES, serve
 
 DATA = Path(__file__).resolve().parent / "data"
-MOBILENET = "detection_mobilenet0.25_Final.pth"
-MOBILENET_BYTES = (DATA / MOBILENET).read_bytes()  # the real RetinaFace mobile0.25 weights
 MOBILENET_SHA256 = hashlib.sha256(MOBILENET_BYTES).hexdigest()
 
 
@@ -158,52 +155,6 @@ def test_face_weights_with_pickled_code_are_refused_without_running(tmp_path, fi
 
 
 # ------------------------------------------------------------------------------------------------ downloads
-
-class _Files(http.server.BaseHTTPRequestHandler):
-    """Serves ``server.files[path] = (bytes, mode)``: "full"; "cut" (announces every byte, sends half, closes);
-    "hang" (sends half, then waits until ``server.release`` is set)."""
-
-    def do_GET(self):
-        self.server.requests.append(self.path)
-        data, mode = self.server.files[self.path]
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if mode == "full":
-            self.wfile.write(data)
-            return
-        self.wfile.write(data[: len(data) // 2])
-        self.wfile.flush()
-        if mode == "hang":
-            self.server.release.wait(60)
-        self.close_connection = True
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def file_server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Files)
-    server.files, server.requests, server.release = {}, [], threading.Event()
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.release.set()
-    server.shutdown()
-    server.server_close()
-
-
-def serve(monkeypatch, server, model_name: str, data: bytes, mode: str = "full") -> str:
-    """Point the model's download URL at the local server, which serves ``data``."""
-    file_name, _ = face_models.FACEXLIB_WEIGHTS[model_name]
-    path = f"/{mode}/{file_name}"
-    server.files[path] = (data, mode)
-    url = f"http://127.0.0.1:{server.server_address[1]}{path}"
-    monkeypatch.setitem(face_models.FACEXLIB_WEIGHTS, model_name, (file_name, url))
-    return url
-
 
 def test_download_is_checked_then_loaded(tmp_path, monkeypatch, file_server):
     """The real mobile0.25 weights served over HTTP; their SHA-256 (computed here) stands in for the published

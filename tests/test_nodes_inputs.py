@@ -1,5 +1,6 @@
-"""Issue 10 inside a real ComfyUI: photo files through ComfyUI's own Load Image, bad pixels, latents and weights that
-do not fit, strength/NaN and '../' names sent straight to the real server's /prompt, and the node's checked download.
+"""What the nodes accept and refuse inside a real ComfyUI: photo files through ComfyUI's own Load Image, bad pixels,
+latents and weights that do not fit, strength/NaN and '../' names sent straight to the real server's /prompt, and
+the node's checked download.
 """
 import hashlib
 import json
@@ -13,12 +14,9 @@ import torch
 
 from comfyui_standin.devtools.comfyui_server import STANDIN_CKPT
 from comfyui_standin.devtools.tiny_models import standin_state_dict_for
-from comfyui_standin.tests.test_comfyui_server import execution_error, server, standin_graph  # noqa: F401 (fixture)
-from comfyui_standin.tests.test_comfyui_wan import env  # noqa: F401 (fixture: tiny real Wan model, weights, latent)
-from comfyui_standin.tests.test_face_nodes_comfyui import (RecordingVAE, comfy_image, facexlib_folder,  # noqa: F401
-                                                          nodes_faces, real_detector_folder, weights_dir)
-from comfyui_standin.tests.test_reliability_files import MOBILENET, MOBILENET_BYTES, file_server, serve  # noqa: F401
-from comfyui_standin.tests.test_reliability_photos import exif_rotated_jpeg, iou
+from comfyui_standin.tests.support.downloads import MOBILENET, MOBILENET_BYTES, serve
+from comfyui_standin.tests.support.faces import RecordingVAE, comfy_image, exif_rotated_jpeg, iou
+from comfyui_standin.tests.support.server_graphs import execution_error, standin_graph
 
 pytestmark = pytest.mark.comfyui
 DATA = Path(__file__).resolve().parent / "data"
@@ -176,7 +174,8 @@ def test_nan_strength_and_start_after_end_through_the_server(server):
     prompt_id = response.json()["prompt_id"]
     error = wait_for_error(server, prompt_id)
     assert error["node_type"] == "ApplyStandInToWanModel"
-    assert "strength must be a number from 0 to 3" in error["exception_message"] and "got nan" in error["exception_message"]
+    message = error["exception_message"]
+    assert "strength must be a number from 0 to 3" in message and "got nan" in message
 
     graph = standin_only_graph(prefix="start_after_end")
     graph["apply"]["inputs"].update(start_percent=0.8, end_percent=0.2)
@@ -265,7 +264,8 @@ def test_node_download_goes_through_the_checked_download(comfy, nodes_faces, fac
     nodes_faces.EncodeReferenceFace.execute(comfy_image(rgb), vae, detector="retinaface_mobile0.25",
                                             allow_download=True)
     assert sorted(os.listdir(folder)) == sorted([MOBILENET, "parsing_bisenet.pth"]) and len(vae.seen) == 1
-    assert (folder / MOBILENET).read_bytes() == MOBILENET_BYTES and (folder / "parsing_bisenet.pth").read_bytes() == bisenet
+    assert (folder / MOBILENET).read_bytes() == MOBILENET_BYTES
+    assert (folder / "parsing_bisenet.pth").read_bytes() == bisenet
     assert len(file_server.requests) == 2
 
     empty = facexlib_folder(tmp_path / "facexlib_wrong")

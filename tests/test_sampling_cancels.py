@@ -1,47 +1,37 @@
-"""Cancels and failures (issue 10): an interrupt during sampling (at a step callback, or the server's /interrupt) and
+"""Cancels and failures: an interrupt during sampling (at a step callback, or the server's /interrupt) and
 an exception raised inside a block leave no cache, buffer, LoRA copy, run state or patch behind, and the next run is
 correct: it equals the same prompt on fresh state (a fresh model, cache off), and the loader's MODEL samples as before.
 
 Tiny real Wan models, CPU float32, comfyui tier.
 """
-from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from comfyui_standin.devtools.comfyui_server import serving
-from comfyui_standin.devtools.tiny_models import standin_state_dict_for, tiny_wan_state_dict
-from comfyui_standin.tests.support.reliability import (RunLeftovers, conds, fresh_standin_run, load_model, sample,
-                                                       saved_latent, server_files, server_graph, server_oracle,
-                                                       standin, standin_state_left_on)
+from comfyui_standin.tests.support.leftovers import RunLeftovers, standin_state_left_on
+from comfyui_standin.tests.support.sampling import conds, fresh_standin_run, sample, standin
+from comfyui_standin.tests.support.server_graphs import saved_latent, server_files, server_graph, server_oracle
 from comfyui_standin.tests.support.tolerance import assert_matches
 
 pytestmark = pytest.mark.comfyui
-DATA = Path(__file__).resolve().parent / "data"  # the real files the server harness needs
 STEPS = 3
 
 
 @pytest.fixture(scope="module")
-def env(comfy):
-    from comfyui_standin.standin_core import standin_weights_from_state_dict
-
-    class Env:
-        pass
-
-    env = Env()
-    env.model_state = tiny_wan_state_dict()
-    env.base = load_model(env.model_state)
-    env.standin_state = standin_state_dict_for(256, 3)
-    env.weights = standin_weights_from_state_dict(env.standin_state, source="tiny")
+def scene(tiny_wan, wan_base, standin_state, standin_weights):
+    """A reference [1, 16, 1, 6, 6] (3 x 3 = 9 tokens), then noise [1, 16, 2, 6, 8] (2 x 3 x 4 = 24 video tokens),
+    both from seed 42, conds of seeds 1 and 2; and the base model's and the fresh-state Stand-In run of that prompt."""
     gen = torch.Generator().manual_seed(42)
-    env.reference = torch.randn(1, 16, 1, 6, 6, generator=gen)  # 3 x 3 = 9 reference tokens
-    env.noise = torch.randn(1, 16, 2, 6, 8, generator=gen)  # 2 x 3 x 4 = 24 video tokens
+    reference = torch.randn(1, 16, 1, 6, 6, generator=gen)
+    noise = torch.randn(1, 16, 2, 6, 8, generator=gen)
     cond, uncond = conds(1, 2)
-    env.positive, env.negative = [[cond, {}]], [[uncond, {}]]
-    env.base_result = sample(env.base, env.noise, env.positive, env.negative, steps=STEPS)
-    env.fresh_result = fresh_standin_run(env.model_state, env.standin_state, env.reference, env.noise, env.positive,
-                                         env.negative, steps=STEPS)  # the same prompt on fresh state
-    return env
+    positive, negative = [[cond, {}]], [[uncond, {}]]
+    return SimpleNamespace(
+        model_state=tiny_wan, base=wan_base, standin_state=standin_state, weights=standin_weights,
+        reference=reference, noise=noise, positive=positive, negative=negative,
+        base_result=sample(wan_base, noise, positive, negative, steps=STEPS),
+        fresh_result=fresh_standin_run(tiny_wan, standin_state, reference, noise, positive, negative, steps=STEPS))
 
 
 def failure_of(run) -> tuple:
@@ -63,7 +53,7 @@ def patch_state(model) -> tuple:
     return (sorted(model.object_patches), wrappers, sorted(model.model_options.get("transformer_options", {})))
 
 
-def assert_nothing_left_and_next_run_correct(env, leftovers, patched, before, allocated=True):
+def assert_nothing_left_and_next_run_correct(scene, leftovers, patched, before, allocated=True):
     """``allocated``: the run got as far as the reference K/V and the buffers (not when the reference pass failed)."""
     import comfy.model_management
     from comfyui_standin.nodes import model_call
@@ -74,24 +64,24 @@ def assert_nothing_left_and_next_run_correct(env, leftovers, patched, before, al
     assert tensors == [], f"{len(tensors)} reference K/V, buffer or LoRA-copy tensors outlived the run"
     assert not comfy.model_management.processing_interrupted()
     assert patch_state(patched) == before
-    for model in (patched, env.base):
+    for model in (patched, scene.base):
         assert not any(standin_state_left_on(model).values()), standin_state_left_on(model)
     # the next run, on the same objects, equals the same prompt on fresh state; the loader's MODEL is as before
-    again = sample(patched, env.noise, env.positive, env.negative, steps=STEPS)
-    assert torch.equal(again, env.fresh_result)
-    assert not torch.equal(again, env.base_result)
-    assert torch.equal(sample(env.base, env.noise, env.positive, env.negative, steps=STEPS), env.base_result)
-    blocks = env.base.model.diffusion_model.blocks
+    again = sample(patched, scene.noise, scene.positive, scene.negative, steps=STEPS)
+    assert torch.equal(again, scene.fresh_result)
+    assert not torch.equal(again, scene.base_result)
+    assert torch.equal(sample(scene.base, scene.noise, scene.positive, scene.negative, steps=STEPS), scene.base_result)
+    blocks = scene.base.model.diffusion_model.blocks
     assert not any(isinstance(b.self_attn.__dict__.get("forward"), model_call.VideoSelfAttention) for b in blocks)
 
 
 @pytest.mark.parametrize("mode", ["on", "offload", "off"])
-def test_interrupt_at_a_step_callback_leaves_nothing_behind(env, monkeypatch, mode):
+def test_interrupt_at_a_step_callback_leaves_nothing_behind(scene, monkeypatch, mode):
     """The user cancels after the first step: ComfyUI's interrupt flag, raised at the sampler's step callback (where
     the server's progress hook raises it)."""
     import comfy.model_management
     leftovers = RunLeftovers(monkeypatch)
-    patched = standin(env.base, env.weights, env.reference, mode=mode)
+    patched = standin(scene.base, scene.weights, scene.reference, mode=mode)
     before = patch_state(patched)
 
     def cancel_after_first_step(step, denoised, x, total_steps):
@@ -99,19 +89,19 @@ def test_interrupt_at_a_step_callback_leaves_nothing_behind(env, monkeypatch, mo
             comfy.model_management.interrupt_current_processing()
             comfy.model_management.throw_exception_if_processing_interrupted()
 
-    kind, _ = failure_of(lambda: sample(patched, env.noise, env.positive, env.negative, steps=STEPS,
+    kind, _ = failure_of(lambda: sample(patched, scene.noise, scene.positive, scene.negative, steps=STEPS,
                                         callback=cancel_after_first_step))
     assert kind == "InterruptProcessingException"
-    assert_nothing_left_and_next_run_correct(env, leftovers, patched, before)
+    assert_nothing_left_and_next_run_correct(scene, leftovers, patched, before)
 
 
 @pytest.mark.parametrize("fail_at, where, tokens", [(1, "reference pass", 9), (2, "video pass of the first call", 24),
                                                     (4, "video pass, the last step (cache filled)", 24)])
-def test_an_exception_inside_a_block_leaves_nothing_behind(env, monkeypatch, fail_at, where, tokens):
+def test_an_exception_inside_a_block_leaves_nothing_behind(scene, monkeypatch, fail_at, where, tokens):
     """A module inside block 1 (its FFN) raises on its n-th call: during the reference pass, during the first video
     pass, or in a later step while the cache is full."""
     leftovers = RunLeftovers(monkeypatch)
-    patched = standin(env.base, env.weights, env.reference)
+    patched = standin(scene.base, scene.weights, scene.reference)
     before = patch_state(patched)
     calls = []
 
@@ -120,23 +110,18 @@ def test_an_exception_inside_a_block_leaves_nothing_behind(env, monkeypatch, fai
         if len(calls) == fail_at:
             raise RuntimeError(f"planted failure in block 1 ({where})")
 
-    handle = env.base.model.diffusion_model.blocks[1].ffn.register_forward_hook(planted_failure)
+    handle = scene.base.model.diffusion_model.blocks[1].ffn.register_forward_hook(planted_failure)
     try:
-        kind, message = failure_of(lambda: sample(patched, env.noise, env.positive, env.negative, steps=STEPS))
+        kind, message = failure_of(lambda: sample(patched, scene.noise, scene.positive, scene.negative, steps=STEPS))
     finally:
         handle.remove()
     assert (kind, message) == ("RuntimeError", f"planted failure in block 1 ({where})")
     assert calls[-1] == tokens, f"the failure hit a call with {calls[-1]} tokens, not the {where}"
-    assert_nothing_left_and_next_run_correct(env, leftovers, patched, before, allocated=fail_at > 1)
+    assert_nothing_left_and_next_run_correct(scene, leftovers, patched, before, allocated=fail_at > 1)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # the server's /interrupt (the frontend's Cancel button)
-
-@pytest.fixture(scope="session")
-def server(comfy, tmp_path_factory):
-    with serving(tmp_path_factory, DATA) as running:
-        yield running
 
 
 def test_server_interrupt_mid_sampling_leaves_nothing_and_the_next_run_is_correct(server):

@@ -1,4 +1,4 @@
-"""EncodeReferenceFace and StandInFaceMask inside a real ComfyUI (COMFYUI_PATH), with facexlib weights generated here.
+"""EncodeReferenceFace and StandInFaceMask inside a real ComfyUI (COMFYUI_PATH), with generated facexlib weights.
 
 The VAE is a recording stand-in: the node's contract is to pass the prepared [1, 512, 512, 3] image to
 ``vae.encode`` and return its result as the LATENT; the Wan VAE itself is ComfyUI's.
@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from comfyui_standin.standin_core.faces.video import read_video
+from comfyui_standin.tests.support.faces import RecordingVAE, comfy_image
 
 pytestmark = pytest.mark.comfyui
 DATA = Path(__file__).resolve().parent / "data"
@@ -19,47 +20,9 @@ from skimage import data as skimage_data  # noqa: E402  (requirements-test.txt)
 
 
 @pytest.fixture(scope="module")
-def nodes_faces(comfy):
-    return importlib.import_module("comfyui_standin.nodes.faces")
-
-
-@pytest.fixture(scope="module")
 def core(comfy):
     return (importlib.import_module("comfyui_standin.standin_core.faces.prepare"),
             importlib.import_module("comfyui_standin.standin_core.faces.models"))
-
-
-@pytest.fixture(scope="module")
-def weights_dir(tmp_path_factory):
-    from facexlib.detection.retinaface import RetinaFace
-    from facexlib.parsing.bisenet import BiSeNet
-    folder = tmp_path_factory.mktemp("facexlib_weights")
-    torch.manual_seed(0)
-    torch.save(RetinaFace(network_name="mobile0.25", half=False, device="cpu").state_dict(),
-               folder / "detection_mobilenet0.25_Final.pth")
-    torch.save(BiSeNet(num_class=19).state_dict(), folder / "parsing_bisenet.pth")
-    return folder
-
-
-@pytest.fixture
-def facexlib_folder(comfy, monkeypatch, nodes_faces, tmp_path):
-    """Point ComfyUI's registered 'facexlib' folder at a folder of the test's choice (empty by default)."""
-    import folder_paths
-
-    def use(folder):
-        monkeypatch.setitem(folder_paths.folder_names_and_paths, "facexlib", ([str(folder)], {".pth"}))
-        return folder
-    monkeypatch.setattr(nodes_faces, "_PATCHERS", {})
-    return use
-
-
-class RecordingVAE:
-    def __init__(self):
-        self.seen = []
-
-    def encode(self, pixels):
-        self.seen.append(pixels.clone())
-        return torch.full((1, 16, 1, pixels.shape[1] // 8, pixels.shape[2] // 8), 0.25)
 
 
 def progress_ticks(monkeypatch) -> list:
@@ -75,10 +38,6 @@ def progress_ticks(monkeypatch) -> list:
         if hasattr(comfy.utils, name):
             monkeypatch.setattr(comfy.utils, name, 0.0)
     return calls
-
-
-def comfy_image(rgb):
-    return torch.from_numpy(np.ascontiguousarray(rgb)).float().div(255).unsqueeze(0)
 
 
 def test_schemas_are_complete_and_registered(comfy, nodes_faces):
@@ -113,16 +72,6 @@ def test_subject_mode_needs_no_weights_and_encodes_the_prepared_image(nodes_face
     assert mask.shape == (1, 512, 512)  # 320 px wide: 96 white columns on each side
     assert mask[0, :, :95].max() == 0 and mask[0, :, 97:415].min() == 1 and mask[0, :, 417:].max() == 0
     assert torch.equal(cutout, prepared) and torch.equal(alpha, (mask > 0.5).float())  # no parse: the photo's area
-
-
-@pytest.fixture(scope="module")
-def real_detector_folder(tmp_path_factory, weights_dir):
-    """models/facexlib with the REAL RetinaFace mobile0.25 weights (tests/data) and a generated BiSeNet."""
-    import shutil
-    folder = tmp_path_factory.mktemp("facexlib_real")
-    shutil.copy(DATA / "detection_mobilenet0.25_Final.pth", folder)
-    shutil.copy(weights_dir / "parsing_bisenet.pth", folder)
-    return folder
 
 
 def test_face_mode_crops_the_face_the_real_detector_finds(comfy, nodes_faces, core, facexlib_folder,
@@ -221,7 +170,8 @@ def test_face_mask_node_tracks_the_face_with_progress(comfy, nodes_faces, core, 
     real face) and parsing for 'all skin', so the masks must be the official windows around the moving face."""
     _, face_models = core
     facexlib_folder(weights_dir)
-    monkeypatch.setattr(face_models, "retinaface_detector", lambda model, confidence=0.5: face_models.cascade_detector())
+    monkeypatch.setattr(face_models, "retinaface_detector",
+                        lambda model, confidence=0.5: face_models.cascade_detector())
     monkeypatch.setattr(face_models, "bisenet_parser",
                         lambda model, normalization: (lambda rgb: np.ones(rgb.shape[:2], np.uint8)))
     calls = progress_ticks(monkeypatch)

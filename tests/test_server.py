@@ -4,26 +4,17 @@ The server (devtools/comfyui_server.py) runs ``main.py --cpu`` from COMFYUI_PATH
 ``custom_nodes/ComfyUI-StandIn`` and tiny test-made weights in its model folders. Graphs go in through the API route
 ``POST /prompt`` on 127.0.0.1; results come back from ``/history``.
 """
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
 from comfyui_standin.devtools.comfyui_server import (OUR_NODES, PACK_FOLDER, STANDIN_CKPT, STANDIN_SAFETENSORS,
                                                      SWAP_PHOTO, SWAP_VIDEO, VAE_FILE, WAN_FILE, WRONG_WIDTH_LORA,
-                                                     Server, combo_options, serving)
+                                                     Server, combo_options)
+from comfyui_standin.tests.support.server_graphs import assert_success, execution_error, saved_latent, standin_graph
 from comfyui_standin.tests.support.tolerance import assert_matches
 
 pytestmark = pytest.mark.comfyui
-DATA = Path(__file__).resolve().parent / "data"  # the real files the server harness needs
 LATENT_SHAPE = [1, 16, 2, 6, 8]  # EmptyHunyuanLatentVideo 64 x 48, 5 frames
-
-
-@pytest.fixture(scope="session")
-def server(comfy, tmp_path_factory):
-    with serving(tmp_path_factory, DATA) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
@@ -91,54 +82,6 @@ def test_example_workflows_are_served(server):
 # ---------------------------------------------------------------------------------------------------------------------
 # (b) a graph through the real executor
 
-def standin_graph(weights: str = STANDIN_CKPT, reference_frames: int = 1, prefix: str = "standin") -> dict:
-    """UNETLoader -> LoadStandInLoRA -> ApplyStandInToWanModel -> StandInKVCache -> KSampler -> SaveLatent, plus the
-    same sampler on the plain model (the original MODEL output must be unaffected)."""
-    def sampler(model_link, prefix_name, sampler_id, save_id):
-        return {
-            sampler_id: {"class_type": "KSampler", "inputs": {
-                "model": model_link, "seed": 0, "steps": 2, "cfg": 3.0, "sampler_name": "euler",
-                "scheduler": "simple", "positive": ["cond", 0], "negative": ["uncond", 0],
-                "latent_image": ["video", 0], "denoise": 1.0}},
-            save_id: {"class_type": "SaveLatent", "inputs": {"samples": [sampler_id, 0],
-                                                             "filename_prefix": f"latents/{prefix_name}"}},
-        }
-
-    graph = {
-        "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": WAN_FILE, "weight_dtype": "default"}},
-        "weights": {"class_type": "LoadStandInLoRA", "inputs": {"weights": weights}},
-        "reference": {"class_type": "StandInTestLatent",
-                      "inputs": {"seed": 42, "frames": reference_frames, "height": 6, "width": 6}},
-        "apply": {"class_type": "ApplyStandInToWanModel", "inputs": {
-            "model": ["unet", 0], "standin": ["weights", 0], "reference_latent": ["reference", 0],
-            "strength": 1.0, "start_percent": 0.0, "end_percent": 1.0}},
-        "cache": {"class_type": "StandInKVCache", "inputs": {"model": ["apply", 0], "mode": "on"}},
-        "cond": {"class_type": "StandInTestConditioning", "inputs": {"seed": 1, "tokens": 7}},
-        "uncond": {"class_type": "StandInTestConditioning", "inputs": {"seed": 2, "tokens": 7}},
-        "video": {"class_type": "EmptyHunyuanLatentVideo",
-                  "inputs": {"width": 64, "height": 48, "length": 5, "batch_size": 1}},
-    }
-    graph.update(sampler(["cache", 0], prefix, "sample", "save"))
-    graph.update(sampler(["unet", 0], f"{prefix}_base", "sample_base", "save_base"))
-    return graph
-
-
-def saved_latent(server: Server, entry: dict, save_node: str) -> torch.Tensor:
-    from safetensors.torch import load_file
-    files = entry["outputs"][save_node]["latents"]
-    assert len(files) == 1, files
-    item = files[0]
-    path = server.base / "output" / item["subfolder"] / item["filename"]
-    assert path.is_file(), f"{path} was not written"
-    return load_file(str(path))["latent_tensor"]
-
-
-def assert_success(server: Server, entry: dict) -> None:
-    status = entry["status"]
-    assert status["status_str"] == "success" and status["completed"], (
-        f"{json.dumps(status['messages'], indent=1)[-4000:]}\n{server.log_tail()}")
-
-
 @pytest.fixture(scope="module")
 def standin_run(server):
     entry = server.run(standin_graph())
@@ -194,15 +137,6 @@ def test_the_loaded_model_samples_as_before_after_standin_ran_on_it(server):
 # ---------------------------------------------------------------------------------------------------------------------
 # (c) wrong inputs fail with the pack's own message
 
-def execution_error(server: Server, graph: dict) -> dict:
-    entry = server.run(graph)
-    status = entry["status"]
-    assert status["status_str"] == "error", f"expected an execution error, got {status}"
-    errors = [message for kind, message in status["messages"] if kind == "execution_error"]
-    assert len(errors) == 1, status["messages"]
-    return errors[0]
-
-
 def test_wrong_width_weights_are_refused_with_a_clear_error(server):
     error = execution_error(server, standin_graph(weights=WRONG_WIDTH_LORA))
     assert error["node_type"] == "ApplyStandInToWanModel"
@@ -252,7 +186,8 @@ def face_swap_graph(prefix: str, background_consistency: bool) -> dict:
         "sample": {"class_type": "KSampler", "inputs": {
             "model": ["shift", 0], "seed": 0, "steps": 3, "cfg": 5.0, "sampler_name": "euler", "scheduler": "simple",
             "positive": ["cond", 0], "negative": ["uncond", 0], "latent_image": latent_source, "denoise": 0.85}},
-        "save": {"class_type": "SaveLatent", "inputs": {"samples": ["sample", 0], "filename_prefix": f"latents/{prefix}"}},
+        "save": {"class_type": "SaveLatent", "inputs": {"samples": ["sample", 0],
+                                                        "filename_prefix": f"latents/{prefix}"}},
         "save_encoded": {"class_type": "SaveLatent", "inputs": {"samples": ["encode_video", 0],
                                                                 "filename_prefix": f"latents/{prefix}_encoded"}},
         "save_mask": {"class_type": "StandInTestSaveMask", "inputs": {"mask": ["hard", 0], "prefix": prefix}},

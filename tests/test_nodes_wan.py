@@ -8,140 +8,67 @@ import torch
 
 from comfyui_standin.devtools.tiny_models import standin_state_dict_for, tiny_wan_state_dict
 from comfyui_standin.tests.support.joint_sequence import joint_forward
+from comfyui_standin.tests.support.sampling import (JointModel, forward, load_model, processed, sample,
+                                                     sample_two_stages, standin, with_style_lora)
 from comfyui_standin.tests.support.tolerance import assert_differs, assert_matches
 
 pytestmark = pytest.mark.comfyui
 
 
-@pytest.fixture(scope="module")
-def env(comfy):
-    import comfy.sd
-    from comfyui_standin.nodes import apply, cache, loaders, memory, model_call, run_state, wan_models
-    from comfyui_standin.standin_core import standin_weights_from_state_dict
-
-    class Env:
-        pass
-
-    env = Env()
-    env.comfy, env.apply, env.cache, env.loaders = comfy, apply, cache, loaders
-    env.memory, env.model_call, env.run_state, env.wan_models = memory, model_call, run_state, wan_models
-    env.base = comfy.sd.load_diffusion_model_state_dict(tiny_wan_state_dict())
-    env.vace = comfy.sd.load_diffusion_model_state_dict(tiny_wan_state_dict(vace=True, seed=3))
-    env.standin_sd = standin_state_dict_for(256, 3)
-    env.weights = standin_weights_from_state_dict(env.standin_sd, source="tiny-standin")
-    gen = torch.Generator().manual_seed(42)
-    env.ref_raw = torch.randn(1, 16, 1, 6, 10, generator=gen)  # non-square reference
-    env.ref = {"samples": env.ref_raw}
-    env.noise = torch.randn(1, 16, 3, 8, 12, generator=gen)
-    env.cond = torch.randn(1, 7, 4096, generator=gen)
-    env.uncond = torch.randn(1, 7, 4096, generator=gen)
-    return env
-
-
-def apply(env, model=None, strength=1.0, start=0.0, end=1.0):
-    model = env.base if model is None else model
-    return env.apply.ApplyStandInToWanModel.execute(model, env.weights, env.ref, strength, start, end).args[0]
-
-
-def processed_reference(env, model):
-    return model.get_model_object("latent_format").process_in(env.ref_raw)
-
-
-def forward(env, model, x, sigma, context, **extra):
-    """One call of the model's diffusion model as ComfyUI makes it (object patches loaded; the MODEL's
-    transformer_options, its patches included, and its wrappers in the options)."""
-    import comfy.model_management
-    comfy.model_management.load_models_gpu([model])
-    dm = model.model.diffusion_model
-    options = {**model.model_options.get("transformer_options", {}), "wrappers": model.wrappers}
-    t = model.model.model_sampling.timestep(sigma)
-    with torch.no_grad():
-        return dm(x, t, context, transformer_options=options, **extra), t
-
-
-def sample(env, model, steps=3, cfg=3.0, noise=None, latent=None, negative=True, **cond_extra):
-    import comfy.sample
-    noise = env.noise if noise is None else noise
-    latent = torch.zeros_like(noise) if latent is None else latent
-    positive = [[env.cond, dict(cond_extra)]]
-    negative_c = [[env.uncond, dict(cond_extra)]] if negative else [[env.cond * 0, dict(cond_extra)]]
-    with torch.inference_mode():
-        return comfy.sample.sample(model, noise, steps, cfg, "euler", "simple", positive, negative_c, latent,
-                                   denoise=1.0, disable_pbar=True, seed=0)
-
-
-class JointModel:
-    """A clone of a model whose diffusion model is replaced by the joint-sequence reference (a test-only wrapper)."""
-
-    def __init__(self, env, model, **joint_options):
-        import comfy.patcher_extension
-        self.calls = 0
-        ref = processed_reference(env, model)
-
-        def wrapper(executor, x, timestep, context, clip_fea, time_dim_concat, transformer_options, **kw):
-            self.calls += 1
-            return joint_forward(executor.class_obj, x, timestep, context, ref, env.standin_sd,
-                                 vace_context=kw.get("vace_context"), vace_strength=kw.get("vace_strength"),
-                                 time_dim_concat=time_dim_concat, **joint_options)
-
-        self.model = model.clone()
-        self.model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_joint", wrapper)
-
-
 def test_plain_forward_equals_joint_sequence(env):
-    patched = apply(env)
+    patched = env.standin()
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(2, 16, 3, 8, 12, generator=gen)
     context = torch.randn(2, 7, 4096, generator=gen)
-    ours, t = forward(env, patched, x, torch.tensor([0.8, 0.3]), context)
-    expected = joint_forward(patched.model.diffusion_model, x, t, context, processed_reference(env, patched), env.standin_sd)
-    base, _ = forward(env, env.base, x, torch.tensor([0.8, 0.3]), context)
+    ours, t = forward(patched, x, torch.tensor([0.8, 0.3]), context)
+    expected = joint_forward(patched.model.diffusion_model, x, t, context, processed(patched, env.reference),
+                             env.standin_sd)
+    base, _ = forward(env.base, x, torch.tensor([0.8, 0.3]), context)
     assert_matches(ours, expected)
     assert_differs(ours, base)
 
 
 def test_ksampler_run_equals_joint_sequence(env):
-    ours = sample(env, apply(env))
-    joint = JointModel(env, env.base)
-    expected = sample(env, joint.model)
+    ours = env.sample(env.standin())
+    joint = env.joint(env.base)
+    expected = env.sample(joint.model)
     assert joint.calls == 3  # cond and uncond batched in one call per step
     assert_matches(ours, expected)
-    assert_differs(ours, sample(env, env.base))
+    assert_differs(ours, env.sample(env.base))
 
 
 def test_vace_model_with_vace_conditioning_equals_joint_sequence(env):
     gen = torch.Generator().manual_seed(9)
     vace = dict(vace_frames=[torch.randn(1, 32, 3, 8, 12, generator=gen)],
                 vace_mask=[torch.rand(1, 64, 3, 8, 12, generator=gen)], vace_strength=[0.8])
-    ours = sample(env, apply(env, env.vace), **vace)
-    joint = JointModel(env, env.vace)
-    expected = sample(env, joint.model, **vace)
+    ours = env.sample(env.standin(env.vace), **vace)
+    joint = env.joint(env.vace)
+    expected = env.sample(joint.model, **vace)
     assert joint.calls == 3
     # relative to the output's size: the VACE hints make it larger (|x| up to ~7 here), and float32 rounding with it
     # (1.05e-5 absolute measured on a CPU with other matmul kernels)
     assert_matches(ours, expected)
-    assert_differs(ours, sample(env, env.vace, **vace))
+    assert_differs(ours, env.sample(env.vace, **vace))
 
 
 @pytest.mark.parametrize("weight_dtype", [torch.float8_e4m3fn, torch.bfloat16])
-def test_low_precision_weights_equal_joint_sequence(env, weight_dtype):
+def test_low_precision_weights_equal_joint_sequence(env, tiny_wan, weight_dtype):
     """fp8/bf16 stored weights (computed in fp32 through comfy.ops casting): still exactly the joint formulation."""
-    import comfy.sd
-    low = comfy.sd.load_diffusion_model_state_dict(tiny_wan_state_dict(), model_options={"dtype": weight_dtype})
-    ours = sample(env, apply(env, low))
-    joint = JointModel(env, low)
-    assert_matches(ours, sample(env, joint.model))
+    low = load_model(tiny_wan, dtype=weight_dtype)
+    ours = env.sample(env.standin(low))
+    joint = env.joint(low)
+    assert_matches(ours, env.sample(joint.model))
     assert torch.isfinite(ours).all()
 
 
 def test_cache_on_equals_cache_off_bitwise(env):
-    patched = apply(env)
+    patched = env.standin()
     on = env.cache.StandInKVCache.execute(patched, "on").args[0]
     off = env.cache.StandInKVCache.execute(patched, "off").args[0]
     offload = env.cache.StandInKVCache.execute(patched, "offload").args[0]
-    result_on = sample(env, on, steps=4)
-    assert torch.equal(result_on, sample(env, off, steps=4))
-    assert torch.equal(result_on, sample(env, offload, steps=4))
+    result_on = env.sample(on, steps=4)
+    assert torch.equal(result_on, env.sample(off, steps=4))
+    assert torch.equal(result_on, env.sample(offload, steps=4))
 
 
 def test_cache_builds_once_per_run_and_is_freed(env, monkeypatch):
@@ -155,12 +82,12 @@ def test_cache_builds_once_per_run_and_is_freed(env, monkeypatch):
         return original(self, dm, x, options, run)
 
     monkeypatch.setattr(env.model_call.ReferencePass, "reference_pass", counting)
-    sample(env, apply(env), steps=4)
+    env.sample(env.standin(), steps=4)
     assert len(builds) == 1
     assert runs[0].cache.nbytes == 0 and not runs[0].cache.entries  # freed at the end of the run
-    sample(env, env.cache.StandInKVCache.execute(apply(env), "off").args[0], steps=4)
+    env.sample(env.cache.StandInKVCache.execute(env.standin(), "off").args[0], steps=4)
     assert len(builds) == 1 + 4
-    sample(env, apply(env), steps=2, negative=True, cfg=3.0)
+    env.sample(env.standin(), steps=2, cfg=3.0)
     assert len(builds) == 6  # a new run builds again
 
 
@@ -168,11 +95,11 @@ def test_cache_builds_once_per_run_and_is_freed(env, monkeypatch):
 def test_strength_equals_joint_sequence_with_the_logit_bias(env, strength):
     """strength s through ComfyUI's attention (a mask) == the joint sequence with log(s) on the image keys."""
     import math
-    patched = apply(env, strength=strength)
+    patched = env.standin(strength=strength)
     gen = torch.Generator().manual_seed(5)
     x, context = torch.randn(2, 16, 3, 8, 12, generator=gen), torch.randn(2, 7, 4096, generator=gen)
-    ours, t = forward(env, patched, x, torch.tensor([0.7, 0.4]), context)
-    reference = processed_reference(env, patched)
+    ours, t = forward(patched, x, torch.tensor([0.7, 0.4]), context)
+    reference = processed(patched, env.reference)
     dm = patched.model.diffusion_model
     expected = joint_forward(dm, x, t, context, reference, env.standin_sd, video_to_image_bias=math.log(strength))
     paper = joint_forward(dm, x, t, context, reference, env.standin_sd)
@@ -187,28 +114,29 @@ def test_strength_zero_skips_the_reference_and_range_outside_equal_base(env, mon
     original = env.model_call.ReferencePass.reference_pass
     monkeypatch.setattr(env.model_call.ReferencePass, "reference_pass",
                         lambda self, *a: builds.append(1) or original(self, *a))
-    base = sample(env, env.base)
-    assert torch.equal(sample(env, apply(env, strength=0.0)), base)
-    assert torch.equal(sample(env, apply(env, start=1.0, end=1.0)), base)
+    base = env.sample(env.base)
+    assert torch.equal(env.sample(env.standin(strength=0.0)), base)
+    assert torch.equal(env.sample(env.standin(start=1.0, end=1.0)), base)
     assert builds == []
 
 
 
 def test_original_model_untouched(env):
-    before = sample(env, env.base)
-    patched = apply(env)
-    sample(env, patched)
-    assert torch.equal(sample(env, env.base), before)
+    before = env.sample(env.base)
+    patched = env.standin()
+    env.sample(patched)
+    assert torch.equal(env.sample(env.base), before)
     dm = env.base.model.diffusion_model
-    assert all(not isinstance(b.self_attn.__dict__.get("forward"), env.model_call.VideoSelfAttention) for b in dm.blocks)
+    patch = env.model_call.VideoSelfAttention
+    assert all(not isinstance(b.self_attn.__dict__.get("forward"), patch) for b in dm.blocks)
     assert not env.base.get_wrappers("diffusion_model", "standin")
 
 
 def test_applying_twice_replaces(env):
     """The second ApplyStandIn replaces the first: re-applied at strength 0 over strength 1 it is the base model
     (a stacked first application would still attend to the reference), with one Stand-In wrapper of each kind."""
-    again = env.apply.ApplyStandInToWanModel.execute(apply(env), env.weights, env.ref, 0.0, 0.0, 1.0).args[0]
-    assert torch.equal(sample(env, again), sample(env, env.base))
+    again = env.apply.ApplyStandInToWanModel.execute(env.standin(), env.weights, env.ref, 0.0, 0.0, 1.0).args[0]
+    assert torch.equal(env.sample(again), env.sample(env.base))
     for kind in ("diffusion_model", "outer_sample", "prepare_sampling"):
         assert len(again.get_wrappers(kind, "standin")) == 1, kind
     patches = [p for p in again.object_patches.values() if isinstance(p, env.model_call.VideoSelfAttention)]
@@ -228,16 +156,15 @@ def style_lora(env) -> dict:
 
 
 def test_style_lora_before_or_after_and_joint(env):
-    import comfy.sd
     lora = style_lora(env)
-    with_lora = comfy.sd.load_lora_for_models(env.base, None, lora, 1.0, 0)[0]
-    after = comfy.sd.load_lora_for_models(apply(env), None, lora, 1.0, 0)[0]
-    before = apply(env, with_lora)
-    result_after, result_before = sample(env, after), sample(env, before)
+    with_lora = with_style_lora(env.base, lora)
+    after = with_style_lora(env.standin(), lora)
+    before = env.standin(with_lora)
+    result_after, result_before = env.sample(after), env.sample(before)
     assert torch.equal(result_after, result_before)
-    joint = JointModel(env, with_lora)
-    assert_matches(result_before, sample(env, joint.model))
-    assert_differs(result_before, sample(env, apply(env)))
+    joint = env.joint(with_lora)
+    assert_matches(result_before, env.sample(joint.model))
+    assert_differs(result_before, env.sample(env.standin()))
 
 
 def test_low_vram_partial_loading_is_exact(env, monkeypatch):
@@ -246,10 +173,9 @@ def test_low_vram_partial_loading_is_exact(env, monkeypatch):
     64 KiB budget. Stand-In's reference pass and video attention then run through those cast layers: the run equals
     the joint sequence on the same partially loaded model, and the fully loaded run, with and without a style LoRA."""
     import comfy.model_management
-    import comfy.sd
     comfy.model_management.unload_all_models()
-    full = {name: sample(env, apply(env, model)) for name, model in
-            (("plain", env.base), ("lora", comfy.sd.load_lora_for_models(env.base, None, style_lora(env), 1.0, 0)[0]))}
+    full = {name: env.sample(env.standin(model)) for name, model in
+            (("plain", env.base), ("lora", with_style_lora(env.base, style_lora(env))))}
     comfy.model_management.unload_all_models()
     original = comfy.model_management.LoadedModel.model_load
     cast_layers = []
@@ -260,10 +186,10 @@ def test_low_vram_partial_loading_is_exact(env, monkeypatch):
         return loaded
 
     monkeypatch.setattr(comfy.model_management.LoadedModel, "model_load", partial_load)
-    with_lora = comfy.sd.load_lora_for_models(env.base, None, style_lora(env), 1.0, 0)[0]
+    with_lora = with_style_lora(env.base, style_lora(env))
     for name, model in (("plain", env.base), ("lora", with_lora)):
-        ours = sample(env, apply(env, model))
-        assert_matches(ours, sample(env, JointModel(env, model).model))
+        ours = env.sample(env.standin(model))
+        assert_matches(ours, env.sample(env.joint(model).model))
         assert_matches(ours, full[name])
     assert cast_layers and min(cast_layers) > 20, cast_layers  # most layers really went through the low-VRAM cast
     comfy.model_management.unload_all_models()
@@ -305,7 +231,6 @@ def speed_lora(env, layout, rank=64, seed=21):
 def test_speed_lora_before_or_after_standin_at_four_steps_cfg_one(env, layout, tmp_path):
     """LoraLoaderModelOnly with a rank-64 distill LoRA, before and after Stand-In: a 4-step cfg-1 run equals Stand-In
     on the base with the LoRA merged by hand, and the joint sequence on those merged weights."""
-    import comfy.sd
     import folder_paths
     import nodes
     import safetensors.torch
@@ -315,15 +240,15 @@ def test_speed_lora_before_or_after_standin_at_four_steps_cfg_one(env, layout, t
     safetensors.torch.save_file(lora, str(folder / f"speed_{layout}.safetensors"))
     folder_paths.add_model_folder_path("loras", str(folder))
     loader = nodes.LoraLoaderModelOnly()
-    before = apply(env, loader.load_lora_model_only(env.base, f"speed_{layout}.safetensors", 1.0)[0])
-    after = loader.load_lora_model_only(apply(env), f"speed_{layout}.safetensors", 1.0)[0]
-    merged_model = comfy.sd.load_diffusion_model_state_dict(merged)
-    expected = sample(env, apply(env, merged_model), steps=4, cfg=1.0)
-    result_before, result_after = sample(env, before, steps=4, cfg=1.0), sample(env, after, steps=4, cfg=1.0)
+    before = env.standin(loader.load_lora_model_only(env.base, f"speed_{layout}.safetensors", 1.0)[0])
+    after = loader.load_lora_model_only(env.standin(), f"speed_{layout}.safetensors", 1.0)[0]
+    merged_model = load_model(merged)
+    expected = env.sample(env.standin(merged_model), steps=4, cfg=1.0)
+    result_before, result_after = env.sample(before, steps=4, cfg=1.0), env.sample(after, steps=4, cfg=1.0)
     assert torch.equal(result_before, result_after)
     assert_matches(result_before, expected)
-    assert_matches(result_before, sample(env, JointModel(env, merged_model).model, steps=4, cfg=1.0))
-    assert_differs(result_before, sample(env, apply(env), steps=4, cfg=1.0))  # the LoRA acts
+    assert_matches(result_before, env.sample(env.joint(merged_model).model, steps=4, cfg=1.0))
+    assert_differs(result_before, env.sample(env.standin(), steps=4, cfg=1.0))  # the LoRA acts
 
 
 @pytest.mark.parametrize("node_name", ["EasyCacheNode", "LazyCacheNode"])
@@ -346,14 +271,14 @@ def test_step_caches_skip_calls_without_rebuilding_the_reference(env, node_name,
 
     monkeypatch.setattr(env.model_call.VideoSelfAttention, "__call__", counting)
     steps = 10
-    cached = node.execute(apply(env), 1.5, 0.15, 0.95, False).args[0]  # a loose threshold: calls get skipped
-    ours = sample(env, cached, steps=steps)
+    cached = node.execute(env.standin(), 1.5, 0.15, 0.95, False).args[0]  # a loose threshold: calls get skipped
+    ours = env.sample(cached, steps=steps)
     assert builds == [1], "the reference K/V are built once per run, skipped calls or not"
     assert 0 < len(block_calls) < steps, f"{node_name} skipped no model call ({len(block_calls)} of {steps} ran)"
     # the oracle innermost, under the same step cache (a wrapper added later runs inside the earlier ones)
-    joint = JointModel(env, node.execute(env.base, 1.5, 0.15, 0.95, False).args[0]).model
+    joint = env.joint(node.execute(env.base, 1.5, 0.15, 0.95, False).args[0]).model
     # 10 steps with reused outputs carry the float32 rounding of both formulations further than one forward
-    assert_matches(ours, sample(env, joint, steps=steps), steps=5)
+    assert_matches(ours, env.sample(joint, steps=steps), steps=5)
 
 
 def guidance_patch(name):
@@ -372,12 +297,12 @@ def test_guidance_and_sampling_patches_compose_exactly(env, name):
     """These patches act on the sampler's side (cfg combination, sigma schedule), not inside the model: Stand-In
     under them equals the joint sequence under them, before or after Stand-In is applied."""
     patch = guidance_patch(name)
-    after = sample(env, patch(apply(env)), steps=4)
-    before = sample(env, apply(env, patch(env.base)), steps=4)
+    after = env.sample(patch(env.standin()), steps=4)
+    before = env.sample(env.standin(patch(env.base)), steps=4)
     assert torch.equal(after, before)
-    joint = sample(env, JointModel(env, patch(env.base)).model, steps=4)
+    joint = env.sample(env.joint(patch(env.base)).model, steps=4)
     assert_matches(after, joint)
-    assert_differs(after, sample(env, apply(env), steps=4), f"{name} changed nothing")
+    assert_differs(after, env.sample(env.standin(), steps=4), f"{name} changed nothing")
 
 
 def plain_attention(self_attn):
@@ -389,11 +314,11 @@ def plain_attention(self_attn):
 def test_another_patch_on_the_same_attention_stops_the_run_with_a_message(env):
     """A foreign object patch added after Stand-In on one block's self_attn.forward: the identity would be lost in
     that block, so sampling stops and says which block and why."""
-    patched = apply(env)
+    patched = env.standin()
     dm = patched.model.diffusion_model
     patched.add_object_patch("diffusion_model.blocks.1.self_attn.forward", plain_attention(dm.blocks[1].self_attn))
     with pytest.raises(RuntimeError, match=r"did not run in block\(s\) \[1\] of 3: another node"):
-        sample(env, patched, steps=1)
+        env.sample(patched, steps=1)
 
 
 def test_a_forward_swapped_at_load_time_is_caught_too(env):
@@ -402,17 +327,17 @@ def test_a_forward_swapped_at_load_time_is_caught_too(env):
     import comfy.model_management
     import comfy.patcher_extension
     comfy.model_management.unload_all_models()  # so that the next sampling run loads (and calls ON_LOAD)
-    swapped = apply(env)
+    swapped = env.standin()
 
     def swap_all(patcher, *args, **kwargs):
         for block in patcher.model.diffusion_model.blocks:
             block.self_attn.forward = plain_attention(block.self_attn)
     swapped.add_callback(comfy.patcher_extension.CallbacksMP.ON_LOAD, swap_all)
     with pytest.raises(RuntimeError, match=r"did not run in block\(s\) \[0, 1, 2\] of 3"):
-        sample(env, swapped, steps=1)
+        env.sample(swapped, steps=1)
     comfy.model_management.unload_all_models()  # the swapped forwards stay on the loaded model otherwise
 
-    wrapped = apply(env)
+    wrapped = env.standin()
     calls = []
 
     def wrap_all(patcher, *args, **kwargs):
@@ -420,7 +345,7 @@ def test_a_forward_swapped_at_load_time_is_caught_too(env):
             inner = block.self_attn.forward
             block.self_attn.forward = lambda *a, inner=inner, **k: calls.append(1) or inner(*a, **k)
     wrapped.add_callback(comfy.patcher_extension.CallbacksMP.ON_LOAD, wrap_all)
-    assert torch.equal(sample(env, wrapped, steps=2), sample(env, apply(env), steps=2))
+    assert torch.equal(env.sample(wrapped, steps=2), env.sample(env.standin(), steps=2))
     assert calls
     comfy.model_management.unload_all_models()
 
@@ -454,7 +379,7 @@ def test_multi_gpu_work_units_each_keep_their_own_reference(env):
 
     import comfy.model_management
     comfy.model_management.unload_all_models()
-    first = apply(env)
+    first = env.standin()
     second = deep_copy_with_other_weights(first)
     for model in (first, second):
         model.patch_model()  # loaded, as each unit's clone is on its device
@@ -486,7 +411,7 @@ def test_multi_gpu_work_units_each_keep_their_own_reference(env):
     for name, model in (("cuda:0", first), ("cuda:1", second)):
         cache = state.units[name].cache
         assert (cache.builds, cache.hits) == (1, 2), (name, cache.describe())
-        expected = joint_forward(model.model.diffusion_model, x, timestep, context, processed_reference(env, model),
+        expected = joint_forward(model.model.diffusion_model, x, timestep, context, processed(model, env.reference),
                                  env.standin_sd)
         for result in results[name]:
             assert_matches(result, expected, f"unit {name}")
@@ -504,15 +429,15 @@ def test_patches_hold_no_module_and_follow_a_deep_copied_model(env):
     with different weights computes with ITS weights and equals the joint sequence on the copy."""
     import comfy.model_management
     comfy.model_management.unload_all_models()  # object patches off, so the copy is of the plain model
-    patched = apply(env)
+    patched = env.standin()
     patches = [p for p in patched.object_patches.values() if isinstance(p, env.model_call.VideoSelfAttention)]
     assert len(patches) == 3
     assert not [v for p in patches for v in vars(p).values() if isinstance(v, torch.nn.Module)]
     twin = deep_copy_with_other_weights(patched)
-    ours = sample(env, twin)
-    joint = JointModel(env, twin)
-    assert_matches(ours, sample(env, joint.model))
-    assert_differs(ours, sample(env, patched))  # the copy really computes differently
+    ours = env.sample(twin)
+    joint = env.joint(twin)
+    assert_matches(ours, env.sample(joint.model))
+    assert_differs(ours, env.sample(patched))  # the copy really computes differently
     comfy.model_management.unload_all_models()
 
 
@@ -520,7 +445,7 @@ def test_a_call_that_bypasses_the_wrappers_stops_with_a_message(env):
     """Something calling the Wan model without ComfyUI's diffusion-model wrappers (so without Stand-In's reference
     pass) would silently drop the identity: the patch says so instead of running the plain attention."""
     import comfy.model_management
-    patched = apply(env)
+    patched = env.standin()
     comfy.model_management.load_models_gpu([patched])
     dm = patched.model.diffusion_model
     with torch.no_grad(), pytest.raises(RuntimeError, match="outside a Wan model call that went through"):
@@ -537,19 +462,19 @@ def test_scale_rope_places_the_reference_by_the_same_map(env):
     scale, shift = (2.0, 0.5, 1.5), (1.0, -3.0, 2.0)  # (t, y, x)
     rope = dict(scale_x=scale[2], shift_x=shift[2], scale_y=scale[1], shift_y=shift[1], scale_t=scale[0],
                 shift_t=shift[0])
-    plain = sample(env, apply(env))
+    plain = env.sample(env.standin())
     if importlib.util.find_spec("comfy_extras.nodes_rope") is not None:
         from comfy_extras.nodes_rope import ScaleROPE
-        ours = sample(env, ScaleROPE.execute(apply(env), **rope).args[0])
-        joint = JointModel(env, ScaleROPE.execute(env.base, **rope).args[0], position_scale=scale,
+        ours = env.sample(ScaleROPE.execute(env.standin(), **rope).args[0])
+        joint = env.joint(ScaleROPE.execute(env.base, **rope).args[0], position_scale=scale,
                            position_shift=shift)
-        assert_matches(ours, sample(env, joint.model))
+        assert_matches(ours, env.sample(joint.model))
         assert_differs(ours, plain)  # the map acted
     else:
-        scaled = apply(env)
+        scaled = env.standin()
         scaled.model_options.setdefault("transformer_options", {})["rope_options"] = rope
-        assert torch.equal(sample(env, scaled), plain)
-        assert_matches(plain, sample(env, JointModel(env, env.base).model))
+        assert torch.equal(env.sample(scaled), plain)
+        assert_matches(plain, env.sample(env.joint(env.base).model))
 
 
 def test_context_windows_give_each_window_the_reference_before_its_first_frame(env, monkeypatch):
@@ -573,13 +498,13 @@ def test_context_windows_give_each_window_the_reference_before_its_first_frame(e
         accepted = inspect.signature(Windows.execute).parameters  # v0.3.64 has no freenoise
         return Windows.execute(**{k: v for k, v in settings.items() if k in accepted}).args[0]
 
-    ours = sample(env, windowed(apply(env)), noise=noise)
+    ours = env.sample(windowed(env.standin()), noise=noise)
     assert builds == [1]
-    joint = JointModel(env, windowed(env.base))
-    expected = sample(env, joint.model, noise=noise)
+    joint = env.joint(windowed(env.base))
+    expected = env.sample(joint.model, noise=noise)
     assert joint.calls == 3 * 2  # two windows per step: the windows really ran
     assert_matches(ours, expected)
-    assert_differs(ours, sample(env, apply(env), noise=noise))  # windows changed the run
+    assert_differs(ours, env.sample(env.standin(), noise=noise))  # windows changed the run
 
 
 def test_offload_streams_the_reference_kv_block_by_block(env, monkeypatch):
@@ -601,10 +526,10 @@ def test_offload_streams_the_reference_kv_block_by_block(env, monkeypatch):
         return kv
 
     monkeypatch.setattr(StreamedKV, "__getitem__", recording)
-    patched = apply(env)
+    patched = env.standin()
     offload = env.cache.StandInKVCache.execute(patched, "offload").args[0]
     on = env.cache.StandInKVCache.execute(patched, "on").args[0]
-    assert torch.equal(sample(env, offload, steps=3), sample(env, on, steps=3))
+    assert torch.equal(env.sample(offload, steps=3), env.sample(on, steps=3))
     calls = {}
     for tag, index, pointer, device_bytes in seen:
         calls.setdefault(tag, []).append((index, pointer, device_bytes))
@@ -617,12 +542,13 @@ def test_offload_streams_the_reference_kv_block_by_block(env, monkeypatch):
 
 def test_skip_layer_guidance_skips_blocks_without_a_false_alarm(env):
     from comfy_extras import nodes_slg
-    skipping = nodes_slg.SkipLayerGuidanceDiT.execute(apply(env), 3.0, 0.0, 1.0, "1", "", 0.0).args[0]
-    result = sample(env, skipping, steps=3)
+    skipping = nodes_slg.SkipLayerGuidanceDiT.execute(env.standin(), 3.0, 0.0, 1.0, "1", "", 0.0).args[0]
+    result = env.sample(skipping, steps=3)
     assert torch.isfinite(result).all()
-    assert_differs(result, sample(env, apply(env), steps=3))  # the skip guidance acted
+    assert_differs(result, env.sample(env.standin(), steps=3))  # the skip guidance acted
 
 
+@pytest.mark.slow  # inductor compiles the model: about a minute with a cold cache
 def test_torch_compile_keeps_standin(env, monkeypatch):
     """TorchCompileModel (inductor on the CPU; the first compile takes about a minute on 2 cores, which is why there
     is one such test): the compiled model still runs Stand-In's patches, building the reference once per run, and
@@ -641,21 +567,21 @@ def test_torch_compile_keeps_standin(env, monkeypatch):
     original_pass = env.model_call.ReferencePass.reference_pass
     monkeypatch.setattr(env.model_call.ReferencePass, "reference_pass",
                         lambda self, *a: builds.append(1) or original_pass(self, *a))
-    compiled = nodes_torch_compile.TorchCompileModel.execute(apply(env), "inductor").args[0]
+    compiled = nodes_torch_compile.TorchCompileModel.execute(env.standin(), "inductor").args[0]
     assert compiles, "TorchCompileModel did not call torch.compile"
-    result = sample(env, compiled, steps=2)
+    result = env.sample(compiled, steps=2)
     assert builds == [1]
-    eager = sample(env, apply(env), steps=2)
+    eager = env.sample(env.standin(), steps=2)
     assert_matches(result, eager, "the compiled run", steps=2)  # inductor fuses and reorders the float32 ops
-    assert_differs(result, sample(env, env.base, steps=2), "Stand-In in the compiled run", steps=2)
+    assert_differs(result, env.sample(env.base, steps=2), "Stand-In in the compiled run", steps=2)
 
 
 def test_cfg_one_and_batch_two(env):
     gen = torch.Generator().manual_seed(8)
     noise = torch.randn(2, 16, 2, 8, 8, generator=gen)
-    ours = sample(env, apply(env), cfg=1.0, noise=noise)
-    joint = JointModel(env, env.base)
-    expected = sample(env, joint.model, cfg=1.0, noise=noise)
+    ours = env.sample(env.standin(), cfg=1.0, noise=noise)
+    joint = env.joint(env.base)
+    expected = env.sample(joint.model, cfg=1.0, noise=noise)
     assert joint.calls == 3  # cfg 1: cond only
     assert_matches(ours, expected)
 
@@ -663,50 +589,32 @@ def test_cfg_one_and_batch_two(env):
 def test_wan22_two_experts_each_with_its_own_weights(env):
     """Wan2.2 A14B: a high-noise and a low-noise expert, each with its own Stand-In file, sampled in two runs
     (KSamplerAdvanced split): each run equals the joint formulation on its own expert and weights."""
-    import comfy.sample
     from comfyui_standin.standin_core import standin_weights_from_state_dict
     high = env.base
-    low = env.comfy.sd.load_diffusion_model_state_dict(tiny_wan_state_dict(seed=11))
+    low = load_model(tiny_wan_state_dict(seed=11))
     low_sd = standin_state_dict_for(256, 3, seed=12)
     low_weights = standin_weights_from_state_dict(low_sd, source="tiny-low")
-    high_standin = apply(env, high)
-    low_standin = env.apply.ApplyStandInToWanModel.execute(low, low_weights, env.ref, 1.0, 0.0, 1.0).args[0]
-    high_joint, low_joint = JointModel(env, high), JointModel(env, low)
-    low_joint.model.remove_wrappers_with_key("diffusion_model", "test_joint")
-
-    def low_wrapper(executor, x, timestep, context, clip_fea, time_dim_concat, transformer_options, **kw):
-        return joint_forward(executor.class_obj, x, timestep, context, processed_reference(env, low), low_sd)
-    low_joint.model.add_wrapper_with_key("diffusion_model", "test_joint", low_wrapper)
+    high_standin = env.standin(high)
+    low_standin = standin(low, low_weights, env.reference, mode=None)
+    high_joint, low_joint = env.joint(high), JointModel(low, env.reference, low_sd)
 
     def two_stage(first, second):
-        positive, negative = [[env.cond, {}]], [[env.uncond, {}]]
-        with torch.inference_mode():
-            mid = comfy.sample.sample(first, env.noise, 4, 3.0, "euler", "simple", positive, negative,
-                                      torch.zeros_like(env.noise), start_step=0, last_step=2,
-                                      force_full_denoise=False, disable_pbar=True, seed=0)
-            return comfy.sample.sample(second, torch.zeros_like(env.noise), 4, 3.0, "euler", "simple", positive,
-                                       negative, mid, start_step=2, last_step=4, disable_noise=True,
-                                       disable_pbar=True, seed=0)
+        return sample_two_stages(first, second, env.noise, [[env.cond, {}]], [[env.uncond, {}]])
 
     ours = two_stage(high_standin, low_standin)
     expected = two_stage(high_joint.model, low_joint.model)
     assert_matches(ours, expected)
-    swapped = two_stage(high_standin, apply(env, low))  # the high file on the low expert: a different result
+    swapped = two_stage(high_standin, env.standin(low))  # the high file on the low expert: a different result
     assert_differs(ours, swapped)
 
 
 def test_different_prompt_lengths_run_separately(env):
     """cond and uncond of different lengths are two model calls; one cache still serves both."""
-    import comfy.sample
-    patched = apply(env)
     positive = [[env.cond, {}]]
     negative = [[env.uncond[:, :4], {}]]
-    with torch.inference_mode():
-        ours = comfy.sample.sample(patched, env.noise, 2, 3.0, "euler", "simple", positive, negative,
-                                   torch.zeros_like(env.noise), disable_pbar=True, seed=0)
-        joint = JointModel(env, env.base)
-        expected = comfy.sample.sample(joint.model, env.noise, 2, 3.0, "euler", "simple", positive, negative,
-                                       torch.zeros_like(env.noise), disable_pbar=True, seed=0)
+    ours = sample(env.standin(), env.noise, positive, negative, steps=2)
+    joint = env.joint(env.base)
+    expected = sample(joint.model, env.noise, positive, negative, steps=2)
     assert joint.calls == 4
     assert_matches(ours, expected)
 
@@ -717,9 +625,11 @@ def test_clear_errors(env):
     with pytest.raises(StandInWeightsError, match="width 128"):
         env.apply.ApplyStandInToWanModel.execute(env.base, wrong_width, env.ref, 1.0, 0.0, 1.0)
     with pytest.raises(ValueError, match="ONE image"):
-        env.apply.ApplyStandInToWanModel.execute(env.base, env.weights, {"samples": torch.zeros(1, 16, 2, 8, 8)}, 1.0, 0.0, 1.0)
+        env.apply.ApplyStandInToWanModel.execute(env.base, env.weights, {"samples": torch.zeros(1, 16, 2, 8, 8)}, 1.0,
+                                                 0.0, 1.0)
     with pytest.raises(ValueError, match="channels"):
-        env.apply.ApplyStandInToWanModel.execute(env.base, env.weights, {"samples": torch.zeros(1, 4, 1, 8, 8)}, 1.0, 0.0, 1.0)
+        env.apply.ApplyStandInToWanModel.execute(env.base, env.weights, {"samples": torch.zeros(1, 4, 1, 8, 8)}, 1.0,
+                                                 0.0, 1.0)
     with pytest.raises(ValueError, match="start_percent"):
         env.apply.ApplyStandInToWanModel.execute(env.base, env.weights, env.ref, 1.0, 0.8, 0.2)
 
@@ -727,14 +637,13 @@ def test_clear_errors(env):
 def random_wan_model(model_type: str, in_dim: int, **extra):
     """A tiny WanModel of another kind (width 256, 3 blocks, random weights) loaded the way ComfyUI loads a file."""
     import comfy.ops
-    import comfy.sd
     from comfy.ldm.wan.model import WanModel
     model = WanModel(model_type=model_type, patch_size=(1, 2, 2), in_dim=in_dim, dim=256, ffn_dim=512, freq_dim=256,
                      text_dim=4096, out_dim=16, num_heads=2, num_layers=3, cross_attn_norm=True,
                      operations=comfy.ops.disable_weight_init, **extra)
     for param in model.parameters():
         torch.nn.init.normal_(param, std=0.02)
-    return comfy.sd.load_diffusion_model_state_dict(model.state_dict())
+    return load_model(model.state_dict())
 
 
 def test_models_it_does_not_fit(env):
@@ -804,19 +713,19 @@ def test_phantom_subject_frames_equal_the_joint_sequence(env):
     token; the reference stays at frame -1, just past the grid's rows and columns."""
     gen = torch.Generator().manual_seed(12)
     subjects = torch.randn(1, 16, 2, 8, 12, generator=gen)
-    ours = sample(env, apply(env), time_dim_concat=subjects)
-    joint = JointModel(env, env.base)
-    expected = sample(env, joint.model, time_dim_concat=subjects)
+    ours = env.sample(env.standin(), time_dim_concat=subjects)
+    joint = env.joint(env.base)
+    expected = env.sample(joint.model, time_dim_concat=subjects)
     assert joint.calls == 3
     assert_matches(ours, expected, "Stand-In with Phantom's subject frames")
-    assert_differs(ours, sample(env, env.base, time_dim_concat=subjects), "Stand-In with Phantom")
-    assert_differs(expected, sample(env, joint.model), "Phantom's subject frames")
+    assert_differs(ours, env.sample(env.base, time_dim_concat=subjects), "Stand-In with Phantom")
+    assert_differs(expected, env.sample(joint.model), "Phantom's subject frames")
 
 
 def test_bernini_in_context_latents_are_refused(env):
     x = torch.randn(1, 16, 3, 8, 12)
     with pytest.raises(ValueError, match="Bernini in-context latents"):
-        forward(env, apply(env), x, torch.tensor([0.5]), env.cond, context_latents=[torch.randn(1, 16, 1, 8, 12)])
+        forward(env.standin(), x, torch.tensor([0.5]), env.cond, context_latents=[torch.randn(1, 16, 1, 8, 12)])
 
 CACHE_BYTES = 3 * 2 * 15 * 256 * 4  # 3 blocks x (K, V) x 15 reference tokens (6x10 latent -> 3x5) x 256 x float32
 
@@ -828,7 +737,7 @@ def storage_bytes(tensors):
 
 
 def test_cache_node_reports_the_bytes_actually_allocated(env, monkeypatch):
-    patched = apply(env)
+    patched = env.standin()
     info = env.cache.StandInKVCache.execute(patched, "on").args[1]
     assert "reference K/V 90.00 KiB on the compute device" in info
     assert env.memory.expected_cache_bytes(patched) == CACHE_BYTES
@@ -842,7 +751,7 @@ def test_cache_node_reports_the_bytes_actually_allocated(env, monkeypatch):
         original(run)
 
     monkeypatch.setattr(env.run_state.RunState, "release", release)
-    sample(env, patched, steps=2)
+    env.sample(patched, steps=2)
     video_tokens = 3 * 4 * 6  # latent 3x8x12 -> 3x4x6 tokens
     settings = env.run_state.standin_settings(patched)
     memory = env.memory.standin_memory(patched, settings, (2, 16, 3, 8, 12))
@@ -861,8 +770,8 @@ def test_comfyui_memory_estimate_counts_what_standin_allocates(env, monkeypatch)
         return original(models, memory_required, *args, **kwargs)
 
     monkeypatch.setattr(comfy.model_management, "load_models_gpu", load_models_gpu)
-    sample(env, env.base, steps=1)
-    sample(env, apply(env), steps=1)
+    env.sample(env.base, steps=1)
+    env.sample(env.standin(), steps=1)
     (base, base_min), (ours, ours_min) = asked[-2], asked[-1]
     video_tokens = 3 * 4 * 6
     # cond+uncond (batch 2) for the estimate, batch 1 for the minimum; on the CPU the LoRA needs no device copy
@@ -876,7 +785,7 @@ def test_offload_counts_two_blocks_on_the_device_when_the_cache_is_streamed(env,
     on the device: that is what ComfyUI's estimate gets and what the node reports."""
     import comfy.model_management
     monkeypatch.setattr(comfy.model_management, "unet_offload_device", lambda: torch.device("meta"))
-    patched = apply(env)
+    patched = env.standin()
     offload, info = env.cache.StandInKVCache.execute(patched, "offload").args
     settings = env.run_state.standin_settings(offload)
     memory = env.memory.standin_memory(offload, settings, (2, 16, 3, 8, 12))
@@ -889,7 +798,7 @@ def test_partial_range_is_the_joint_sequence_above_the_cut_and_the_base_model_be
     """end_percent 0.5: every step whose sigma is at or above the sigma of 50% of the schedule is Stand-In (the joint
     sequence), every later one the base model. The expected run switches on the sigma ComfyUI passes each call."""
     import comfy.patcher_extension
-    reference = processed_reference(env, env.base)
+    reference = processed(env.base, env.reference)
     sigma_cut = float(env.base.get_model_object("model_sampling").percent_to_sigma(0.5))
     used = []
 
@@ -902,15 +811,15 @@ def test_partial_range_is_the_joint_sequence_above_the_cut_and_the_base_model_be
 
     hybrid = env.base.clone()
     hybrid.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_hybrid", hybrid_forward)
-    expected = sample(env, hybrid, steps=4)
+    expected = env.sample(hybrid, steps=4)
     assert True in used and False in used
-    assert_matches(sample(env, apply(env, start=0.0, end=0.5), steps=4), expected)
+    assert_matches(env.sample(env.standin(start=0.0, end=0.5), steps=4), expected)
 
 
 def test_lora_device_copy_is_counted_when_the_weights_live_elsewhere(env):
     import dataclasses
     from comfyui_standin.standin_core import StandInWeights
-    patched = apply(env)
+    patched = env.standin()
     settings = env.run_state.standin_settings(patched)
     elsewhere = dataclasses.replace(settings, weights=StandInWeights(env.weights.blocks_on("meta"), source="meta"))
     memory = env.memory.standin_memory(patched, elsewhere, (2, 16, 3, 8, 12))

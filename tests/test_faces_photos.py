@@ -1,4 +1,4 @@
-"""Issue 10, reference photos: real photos (tests/data) that are awkward in one way each, through the reference
+"""Reference photos: real photos (tests/data) that are awkward in one way each, through the reference
 preparation with the REAL RetinaFace mobile0.25 weights. Face positions are checked against dlib's real HOG detector
 (an independent detector), crops against the official recipe restated in tests/support/official_reference.py.
 """
@@ -17,6 +17,7 @@ from PIL import Image
 
 from comfyui_standin.standin_core.faces import models as face_models, prepare as faces
 from comfyui_standin.standin_core.faces.images import read_image
+from comfyui_standin.tests.support.faces import exif_rotated_jpeg, iou
 from comfyui_standin.tests.support.official_reference import area512, official_window, white_square
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -49,13 +50,6 @@ def photo(name: str) -> np.ndarray:
 def dlib_boxes(hog, rgb) -> list:
     """dlib's faces as (left, top, right, bottom), left to right (no upsampling: these faces are over 100 px)."""
     return sorted(((r.left(), r.top(), r.right(), r.bottom()) for r in hog(rgb, 0)), key=lambda box: box[0])
-
-
-def iou(a, b) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def padded_reference(region):
@@ -220,14 +214,6 @@ def test_huge_float_image_is_converted_without_full_size_temporaries(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ formats
-
-def exif_rotated_jpeg(path: Path, rgb: np.ndarray) -> None:
-    """The photo stored turned 90 degrees counter-clockwise, with EXIF orientation 6 ("turn clockwise to show")."""
-    image = Image.fromarray(rgb).transpose(Image.Transpose.ROTATE_90)
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    image.save(path, quality=95, exif=exif)
-
 
 @pytest.mark.parametrize("kind", ["gray", "rgba", "rgba_transparent", "sixteen_bit_gray", "sixteen_bit_rgb",
                                   "exif_rotated"])
