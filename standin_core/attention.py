@@ -13,12 +13,13 @@ of attention that goes to the reference, s*R / (V + s*R), grows monotonically wi
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 
 AttentionFn = Callable[..., torch.Tensor]
+Strength = Union[float, Sequence[float]]  # one strength, or one per reference in the order of their keys
 """attention(q, k, v, heads, mask=None) -> [B, Sq, heads*head_dim]; q/k/v are [B, S, heads*head_dim]."""
 
 
@@ -37,11 +38,18 @@ def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int
     return out.transpose(1, 2).reshape(batch, q_len, width)
 
 
-def reference_logit_bias(video_len: int, ref_len: int, strength: float, dtype: torch.dtype,
+def reference_logit_bias(video_len: int, ref_len: int, strength: Strength, dtype: torch.dtype,
                          device) -> torch.Tensor:
-    """Additive key bias [1, video_len + ref_len]: 0 on video keys, log(strength) on reference keys (-inf at 0)."""
+    """Additive key bias [1, video_len + ref_len]: 0 on video keys, log(strength) on reference keys (-inf at 0).
+    With one strength per reference (several people), the ``ref_len`` keys are theirs in equal parts, in order."""
+    strengths = strengths_of(strength)
+    if ref_len % len(strengths):
+        raise ValueError(f"{ref_len} reference keys cannot be split among {len(strengths)} references")
+    per_reference = ref_len // len(strengths)
     bias = torch.zeros(1, video_len + ref_len, dtype=dtype, device=device)
-    bias[:, video_len:] = math.log(strength) if strength > 0 else float("-inf")
+    for index, value in enumerate(strengths):
+        start = video_len + index * per_reference
+        bias[:, start:start + per_reference] = math.log(value) if value > 0 else float("-inf")
     return bias
 
 
@@ -77,15 +85,21 @@ class JointKVBuffers:
         self.keys = self.values = None
 
 
-def check_strength(strength: float) -> None:
-    if strength < 0 or not math.isfinite(strength):
-        raise ValueError(f"Stand-In strength must be a finite number >= 0, got {strength}")
+def strengths_of(strength: Strength) -> tuple:
+    """``strength`` as one value per reference (a single number is one reference's, or every reference's)."""
+    return (float(strength),) if isinstance(strength, (int, float)) else tuple(float(value) for value in strength)
+
+
+def check_strength(strength: Strength) -> None:
+    for value in strengths_of(strength):
+        if value < 0 or not math.isfinite(value):
+            raise ValueError(f"Stand-In strength must be a finite number >= 0, got {value}")
 
 
 def attend_with_reference(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, video_len: int,
-                          heads: int, strength: float, attention: AttentionFn) -> torch.Tensor:
+                          heads: int, strength: Strength, attention: AttentionFn) -> torch.Tensor:
     """Attention of video queries over joint [video; reference] keys/values (video first, ``video_len`` rows)."""
-    if strength == 1:
+    if all(value == 1 for value in strengths_of(strength)):
         return attention(queries, keys, values, heads)
     bias = reference_logit_bias(video_len, keys.shape[1] - video_len, strength, queries.dtype, queries.device)
     return attention(queries, keys, values, heads, mask=bias)
@@ -93,7 +107,7 @@ def attend_with_reference(queries: torch.Tensor, keys: torch.Tensor, values: tor
 
 def restricted_attention(video_queries: torch.Tensor, video_keys: torch.Tensor, video_values: torch.Tensor,
                          ref_keys: Optional[torch.Tensor], ref_values: Optional[torch.Tensor], heads: int,
-                         strength: float = 1.0, attention: AttentionFn = sdpa_attention) -> torch.Tensor:
+                         strength: Strength = 1.0, attention: AttentionFn = sdpa_attention) -> torch.Tensor:
     """Video queries over [video keys; reference keys].
 
     ``ref_keys``/``ref_values`` are [1 or B, R, width] (one reference serves every batch row: cond, uncond, and

@@ -39,17 +39,23 @@ def video_positions(frames: int, height: int, width: int) -> torch.Tensor:
     return _grid_ids(time=torch.arange(frames), rows=torch.arange(height), cols=torch.arange(width))
 
 
-def reference_positions(ref_height: int, ref_width: int, video_height: int, video_width: int) -> torch.Tensor:
-    """(t, h, w) ids of the reference tokens: time -1, rows [H_V, H_V + H_I), cols [W_V, W_V + W_I).
+def reference_positions(ref_height: int, ref_width: int, video_height: int, video_width: int,
+                        index: int = 0) -> torch.Tensor:
+    """(t, h, w) ids of reference ``index``'s tokens: time -1, rows [H_V + j*H_I, H_V + (j+1)*H_I), cols
+    [W_V + j*H_I, W_V + j*H_I + W_I) for j = ``index``.
 
     ``ref_height``/``ref_width`` are the reference's token grid (32 x 32 for a 512x512 photo), ``video_height``/
-    ``video_width`` the video's token grid (30 x 52 at 480x832). Returns float32 [H_I*W_I, 3].
+    ``video_width`` the video's token grid (30 x 52 at 480x832). Reference 0 is the single reference of the paper;
+    with several, the official multi-reference code (WeChatCV/Stand-In dev/multi, cc7c8c5, pipelines/wan_video.py)
+    moves each next one by H_I along the rows AND along the columns (a diagonal staircase; H_I on both axes).
+    Returns float32 [H_I*W_I, 3].
     """
-    if min(ref_height, ref_width, video_height, video_width) < 1:
-        raise ValueError("grid sizes must be positive")
+    if min(ref_height, ref_width, video_height, video_width) < 1 or index < 0:
+        raise ValueError("grid sizes must be positive and the reference index >= 0")
+    step = index * ref_height
     return _grid_ids(time=torch.tensor([-1]),
-                     rows=torch.arange(video_height, video_height + ref_height),
-                     cols=torch.arange(video_width, video_width + ref_width))
+                     rows=torch.arange(video_height + step, video_height + step + ref_height),
+                     cols=torch.arange(video_width + step, video_width + step + ref_width))
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,12 @@ LoRA-patched weights behave exactly as in the model's own forward.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 
-from .attention import (AttentionFn, JointKVBuffers, attend_with_reference, check_strength, restricted_attention,
+from .attention import (AttentionFn, JointKVBuffers, Strength, attend_with_reference, check_strength,
+                        restricted_attention,
                         sdpa_attention)
 from .positions import apply_rope as default_apply_rope
 from .positions import reference_positions
@@ -29,6 +30,7 @@ from .weights import BlockLoRA
 
 
 AfterAttention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+References = Union[torch.Tensor, Sequence[torch.Tensor]]  # one reference, or one per person
 """after_attention(out, queries, keys) -> out: [B, S, width] each, the video tokens' attention output (before the
 output projection) and their own rotated queries and keys."""
 
@@ -113,8 +115,8 @@ def reference_block(block, ref_tokens: torch.Tensor, modulation: torch.Tensor, r
     return torch.addcmul(ref_tokens, ffn_out, gate_mlp), kv
 
 
-def build_reference_kv(blocks: Sequence, ref_tokens: torch.Tensor, zero_modulation: torch.Tensor,
-                       ref_rotations: torch.Tensor, loras: Sequence[BlockLoRA], heads: int,
+def build_reference_kv(blocks: Sequence, ref_tokens: References, zero_modulation: torch.Tensor,
+                       ref_rotations: References, loras: Sequence[BlockLoRA], heads: int,
                        attention_for_block: Optional[Callable[[int], AttentionFn]] = None,
                        apply_rope: Callable = default_apply_rope,
                        block_modulation: Callable = lambda block: block.modulation,
@@ -122,6 +124,9 @@ def build_reference_kv(blocks: Sequence, ref_tokens: torch.Tensor, zero_modulati
                        modulate: Callable = addcmul_modulate) -> list[ReferenceKV]:
     """The blocks' part of the reference pass: K/V of every block for the reference tokens [1, R, width].
 
+    ``ref_tokens`` and ``ref_rotations`` may also be sequences, one per reference (several people): each reference
+    goes through every block on its own, attending only to itself (the official multi-reference code loops over
+    the references inside each block), and a block's K/V are theirs concatenated in order.
     ``zero_modulation`` is e0 at t = 0 [1, 6, width]; ``block_modulation(block)`` returns the block's modulation
     parameter ready to add (the ComfyUI glue casts it to the compute device/dtype there). ``keep(kv)`` is applied
     to each block's K/V as soon as it is made (the offload cache moves it off the device there). Use
@@ -129,14 +134,21 @@ def build_reference_kv(blocks: Sequence, ref_tokens: torch.Tensor, zero_modulati
     """
     if len(loras) != len(blocks):
         raise ValueError(f"{len(loras)} Stand-In LoRA blocks for a model with {len(blocks)} blocks")
+    tokens = [ref_tokens] if isinstance(ref_tokens, torch.Tensor) else list(ref_tokens)
+    rotations = [ref_rotations] if isinstance(ref_rotations, torch.Tensor) else list(ref_rotations)
     kv_per_block = []
     for index, (block, lora) in enumerate(zip(blocks, loras)):
         attention = attention_for_block(index) if attention_for_block is not None else sdpa_attention
         modulation = block_modulation(block).to(zero_modulation) + zero_modulation
         last = index == len(blocks) - 1
-        ref_tokens, kv = reference_block(block, ref_tokens, modulation, ref_rotations, lora, heads, attention,
-                                         apply_rope, need_output=not last, modulate=modulate)
-        kv_per_block.append(keep(kv))
+        kvs = []
+        for j, rotation in enumerate(rotations):
+            tokens[j], kv = reference_block(block, tokens[j], modulation, rotation, lora, heads, attention,
+                                            apply_rope, need_output=not last, modulate=modulate)
+            kvs.append(kv)
+        if len(kvs) > 1:
+            kvs = [ReferenceKV(torch.cat([kv.keys for kv in kvs], 1), torch.cat([kv.values for kv in kvs], 1))]
+        kv_per_block.append(keep(kvs[0]))
     return kv_per_block
 
 
@@ -177,7 +189,7 @@ def pad_to_patch(latent: torch.Tensor, patch_size: Sequence[int]) -> torch.Tenso
     return torch.nn.functional.pad(latent, pad, mode="circular") if any(pad) else latent
 
 
-def reference_branch(parts: DiTParts, reference_latent: torch.Tensor, video_grid: Sequence[int],
+def reference_branch(parts: DiTParts, reference_latent: References, video_grid: Sequence[int],
                      loras: Sequence[BlockLoRA], dtype: torch.dtype, device,
                      keep: Callable[[ReferenceKV], ReferenceKV] = lambda kv: kv) -> list[ReferenceKV]:
     """Stand-In's whole reference branch: the per-block K/V that the video tokens attend to.
@@ -186,15 +198,24 @@ def reference_branch(parts: DiTParts, reference_latent: torch.Tensor, video_grid
     they get the reference RoPE positions for a video whose token grid has ``video_grid[-2:]`` = (rows, cols)
     (time -1, the spatial block just past the video grid), the modulation of t = 0, and go through every block
     with the Stand-In LoRA on q/k/v and no text cross-attention, in ``dtype`` on ``device``; ``keep`` as in
-    :func:`build_reference_kv`.
+    :func:`build_reference_kv`. A sequence of reference latents (several people, the official multi-reference
+    baseline) gives each its slot of the staircase (:func:`positions.reference_positions`) and its own pass; they
+    must have the same token count, as the official code assumes.
     This is the one implementation the ComfyUI nodes, the benchmark and the tests run.
     """
-    latent = pad_to_patch(reference_latent.to(device=device, dtype=dtype), parts.patch_size)  # as the video latent
-    grid = parts.patch_embedding(latent).to(dtype)
-    _, ref_rows, ref_cols = grid.shape[2:]
-    tokens = grid.flatten(2).transpose(1, 2)
+    latents = [reference_latent] if isinstance(reference_latent, torch.Tensor) else list(reference_latent)
     rows, cols = video_grid[-2:]
-    rotations = parts.rope(reference_positions(ref_rows, ref_cols, rows, cols).to(device))
+    tokens, rotations = [], []
+    for index, latent in enumerate(latents):
+        latent = pad_to_patch(latent.to(device=device, dtype=dtype), parts.patch_size)  # as the video latent
+        grid = parts.patch_embedding(latent).to(dtype)
+        _, ref_rows, ref_cols = grid.shape[2:]
+        tokens.append(grid.flatten(2).transpose(1, 2))
+        rotations.append(parts.rope(reference_positions(ref_rows, ref_cols, rows, cols, index).to(device)))
+    counts = [t.shape[1] for t in tokens]
+    if len(set(counts)) > 1:
+        raise ValueError(f"the references have different token counts {counts}: prepare every reference photo the "
+                         "same way (EncodeReferenceFace makes 512x512), as Stand-In's multi-reference code assumes")
     zero_modulation = zero_timestep_modulation(parts.time_embedding, parts.time_projection, parts.freq_dim,
                                                parts.width, dtype=dtype, device=device)
     return build_reference_kv(parts.blocks, tokens, zero_modulation, rotations, loras, parts.heads,
@@ -203,7 +224,7 @@ def reference_branch(parts: DiTParts, reference_latent: torch.Tensor, video_grid
 
 
 def video_self_attention(self_attn, x: torch.Tensor, rotations: torch.Tensor, heads: int,
-                         ref_kv: Optional[ReferenceKV], strength: float = 1.0,
+                         ref_kv: Optional[ReferenceKV], strength: Strength = 1.0,
                          attention: AttentionFn = sdpa_attention, apply_rope: Callable = default_apply_rope,
                          buffers: Optional[JointKVBuffers] = None,
                          after_attention: Optional[AfterAttention] = None) -> torch.Tensor:

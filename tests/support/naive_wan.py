@@ -183,6 +183,47 @@ class NaiveWan(nn.Module):
             x = x + gate_mlp * block.ffn(block.norm2(x) * (1 + scale_mlp) + shift_mlp)
         return self.finish(x[:, :s], e, grid)
 
+    def joint_forward_several(self, latent, t, context, ref_latents, loras, strengths=None):
+        """Several references, as WeChatCV/Stand-In dev/multi (cc7c8c5) runs them: ONE sequence
+        [video; ref_0; ...; ref_{N-1}], with an explicit boolean mask per query (video queries see every key; the
+        queries of ref j see only ref j's keys), reference j at frame -1, rows h + j*h_I.., cols w + j*h_I..
+        (the official staircase moves both axes by h_I), and log(strengths[j]) added to the video queries' logits
+        over ref j's keys (strength 1 everywhere is the official code)."""
+        batch = latent.shape[0]
+        video, grid = self.patchify(latent)
+        images = [self.patchify(ref.expand(batch, -1, -1, -1, -1)) for ref in ref_latents]
+        s, sizes = video.shape[1], [image.shape[1] for image, _ in images]
+        owner = torch.cat([torch.full((s,), -1)] + [torch.full((n,), j) for j, n in enumerate(sizes)])
+        sees = (owner[:, None] == -1) | (owner[:, None] == owner[None, :])  # [query, key]
+        mask = torch.where(sees, 0.0, float("-inf"))
+        for j, value in enumerate(strengths or [1.0] * len(sizes)):
+            mask[:s][:, owner == j] += math.log(value) if value > 0 else float("-inf")
+        positions = [self.grid_positions(*grid)]
+        for j, (_, (_, hi, wi)) in enumerate(images):
+            positions.append(self.grid_positions(1, hi, wi, -1, grid[1] + j * hi, grid[2] + j * hi))
+        rot = rope_for(torch.cat(positions), self.tables)
+        is_image = owner >= 0
+        e, mod_video = self.embed_time(t)
+        _, mod_image = self.embed_time(torch.zeros(1))
+        context = self.text_embedding(context)
+        x = torch.cat([video] + [image for image, _ in images], dim=1)
+        for block, lora in zip(self.blocks, loras):
+            m = torch.where(is_image[None, :, None, None], (block.modulation + mod_image)[:, None],
+                            (block.modulation + mod_video)[:, None])
+            shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = m.unbind(2)
+            h = block.norm1(x) * (1 + scale_msa) + shift_msa
+            sa = block.self_attn
+            img = is_image[None, :, None]
+            q = sa.q(h) + torch.where(img, lora["q"](h), 0.0)
+            k = sa.k(h) + torch.where(img, lora["k"](h), 0.0)
+            v = sa.v(h) + torch.where(img, lora["v"](h), 0.0)
+            q = naive_apply_rope(sa.norm_q(q), rot, self.heads)
+            k = naive_apply_rope(sa.norm_k(k), rot, self.heads)
+            x = x + gate_msa * sa.o(naive_attention(q, k, v, self.heads, mask))
+            x = x + torch.where(img, 0.0, self.cross(block, block.norm3(x), context))
+            x = x + gate_mlp * block.ffn(block.norm2(x) * (1 + scale_mlp) + shift_mlp)
+        return self.finish(x[:, :s], e, grid)
+
     # -- the model's own block-by-block forward, with a swappable self-attention --------------------------------------
     def forward_video(self, latent, t, context, self_attention=None):
         """Base forward. ``self_attention(i, block, h, video_rotations_complex, grid)`` replaces block i's attention."""
