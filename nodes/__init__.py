@@ -7,8 +7,8 @@ register_model_folders()
 
 
 def _node_list() -> list[type[io.ComfyNode]]:
-    from . import apply, cache, faces, identity, loaders
-    return [*loaders.NODES, *faces.NODES, *apply.NODES, *cache.NODES, *identity.NODES]
+    from . import apply, cache, faces, identity, loaders, references
+    return [*loaders.NODES, *faces.NODES, *references.NODES, *apply.NODES, *cache.NODES, *identity.NODES]
 
 
 class StandInExtension(ComfyExtension):

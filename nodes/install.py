@@ -19,6 +19,9 @@ from .wan_models import check_wan_model, prepare_reference
 log = logging.getLogger("standin")
 
 MAX_STRENGTH = 3.0  # the node's widget maximum
+# The LATENT of Stand-In References: "samples" is the first reference (so the LATENT is still one), and these keys
+# carry all of them, in order, with their strength factors.
+REFERENCES_KEY, FACTORS_KEY = "standin_references", "standin_reference_strengths"
 WRAPPER_TYPES = (comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, comfy.patcher_extension.WrappersMP.OUTER_SAMPLE,
                  comfy.patcher_extension.WrappersMP.PREPARE_SAMPLING)
 
@@ -33,9 +36,13 @@ def apply_standin(model, weights: StandInWeights, latent: dict, strength: float,
                          f"base model), got {strength}: set the strength input of Apply Stand-In to Wan Model")
     if not 0.0 <= start_percent <= end_percent <= 1.0:
         raise ValueError(f"start_percent ({start_percent}) must be <= end_percent ({end_percent}), both in 0..1")
-    reference = prepare_reference(model, latent)
-    settings = StandInSettings(weights, reference, float(strength), float(start_percent), float(end_percent),
-                               rope_takes_options(dm))
+    references, factors = reference_latents(latent)
+    prepared = tuple(prepare_reference(model, {"samples": samples}) for samples in references)
+    if len({tuple(reference.shape) for reference in prepared}) > 1:
+        raise ValueError("the references have different sizes " + ", ".join(str(tuple(r.shape[-2:])) for r in prepared)
+                         + ": encode every photo the same way (Encode Stand-In Reference Face makes 512x512 faces)")
+    settings = StandInSettings(weights, prepared, float(strength), float(start_percent), float(end_percent),
+                               rope_takes_options(dm), factors)
     patched = model.clone()
     remove_standin(patched)
     for index in range(len(dm.blocks)):
@@ -43,9 +50,18 @@ def apply_standin(model, weights: StandInWeights, latent: dict, strength: float,
     for wrapper_type, wrapper in zip(WRAPPER_TYPES,
                                      (ReferencePass(settings), SamplingRun(settings), MemoryEstimate(settings))):
         patched.add_wrapper_with_key(wrapper_type, KEY, wrapper)
-    log.info("Stand-In applied: %s; reference %s; strength %.2f, steps %.0f%%..%.0f%%", weights.describe(),
-             tuple(reference.shape), strength, 100 * start_percent, 100 * end_percent)
+    log.info("Stand-In applied: %s; %d reference(s) %s; strength %.2f, steps %.0f%%..%.0f%%", weights.describe(),
+             len(prepared), tuple(prepared[0].shape), strength, 100 * start_percent, 100 * end_percent)
     return patched
+
+
+def reference_latents(latent) -> tuple[list, tuple]:
+    """The reference latent(s) of Apply's ``reference_latent`` input and their strength factors: one LATENT, or the
+    LATENT of Stand-In References, which carries every reference (``REFERENCES_KEY``) and its factor."""
+    if isinstance(latent, dict) and REFERENCES_KEY in latent:
+        references, factors = latent[REFERENCES_KEY], tuple(float(f) for f in latent[FACTORS_KEY])
+        return list(references), factors
+    return [latent.get("samples") if isinstance(latent, dict) else None], (1.0,)
 
 
 def remove_standin(model) -> None:

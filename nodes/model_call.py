@@ -33,7 +33,7 @@ class ModelCall:
 
     blocks: Sequence[torch.nn.Module]
     kv: Optional[Sequence[ReferenceKV]]
-    strength: float
+    strength: object  # a number, or one per reference (StandInSettings.strengths)
     buffers: Optional[JointKVBuffers]  # the run's [video; reference] K/V buffers, reused by every block
     ran: set = field(default_factory=set)  # blocks whose Stand-In attention ran in this call
 
@@ -77,8 +77,8 @@ class ReferencePass:
         else:  # this call's work unit: its device (ComfyUI's multi-GPU work units name theirs)
             run = state.unit(str(options.get("multigpu_thread_device", x.device)))
         options = dict(options)
-        if self.settings.strength == 0 or not run.active_at(options.get("sigmas")):
-            options[CALL_KEY] = ModelCall(dm.blocks, None, self.settings.strength, None)
+        if self.settings.inactive or not run.active_at(options.get("sigmas")):
+            options[CALL_KEY] = ModelCall(dm.blocks, None, self.settings.strengths, None)
             args, kwargs = _with_options(args, kwargs, options, in_kwargs)
             return executor(*args, **kwargs)
         if kwargs.get("context_latents") is not None:
@@ -94,7 +94,7 @@ class ReferencePass:
         kv = run.cache.get_or_build(key, lambda: self.reference_pass(dm, x, options, run), x.device)
         if run.cache.builds == 1 and run.cache.hits == 0 and run.cache.mode != "off":
             log.info("%s (reference K/V built once for this run)", run.cache.describe())
-        call = options[CALL_KEY] = ModelCall(dm.blocks, kv, self.settings.strength, run.buffers)
+        call = options[CALL_KEY] = ModelCall(dm.blocks, kv, self.settings.strengths, run.buffers)
         replaced = not_ours(dm)
         args, kwargs = _with_options(args, kwargs, options, in_kwargs)
         out = executor(*args, **kwargs)

@@ -25,18 +25,40 @@ CACHE_MODE_KEY = "standin_cache_mode"  # transformer_options: "on" | "off" | "of
 
 @dataclass(frozen=True)
 class StandInSettings:
-    """What ApplyStandInToWanModel fixed: weights, the reference in the model's latent space, strength, range."""
+    """What ApplyStandInToWanModel fixed: weights, the reference(s) in the model's latent space, strength, range.
+
+    Several references (several people, Stand-In References) each have a strength factor; reference j's keys
+    count ``strength * factors[j]`` times in the video's attention."""
 
     weights: StandInWeights
-    reference: torch.Tensor  # [1, C, 1, H, W], already through the model's latent format (process_in)
+    references: tuple  # [1, C, 1, H, W] each, already through the model's latent format (process_in)
     strength: float
     start_percent: float
     end_percent: float
     rope_takes_options: bool  # whether the model's rope_encode reads ScaleROPE's rope_options (wan_adapter)
+    factors: tuple = (1.0,)  # one per reference
+
+    @property
+    def reference(self):
+        """What the reference branch takes: the one reference, or the list of them."""
+        return self.references[0] if len(self.references) == 1 else list(self.references)
+
+    @property
+    def strengths(self):
+        """The attention's strength: one number for one reference, one per reference for several."""
+        if len(self.references) == 1:
+            return self.strength * self.factors[0] if self.factors[0] != 1.0 else self.strength
+        return tuple(self.strength * factor for factor in self.factors)
+
+    @property
+    def inactive(self) -> bool:
+        """Every reference at strength 0: the base model, without the reference pass."""
+        return all(self.strength * factor == 0 for factor in self.factors)
 
     def reference_tokens(self, patch_size) -> int:
-        _, rows, cols = token_grid(self.reference.shape[2:], patch_size)
-        return rows * cols
+        """The reference tokens of all references together."""
+        _, rows, cols = token_grid(self.references[0].shape[2:], patch_size)
+        return rows * cols * len(self.references)
 
 
 class RunState:

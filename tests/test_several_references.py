@@ -6,6 +6,7 @@ import torch
 
 from comfyui_standin.standin_core import JointKVBuffers, reference_positions
 from comfyui_standin.tests.support.naive_wan import NaiveWan
+from comfyui_standin.tests.support.sampling import JointModel
 from comfyui_standin.tests.support.tolerance import assert_differs, assert_matches
 from comfyui_standin.tests.support.core_runs import naive_loras, random_standin_weights, reference_kv, two_pass
 
@@ -82,3 +83,116 @@ def test_references_of_different_sizes_are_refused():
     refs = [torch.randn(1, 16, 1, 8, 8), torch.randn(1, 16, 1, 6, 8)]
     with pytest.raises(ValueError, match="different token counts"):
         reference_kv(model, (1, 16, 2, 8, 8), refs, weights)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# ComfyUI tier: Stand-In References through the nodes, against the joint sequence with the references in order
+
+def several(env, count=2, factors=None, seed=31):
+    """Stand-In References' LATENT for ``count`` non-square references (6 x 10 latents, like env.reference)."""
+    from comfyui_standin.nodes.references import StandInReferences
+    gen = torch.Generator().manual_seed(seed)
+    latents = [torch.randn(1, 16, 1, 6, 10, generator=gen) for _ in range(count)]
+    inputs = {f"reference_{j + 1}": {"samples": latent} for j, latent in enumerate(latents)}
+    inputs.update({f"strength_{j + 1}": value for j, value in enumerate(factors or [1.0] * count)})
+    return latents, StandInReferences.execute(**inputs).args[0]
+
+
+def applied(env, model, latent, strength=1.0, mode="on"):
+    patched = env.apply.ApplyStandInToWanModel.execute(model, env.weights, latent, strength, 0.0, 1.0).args[0]
+    return env.cache.StandInKVCache.execute(patched, mode).args[0]
+
+
+def processed_all(model, latents):
+    return [model.get_model_object("latent_format").process_in(latent) for latent in latents]
+
+
+@pytest.mark.comfyui
+@pytest.mark.parametrize("count,factors,strength", [(2, None, 1.0), (3, None, 1.0), (2, (0.5, 2.0), 0.8)])
+def test_several_references_through_the_nodes_equal_the_joint_sequence(env, count, factors, strength):
+    latents, references = several(env, count, factors)
+    ours = env.sample(applied(env, env.base, references, strength))
+    joint = JointModel(env.base, latents, env.standin_sd, [strength * f for f in (factors or [1.0] * count)])
+    assert_matches(ours, env.sample(joint.model), f"{count} references")
+    assert_differs(ours, env.sample(applied(env, env.base, {"samples": latents[0]}, strength)), "the other people")
+
+
+@pytest.mark.comfyui
+def test_several_references_on_vace_equal_the_joint_sequence(env):
+    gen = torch.Generator().manual_seed(9)
+    vace = dict(vace_frames=[torch.randn(1, 32, 3, 8, 12, generator=gen)],
+                vace_mask=[torch.rand(1, 64, 3, 8, 12, generator=gen)], vace_strength=[0.8])
+    latents, references = several(env, 2)
+    ours = env.sample(applied(env, env.vace, references), **vace)
+    joint = JointModel(env.vace, latents, env.standin_sd)
+    assert_matches(ours, env.sample(joint.model, **vace))
+
+
+@pytest.mark.comfyui
+def test_a_second_reference_at_strength_zero_is_the_single_reference(env):
+    """Reference 2 at strength 0 gets no weight: the single-reference run of reference 1 (up to the rounding of a
+    longer softmax). One reference alone goes straight to Apply, the unchanged single-reference path."""
+    from comfyui_standin.nodes.references import StandInReferences
+    with pytest.raises(ValueError, match="at least two"):
+        StandInReferences.execute(reference_1={"samples": env.reference})
+    latents, references = several(env, 2, factors=(1.0, 0.0))
+    single = env.sample(applied(env, env.base, {"samples": latents[0]}))
+    assert_matches(env.sample(applied(env, env.base, references)), single, "the second reference at strength 0")
+
+
+@pytest.mark.comfyui
+@pytest.mark.parametrize("mode", ["off", "offload"])
+def test_the_cache_holds_every_reference_once_per_run(env, mode, monkeypatch):
+    """Built once per run for all references (cond, uncond and every step reuse it); off and offload give the same
+    latent bit for bit; the cache node and the memory estimate count every reference."""
+    from comfyui_standin.standin_core import ReferenceKVCache
+    builds = []
+    original = ReferenceKVCache.get_or_build
+
+    def recording(cache, key, build, device=None):
+        before = cache.builds
+        entry = original(cache, key, build, device)
+        builds.append((cache.builds > before, entry[0].keys.shape[1]))
+        return entry
+
+    monkeypatch.setattr(ReferenceKVCache, "get_or_build", recording)
+    _, references = several(env, 3)
+    on = env.sample(applied(env, env.base, references, mode="on"))
+    assert [built for built, _ in builds] == [True, False, False] and {n for _, n in builds} == {3 * 15}
+    assert torch.equal(env.sample(applied(env, env.base, references, mode=mode)), on)
+    patched = applied(env, env.base, references)
+    one = applied(env, env.base, {"samples": env.reference})
+    assert env.memory.expected_cache_bytes(patched) == 3 * env.memory.expected_cache_bytes(one)
+    settings = env.run_state.standin_settings(patched)
+    shape = (2, 16, 3, 8, 12)
+    assert (env.memory.standin_memory(patched, settings, shape).cache
+            == 3 * env.memory.standin_memory(one, env.run_state.standin_settings(one), shape).cache)
+
+
+@pytest.mark.comfyui
+def test_wan22_experts_each_build_their_own_references(env):
+    """Wan2.2 A14B: two experts, each with its own Stand-In file and the same two references, sampled in two
+    stages: equal to the joint sequence on each expert."""
+    from comfyui_standin.devtools.tiny_models import standin_state_dict_for, tiny_wan_state_dict
+    from comfyui_standin.standin_core import standin_weights_from_state_dict
+    from comfyui_standin.tests.support.sampling import load_model, sample_two_stages
+    latents, references = several(env, 2)
+    low = load_model(tiny_wan_state_dict(seed=11))
+    low_sd = standin_state_dict_for(256, 3, seed=12)
+    low_weights = standin_weights_from_state_dict(low_sd, source="tiny-low")
+    low_standin = env.apply.ApplyStandInToWanModel.execute(low, low_weights, references, 1.0, 0.0, 1.0).args[0]
+    ours = sample_two_stages(applied(env, env.base, references), low_standin, env.noise, [[env.cond, {}]],
+                             [[env.uncond, {}]])
+    expected = sample_two_stages(JointModel(env.base, latents, env.standin_sd).model,
+                                 JointModel(low, latents, low_sd).model, env.noise, [[env.cond, {}]],
+                                 [[env.uncond, {}]])
+    assert_matches(ours, expected)
+
+
+@pytest.mark.comfyui
+def test_references_of_different_sizes_are_refused_by_apply(env):
+    from comfyui_standin.nodes.references import StandInReferences
+    references = StandInReferences.execute(reference_1={"samples": torch.randn(1, 16, 1, 6, 10)},
+                                           reference_2={"samples": torch.randn(1, 16, 1, 8, 8)}).args[0]
+    with pytest.raises(ValueError, match="different sizes"):
+        applied(env, env.base, references)

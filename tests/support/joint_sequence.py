@@ -23,8 +23,11 @@ def joint_forward(dm, x, timestep, context, reference, standin_sd, vace_context=
                   video_to_image_bias=0.0, position_scale=None, position_shift=None, time_dim_concat=None):
     """The official joint-sequence forward of Stand-In on ComfyUI WanModel ``dm`` (weights as currently loaded).
 
-    ``reference`` is the reference latent already in the model's latent space, [1, 16, 1, h, w].
-    ``video_to_image_bias`` is added to the video queries' logits on the image keys (0 = the paper).
+    ``reference`` is the reference latent already in the model's latent space, [1, 16, 1, h, w], or a list of them
+    (several people, as WeChatCV/Stand-In dev/multi cc7c8c5 runs them: reference j at rows and cols moved by j*h_I,
+    its queries seeing only its own keys, the video's seeing all).
+    ``video_to_image_bias`` is added to the video queries' logits on the image keys (0 = the paper), one number or
+    one per reference.
     ``position_scale``/``position_shift`` ((t, h, w) each): every token of the joint sequence, video and image, is
     placed at shift + scale * (its official position), as ComfyUI's ScaleROPE places the video's tokens.
     ``time_dim_concat`` (Phantom's subject frames, [B, 16, N, H, W]) are more frames after the video's, on the same
@@ -39,10 +42,18 @@ def joint_forward(dm, x, timestep, context, reference, standin_sd, vace_context=
     video = dm.patch_embedding(x.float())
     grid = tuple(video.shape[2:])
     video = video.flatten(2).transpose(1, 2)
-    image = dm.patch_embedding(reference.float())
-    _, hi, wi = image.shape[2:]
-    image = image.flatten(2).transpose(1, 2).expand(batch, -1, -1)
+    references = [reference] if isinstance(reference, torch.Tensor) else list(reference)
+    biases = ([video_to_image_bias] * len(references) if isinstance(video_to_image_bias, (int, float))
+              else list(video_to_image_bias))
+    images, placed = [], []
+    for j, ref in enumerate(references):  # reference j at the official staircase slot: rows AND cols + j * h_I
+        image = dm.patch_embedding(ref.float())
+        _, hi, wi = image.shape[2:]
+        images.append(image.flatten(2).transpose(1, 2).expand(batch, -1, -1))
+        placed.append(_grid(1, hi, wi, -1, grid[1] + j * hi, grid[2] + j * hi))
+    image = torch.cat(images, dim=1)
     s, r = video.shape[1], image.shape[1]
+    owner = torch.cat([torch.full((s,), -1)] + [torch.full((im.shape[1],), j) for j, im in enumerate(images)])
 
     e = dm.time_embedding(sinusoidal_embedding_1d(dm.freq_dim, timestep.flatten()))
     e0_video = dm.time_projection(e).unflatten(1, (6, dim))
@@ -50,7 +61,7 @@ def joint_forward(dm, x, timestep, context, reference, standin_sd, vace_context=
         1, (6, dim))
     context = dm.text_embedding(context)
 
-    positions = torch.cat([_grid(*grid), _grid(1, hi, wi, -1, grid[1], grid[2])])
+    positions = torch.cat([_grid(*grid), *placed])
     if position_scale is None and position_shift is None:
         rot = rope_for(positions, rope_table(dim // heads))
     else:
@@ -58,9 +69,10 @@ def joint_forward(dm, x, timestep, context, reference, standin_sd, vace_context=
         shift = torch.tensor(position_shift or (0.0, 0.0, 0.0), dtype=torch.float64)
         rot = rope_at(shift + scale * positions.double(), dim // heads)
     is_image = torch.cat([torch.zeros(s, dtype=torch.bool), torch.ones(r, dtype=torch.bool)])[None, :, None]
-    mask = torch.zeros(s + r, s + r)
-    mask[s:, :s] = float("-inf")
-    mask[:s, s:] = video_to_image_bias
+    sees = (owner[:, None] == -1) | (owner[:, None] == owner[None, :])  # video queries: every key; image j: its own
+    mask = torch.where(sees, 0.0, float("-inf"))
+    for j, bias in enumerate(biases):
+        mask[:s, s:][:, owner[s:] == j] = bias
 
     if vace_context is not None:
         comfy_freqs = dm.rope_encode(*x.shape[2:], device=x.device, dtype=x.dtype)

@@ -81,14 +81,21 @@ def processed(model, latent: torch.Tensor) -> torch.Tensor:
 
 class JointModel:
     """``model`` (a clone in ``.model``) whose diffusion model is the joint-sequence oracle with the Stand-In state
-    dict ``standin_sd`` and ``reference`` (as in the LATENT), log(``strength``) on the video queries' logits over the
-    reference keys; ``joint_options`` go to :func:`joint_forward`. ``.calls`` counts the model calls."""
+    dict ``standin_sd`` and ``reference`` (as in the LATENT; a list for several people), log(``strength``) on the
+    video queries' logits over the reference keys (a list: one per reference); ``joint_options`` go to
+    :func:`joint_forward`. ``.calls`` counts the model calls."""
 
-    def __init__(self, model, reference: torch.Tensor, standin_sd: dict, strength=1.0, **joint_options):
+    def __init__(self, model, reference, standin_sd: dict, strength=1.0, **joint_options):
         import comfy.patcher_extension
         self.calls = 0
-        reference = processed(model, reference)
-        bias = math.log(strength) if strength > 0 else float("-inf")
+        if isinstance(reference, torch.Tensor):
+            reference = processed(model, reference)
+        else:
+            reference = [processed(model, one) for one in reference]
+
+        def log_of(value):
+            return math.log(value) if value > 0 else float("-inf")
+        bias = log_of(strength) if isinstance(strength, (int, float)) else [log_of(value) for value in strength]
 
         def wrapper(executor, x, timestep, context, clip_fea, time_dim_concat, transformer_options, **kw):
             self.calls += 1

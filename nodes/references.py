@@ -1,0 +1,57 @@
+"""StandInReferences: two to four reference latents (several people) as the one reference input of Apply Stand-In."""
+from comfy_api.latest import io
+
+from .install import FACTORS_KEY, REFERENCES_KEY
+
+MAX_REFERENCES = 4
+REFERENCE_TIP = ("This person's face: the 'reference_latent' output of Encode Stand-In Reference Face. Every "
+                 "reference must be prepared the same way (512x512).")
+STRENGTH_TIP = "How much this person's face counts, times Apply's strength (1 = as trained, 0 = left out)."
+
+
+class StandInReferences(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="StandInReferences",
+            display_name="Stand-In References (several people)",
+            category="Stand-In",
+            description=(
+                "Several people in one video, the official zero-shot baseline of the Stand-In authors (never "
+                "trained for several people): each reference is encoded and run on its own, and every video token "
+                "attends to all of them. Nothing ties a face to a person in the frame, so identities can mix. "
+                "Connect the output to Apply Stand-In's reference_latent. The reference K/V cache grows with the "
+                "number of references (about 0.8 GB each for Wan 14B in bf16)."),
+            inputs=[
+                io.Latent.Input("reference_1", tooltip=REFERENCE_TIP),
+                io.Float.Input("strength_1", default=1.0, min=0.0, max=3.0, step=0.05, tooltip=STRENGTH_TIP),
+                io.Latent.Input("reference_2", tooltip=REFERENCE_TIP),
+                io.Float.Input("strength_2", default=1.0, min=0.0, max=3.0, step=0.05, tooltip=STRENGTH_TIP),
+                io.Latent.Input("reference_3", optional=True, tooltip=REFERENCE_TIP),
+                io.Float.Input("strength_3", default=1.0, min=0.0, max=3.0, step=0.05, tooltip=STRENGTH_TIP),
+                io.Latent.Input("reference_4", optional=True, tooltip=REFERENCE_TIP),
+                io.Float.Input("strength_4", default=1.0, min=0.0, max=3.0, step=0.05, tooltip=STRENGTH_TIP),
+            ],
+            outputs=[io.Latent.Output(display_name="references", tooltip=(
+                "All references for Apply Stand-In to Wan Model (as a LATENT its samples are the first one)."))],
+        )
+
+    @classmethod
+    def execute(cls, **kwargs) -> io.NodeOutput:
+        references, factors = [], []
+        for index in range(1, MAX_REFERENCES + 1):
+            latent = kwargs.get(f"reference_{index}")
+            if latent is None:
+                continue
+            if not isinstance(latent, dict) or REFERENCES_KEY in latent:
+                raise ValueError(f"reference_{index} must be one reference's LATENT (from Encode Stand-In Reference "
+                                 "Face), not another Stand-In References output")
+            references.append(latent["samples"])
+            factors.append(float(kwargs.get(f"strength_{index}", 1.0)))
+        if len(references) < 2:
+            raise ValueError("Stand-In References needs at least two references (for one person, connect Encode "
+                             "Stand-In Reference Face straight to Apply Stand-In)")
+        return io.NodeOutput({"samples": references[0], REFERENCES_KEY: references, FACTORS_KEY: factors})
+
+
+NODES = [StandInReferences]
