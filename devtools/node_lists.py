@@ -2,10 +2,10 @@
 /object_info form the workflow checks and scripts/build_workflows.py read.
 
 ``compact`` is what a live /object_info entry is recorded as: tooltips and descriptions dropped, the options of
-file-list combos emptied (they list the test server's files), input order and outputs kept. ``render`` turns a live
-/object_info into the files' text; ``record`` starts a ComfyUI server through the harness and writes them;
-scripts/record_core_nodes.py is its command line, tests/test_workflows.py compares ``compact`` of the live server with
-the recorded lists.
+file-list and folder-list combos emptied (they list the test server's files and folders), input order and outputs
+kept. ``render`` turns a live /object_info into the files' text; ``record`` starts a ComfyUI server through the
+harness and writes them; scripts/record_core_nodes.py is its command line, and tests/test_workflows.py renders the
+live server's lists and compares them with the recorded files byte for byte.
 """
 import json
 from pathlib import Path
@@ -28,13 +28,19 @@ def is_file_list(spec) -> bool:
                                               for option in options)
 
 
-def compact(info: dict) -> dict:
+def lists_input_folders(node_type: str, input_name: str) -> bool:
+    """The dataset loaders' ``folder`` combo lists the server's input subfolders, which depend on what ran before
+    (ComfyUI creates input/3d on some first calls, so one server lists it and another not yet)."""
+    return "FromFolder" in node_type and input_name == "folder"
+
+
+def compact(info: dict, node_type: str = "") -> dict:
     inputs = {}
     for section in ("required", "optional"):
         specs = {}
         for name, spec in info["input"].get(section, {}).items():
             spec = strip(spec)
-            if is_file_list(spec):
+            if is_file_list(spec) or lists_input_folders(node_type, name):
                 spec = [[], *spec[1:]] if isinstance(spec[0], list) else ["COMBO", {**spec[1], "options": []}]
             specs[name] = spec
         if specs:
@@ -68,10 +74,10 @@ def render(info: dict, version: str) -> dict:
     """A live /object_info as the recorded files: {"<version>.json": text, "pack.json": text}."""
     from comfyui_standin.devtools import comfyui_server, server_test_nodes
     ours, helpers = set(comfyui_server.OUR_NODES), set(server_test_nodes.NODE_CLASS_MAPPINGS)
-    core = {name: compact(spec) for name, spec in sorted(info.items()) if name not in ours | helpers
+    core = {name: compact(spec, name) for name, spec in sorted(info.items()) if name not in ours | helpers
             and not name.startswith("StandInTest")}
     return {f"{version}.json": text_of({"comfyui_version": version, "nodes": core}),
-            "pack.json": text_of({"nodes": {name: compact(info[name]) for name in sorted(ours)}})}
+            "pack.json": text_of({"nodes": {name: compact(info[name], name) for name in sorted(ours)}})}
 
 
 def text_of(data: dict) -> str:
