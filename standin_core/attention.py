@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 AttentionFn = Callable[..., torch.Tensor]
-Strength = Union[float, Sequence[float]]  # one strength, or one per reference in the order of their keys
 """attention(q, k, v, heads, mask=None) -> [B, Sq, heads*head_dim]; q/k/v are [B, S, heads*head_dim]."""
+Strength = Union[float, Sequence[float]]  # one strength, or one per reference in the order of their keys
 
 
 def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
