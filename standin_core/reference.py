@@ -26,6 +26,7 @@ from .attention import (AttentionFn, JointKVBuffers, Strength, attend_with_refer
                         sdpa_attention)
 from .positions import apply_rope as default_apply_rope
 from .positions import reference_positions
+from .regions import regional_attention
 from .weights import BlockLoRA
 
 
@@ -227,7 +228,8 @@ def video_self_attention(self_attn, x: torch.Tensor, rotations: torch.Tensor, he
                          ref_kv: Optional[ReferenceKV], strength: Strength = 1.0,
                          attention: AttentionFn = sdpa_attention, apply_rope: Callable = default_apply_rope,
                          buffers: Optional[JointKVBuffers] = None,
-                         after_attention: Optional[AfterAttention] = None) -> torch.Tensor:
+                         after_attention: Optional[AfterAttention] = None,
+                         regions: Optional[tuple] = None) -> torch.Tensor:
     """The video tokens' self-attention with Stand-In: base projections, keys/values extended by the reference.
 
     With ``ref_kv=None`` this is the model's plain self-attention, operation for operation. ``strength`` 0 keeps
@@ -238,13 +240,19 @@ def video_self_attention(self_attn, x: torch.Tensor, rotations: torch.Tensor, he
     ``after_attention(out, queries, keys)`` runs on the attention output before the output projection, with the
     video tokens' own rotated queries and keys ([B, S, width] each, the reference's keys not included): where the
     host model lets extensions change the attention output (ComfyUI's ``attn1_patch``), they keep working.
+    ``regions`` = (token masks bool [N, S], outside) binds each of N references to its tokens
+    (:func:`regions.regional_attention`); None: every video token attends to every reference.
     """
     check_strength(strength)
     if ref_kv is None or buffers is None:
         queries, keys, values = project_qkv(self_attn, x, rotations, heads, None, apply_rope)
         ref_keys = ref_kv.keys if ref_kv is not None else None
         ref_values = ref_kv.values if ref_kv is not None else None
-        out = restricted_attention(queries, keys, values, ref_keys, ref_values, heads, strength, attention)
+        if regions is not None and ref_kv is not None:
+            out = regional_attention(queries, keys, values, ref_keys, ref_values, regions[0], heads, strength,
+                                     regions[1], attention)
+        else:
+            out = restricted_attention(queries, keys, values, ref_keys, ref_values, heads, strength, attention)
     else:
         batch, seq = x.shape[:2]
         queries = _rotate(self_attn.norm_q(self_attn.q(x)), rotations, heads, apply_rope)
@@ -254,7 +262,11 @@ def video_self_attention(self_attn, x: torch.Tensor, rotations: torch.Tensor, he
         if after_attention is None:
             del keys  # nobody reads the video keys again: free them before the attention
         values[:, :seq].copy_(self_attn.v(x))
-        out = attend_with_reference(queries, joint_keys, values, seq, heads, strength, attention)
+        if regions is not None:
+            out = regional_attention(queries, joint_keys[:, :seq], values[:, :seq], joint_keys[:, seq:],
+                                     values[:, seq:], regions[0], heads, strength, regions[1], attention)
+        else:
+            out = attend_with_reference(queries, joint_keys, values, seq, heads, strength, attention)
     if after_attention is not None:
         out = after_attention(out, queries, keys)
     return self_attn.o(out)

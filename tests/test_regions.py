@@ -5,8 +5,10 @@ import math
 import pytest
 import torch
 
-from comfyui_standin.standin_core import restricted_attention
+from comfyui_standin.standin_core import JointKVBuffers, restricted_attention
 from comfyui_standin.standin_core.regions import regional_attention, token_regions
+from comfyui_standin.tests.support.core_runs import naive_loras, random_standin_weights, two_pass
+from comfyui_standin.tests.support.naive_wan import NaiveWan
 from comfyui_standin.tests.support.tolerance import assert_differs, assert_matches
 
 
@@ -111,3 +113,28 @@ def test_a_token_sees_only_its_own_reference():
     after = regional_attention(q, k, v, moved_k, moved_v, regions, heads=2)
     assert torch.equal(before[:, :4], after[:, :4])
     assert_differs(before[:, 4:], after[:, 4:], "reference 1 in its region")
+
+
+@pytest.mark.parametrize("use_buffers", [False, True], ids=["concat", "buffers"])
+@pytest.mark.parametrize("outside", ["all", "none"])
+def test_two_people_in_their_halves_equal_the_joint_sequence_with_regions(outside, use_buffers):
+    """Two references, person 0 on the left third, person 1 on the right third (the middle outside both), through
+    the core's two passes and the naive joint sequence whose video queries see reference j only in region j."""
+    with torch.no_grad():
+        model = NaiveWan(depth=3)
+        weights, sd = random_standin_weights(model.dim, 3)
+        gen = torch.Generator().manual_seed(23)
+        latent = torch.randn(2, 16, 2, 8, 12, generator=gen)  # 2 x 4 x 6 tokens; 5 frames of 64 x 96 pixels
+        refs = [torch.randn(1, 16, 1, 6, 6, generator=gen) for _ in range(2)]
+        t, context = torch.tensor([500.0, 500.0]), torch.randn(2, 5, 24, generator=gen)
+        masks = torch.zeros(2, 1, 64, 96)
+        masks[0, :, :, :32], masks[1, :, :, 64:] = 1, 1
+        regions = token_regions(masks, (2, 4, 6))
+        assert regions.sum(1).tolist() == [16, 16]
+        ours = two_pass(model, latent, t, context, refs, weights, buffers=JointKVBuffers() if use_buffers else None,
+                        regions=(regions, outside))
+        joint = model.joint_forward_several(latent, t, context, refs, naive_loras(sd, 3), regions=regions,
+                                            outside=outside)
+        assert_matches(ours, joint, f"regions, outside {outside}")
+        everywhere = model.joint_forward_several(latent, t, context, refs, naive_loras(sd, 3))
+        assert_differs(joint, everywhere, "the regions")

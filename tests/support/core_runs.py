@@ -32,13 +32,14 @@ def reference_kv(model, latent_shape, ref_latent, weights, position_shift=(0.0, 
     return reference_branch(parts, ref_latent, token_grid(latent_shape[2:]), weights.blocks, torch.float32, "cpu")
 
 
-def two_pass(model, latent, t, context, ref_latent, weights, strength=1.0, kv=None, buffers=None):
+def two_pass(model, latent, t, context, ref_latent, weights, strength=1.0, kv=None, buffers=None, regions=None):
     """Stand-In as the pack runs it: reference K/V once, then the model's own forward with patched self-attention."""
     if kv is None:
         kv = reference_kv(model, latent.shape, ref_latent, weights)
     video_rot = rope_rotations(video_positions(*token_grid(latent.shape[2:])), model.dim // model.heads)
 
     def patched(i, block, h, grid):
-        return video_self_attention(block.self_attn, h, video_rot, model.heads, kv[i], strength, buffers=buffers)
+        return video_self_attention(block.self_attn, h, video_rot, model.heads, kv[i], strength, buffers=buffers,
+                                    regions=regions)
 
     return model.forward_video(latent, t, context, patched)

@@ -183,18 +183,26 @@ class NaiveWan(nn.Module):
             x = x + gate_mlp * block.ffn(block.norm2(x) * (1 + scale_mlp) + shift_mlp)
         return self.finish(x[:, :s], e, grid)
 
-    def joint_forward_several(self, latent, t, context, ref_latents, loras, strengths=None):
+    def joint_forward_several(self, latent, t, context, ref_latents, loras, strengths=None, regions=None,
+                              outside="all"):
         """Several references, as WeChatCV/Stand-In dev/multi (cc7c8c5) runs them: ONE sequence
         [video; ref_0; ...; ref_{N-1}], with an explicit boolean mask per query (video queries see every key; the
         queries of ref j see only ref j's keys), reference j at frame -1, rows h + j*h_I.., cols w + j*h_I..
         (the official staircase moves both axes by h_I), and log(strengths[j]) added to the video queries' logits
-        over ref j's keys (strength 1 everywhere is the official code)."""
+        over ref j's keys (strength 1 everywhere is the official code). ``regions`` (bool [N, S], this pack's own):
+        video token i sees ref j's keys only when it is in region j, or, outside every region, all references'
+        (``outside`` "all") or none ("none")."""
         batch = latent.shape[0]
         video, grid = self.patchify(latent)
         images = [self.patchify(ref.expand(batch, -1, -1, -1, -1)) for ref in ref_latents]
         s, sizes = video.shape[1], [image.shape[1] for image, _ in images]
         owner = torch.cat([torch.full((s,), -1)] + [torch.full((n,), j) for j, n in enumerate(sizes)])
         sees = (owner[:, None] == -1) | (owner[:, None] == owner[None, :])  # [query, key]
+        if regions is not None:
+            for i in range(s):
+                for j in range(len(sizes)):
+                    outside_all = not regions[:, i].any() and outside == "all"
+                    sees[i, owner == j] = bool(regions[j, i]) or outside_all
         mask = torch.where(sees, 0.0, float("-inf"))
         for j, value in enumerate(strengths or [1.0] * len(sizes)):
             mask[:s][:, owner == j] += math.log(value) if value > 0 else float("-inf")
