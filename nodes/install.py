@@ -7,6 +7,8 @@
 """
 import logging
 
+import torch
+
 import comfy.patcher_extension
 
 from ..standin_core import StandInWeights
@@ -22,6 +24,7 @@ MAX_STRENGTH = 3.0  # the node's widget maximum
 # The LATENT of Stand-In References: "samples" is the first reference (so the LATENT is still one), and these keys
 # carry all of them, in order, with their strength factors.
 REFERENCES_KEY, FACTORS_KEY = "standin_references", "standin_reference_strengths"
+REGIONS_KEY, OUTSIDE_KEY = "standin_reference_regions", "standin_outside_regions"  # pixel MASKs or None; all/none
 WRAPPER_TYPES = (comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, comfy.patcher_extension.WrappersMP.OUTER_SAMPLE,
                  comfy.patcher_extension.WrappersMP.PREPARE_SAMPLING)
 
@@ -41,8 +44,13 @@ def apply_standin(model, weights: StandInWeights, latent: dict, strength: float,
     if len({tuple(reference.shape) for reference in prepared}) > 1:
         raise ValueError("the references have different sizes " + ", ".join(str(tuple(r.shape[-2:])) for r in prepared)
                          + ": encode every photo the same way (Encode Stand-In Reference Face makes 512x512 faces)")
+    regions = latent.get(REGIONS_KEY) if isinstance(latent, dict) else None
+    if regions is not None:  # a reference without a region counts everywhere: one all-ones frame of that size
+        size = next(region for region in regions if region is not None).shape[-2:]
+        regions = tuple((region if region is not None else torch.ones(1, *size)).float().reshape(-1, *size)
+                        .cpu() for region in regions)
     settings = StandInSettings(weights, prepared, float(strength), float(start_percent), float(end_percent),
-                               rope_takes_options(dm), factors)
+                               rope_takes_options(dm), factors, regions, latent.get(OUTSIDE_KEY, "all"))
     patched = model.clone()
     remove_standin(patched)
     for index in range(len(dm.blocks)):

@@ -36,6 +36,7 @@ class ModelCall:
     strength: object  # a number, or one per reference (StandInSettings.strengths)
     buffers: Optional[JointKVBuffers]  # the run's [video; reference] K/V buffers, reused by every block
     ran: set = field(default_factory=set)  # blocks whose Stand-In attention ran in this call
+    regions: Optional[tuple] = None  # (token masks [N, S], outside) when the references have regions
 
 
 class VideoSelfAttention:
@@ -58,7 +59,7 @@ class VideoSelfAttention:
             return type(self_attn).forward(self_attn, x, freqs, transformer_options=transformer_options)
         call.ran.add(self.index)
         return video_attention(self_attn, x, freqs, transformer_options, call.kv[self.index], call.strength,
-                               call.buffers)
+                               call.buffers, call.regions)
 
 
 class ReferencePass:
@@ -94,7 +95,8 @@ class ReferencePass:
         kv = run.cache.get_or_build(key, lambda: self.reference_pass(dm, x, options, run), x.device)
         if run.cache.builds == 1 and run.cache.hits == 0 and run.cache.mode != "off":
             log.info("%s (reference K/V built once for this run)", run.cache.describe())
-        call = options[CALL_KEY] = ModelCall(dm.blocks, kv, self.settings.strengths, run.buffers)
+        regions = run.regions(self.settings, grid, dm.patch_size, x.device)
+        call = options[CALL_KEY] = ModelCall(dm.blocks, kv, self.settings.strengths, run.buffers, regions=regions)
         replaced = not_ours(dm)
         args, kwargs = _with_options(args, kwargs, options, in_kwargs)
         out = executor(*args, **kwargs)

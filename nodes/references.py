@@ -1,12 +1,16 @@
 """StandInReferences: two to four reference latents (several people) as the one reference input of Apply Stand-In."""
 from comfy_api.latest import io
 
-from .install import FACTORS_KEY, REFERENCES_KEY
+from .install import FACTORS_KEY, OUTSIDE_KEY, REFERENCES_KEY, REGIONS_KEY
 
 MAX_REFERENCES = 4
 REFERENCE_TIP = ("This person's face: the 'reference_latent' output of Encode Stand-In Reference Face. Every "
                  "reference must be prepared the same way (512x512).")
 STRENGTH_TIP = "How much this person's face counts, times Apply's strength (1 = as trained, 0 = left out)."
+REGION_TIP = ("Optional: where this person is, as a MASK of the video's size (one for every frame, or one per frame). "
+              "Video tokens inside it attend to this face only (this pack's own, not in the official code). A "
+              "reference without a region, when others have one, counts everywhere.")
+OUTSIDE_OPTIONS = {"all references": "all", "none": "none"}
 
 
 class StandInReferences(io.ComfyNode):
@@ -25,12 +29,21 @@ class StandInReferences(io.ComfyNode):
             inputs=[
                 io.Latent.Input("reference_1", tooltip=REFERENCE_TIP),
                 io.Float.Input("strength_1", default=1.0, min=0.0, max=3.0, step=0.05, tooltip=STRENGTH_TIP),
+                io.Mask.Input("region_1", optional=True, tooltip=REGION_TIP),
                 io.Latent.Input("reference_2", tooltip=REFERENCE_TIP),
                 io.Float.Input("strength_2", default=1.0, min=0.0, max=3.0, step=0.05, tooltip=STRENGTH_TIP),
+                io.Mask.Input("region_2", optional=True, tooltip=REGION_TIP),
                 io.Latent.Input("reference_3", optional=True, tooltip=REFERENCE_TIP),
                 io.Float.Input("strength_3", default=1.0, min=0.0, max=3.0, step=0.05, tooltip=STRENGTH_TIP),
+                io.Mask.Input("region_3", optional=True, tooltip=REGION_TIP),
                 io.Latent.Input("reference_4", optional=True, tooltip=REFERENCE_TIP),
                 io.Float.Input("strength_4", default=1.0, min=0.0, max=3.0, step=0.05, tooltip=STRENGTH_TIP),
+                io.Mask.Input("region_4", optional=True, tooltip=REGION_TIP),
+                io.Combo.Input("outside_regions", options=list(OUTSIDE_OPTIONS), default="all references",
+                               optional=True, tooltip=(
+                                   "With regions: what video tokens outside every region attend to. 'all "
+                                   "references' (the official several-references behaviour) or 'none' (the "
+                                   "base model there).")),
             ],
             outputs=[io.Latent.Output(display_name="references", tooltip=(
                 "All references for Apply Stand-In to Wan Model (as a LATENT its samples are the first one)."))],
@@ -38,20 +51,27 @@ class StandInReferences(io.ComfyNode):
 
     @classmethod
     def execute(cls, **kwargs) -> io.NodeOutput:
-        references, factors = [], []
+        references, factors, regions = [], [], []
         for index in range(1, MAX_REFERENCES + 1):
             latent = kwargs.get(f"reference_{index}")
             if latent is None:
+                if kwargs.get(f"region_{index}") is not None:
+                    raise ValueError(f"region_{index} is connected but reference_{index} is not")
                 continue
             if not isinstance(latent, dict) or REFERENCES_KEY in latent:
                 raise ValueError(f"reference_{index} must be one reference's LATENT (from Encode Stand-In Reference "
                                  "Face), not another Stand-In References output")
             references.append(latent["samples"])
             factors.append(float(kwargs.get(f"strength_{index}", 1.0)))
+            regions.append(kwargs.get(f"region_{index}"))
         if len(references) < 2:
             raise ValueError("Stand-In References needs at least two references (for one person, connect Encode "
                              "Stand-In Reference Face straight to Apply Stand-In)")
-        return io.NodeOutput({"samples": references[0], REFERENCES_KEY: references, FACTORS_KEY: factors})
+        outside = OUTSIDE_OPTIONS[kwargs.get("outside_regions") or "all references"]
+        if all(region is None for region in regions):
+            regions = None
+        return io.NodeOutput({"samples": references[0], REFERENCES_KEY: references, FACTORS_KEY: factors,
+                              REGIONS_KEY: regions, OUTSIDE_KEY: outside})
 
 
 NODES = [StandInReferences]

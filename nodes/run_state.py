@@ -15,6 +15,7 @@ import comfy.model_patcher
 import comfy.patcher_extension
 
 from ..standin_core import JointKVBuffers, ReferenceKVCache, StandInWeights, token_grid
+from ..standin_core.regions import token_regions
 
 log = logging.getLogger("standin")
 
@@ -37,6 +38,8 @@ class StandInSettings:
     end_percent: float
     rope_takes_options: bool  # whether the model's rope_encode reads ScaleROPE's rope_options (wan_adapter)
     factors: tuple = (1.0,)  # one per reference
+    regions: Optional[tuple] = None  # per reference a pixel mask [frames or 1, H, W] (Stand-In References), or None
+    outside: str = "all"  # what tokens outside every region attend to: "all" references or "none"
 
     @property
     def reference(self):
@@ -71,6 +74,7 @@ class RunState:
         self.sigma_end = sigma_end
         self.buffers = JointKVBuffers()
         self._loras = None
+        self._regions = {}  # token grid -> token regions (standin_core.regions.token_regions)
 
     def active_at(self, sigmas: Optional[torch.Tensor]) -> bool:
         if sigmas is None:
@@ -86,10 +90,26 @@ class RunState:
     def drop_loras(self) -> None:
         self._loras = None
 
+    def regions(self, settings: StandInSettings, grid: tuple, patch_size, device):
+        """``settings.regions`` as token masks [N, tokens] for a video of token ``grid`` (None without regions),
+        computed once per grid in the run."""
+        if settings.regions is None:
+            return None
+        if grid not in self._regions:
+            try:
+                masks = [token_regions(region[None], grid, patch_size)[0] for region in settings.regions]
+            except ValueError as error:
+                raise ValueError(f"Stand-In References' regions do not fit this video: {error}. Give the regions "
+                                 "the video's width and height; area conditioning cannot be combined with "
+                                 "regions.") from None
+            self._regions[grid] = (torch.stack(masks).to(device), settings.outside)
+        return self._regions[grid]
+
     def release(self) -> None:
         self.cache.clear()
         self.buffers.release()
         self.drop_loras()
+        self._regions.clear()
 
 
 class SamplingState:

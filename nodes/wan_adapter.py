@@ -68,11 +68,12 @@ def attn1_patches(transformer_options: dict, heads: int):
     return after_attention
 
 
-def video_attention(self_attn, x, freqs, transformer_options: dict, kv, strength: float, buffers):
+def video_attention(self_attn, x, freqs, transformer_options: dict, kv, strength, buffers, regions=None):
     """One block's video self-attention with the reference K/V, through the block's own modules."""
     return video_self_attention(self_attn, x, freqs, self_attn.num_heads, kv, strength,
                                 comfy_attention(transformer_options, self_attn), wan.apply_rope1, buffers=buffers,
-                                after_attention=attn1_patches(transformer_options, self_attn.num_heads))
+                                after_attention=attn1_patches(transformer_options, self_attn.num_heads),
+                                regions=regions)
 
 
 def wan_parts(dm, dtype: torch.dtype, device, options: dict, positions: PositionMap) -> DiTParts:

@@ -196,3 +196,34 @@ def test_references_of_different_sizes_are_refused_by_apply(env):
                                            reference_2={"samples": torch.randn(1, 16, 1, 8, 8)}).args[0]
     with pytest.raises(ValueError, match="different sizes"):
         applied(env, env.base, references)
+
+
+@pytest.mark.comfyui
+@pytest.mark.parametrize("outside", ["all references", "none"])
+def test_each_face_in_its_region_through_the_nodes_equals_the_joint_sequence(env, outside):
+    """Person 1 on the left third of the frame, person 2 on the right third (one mask for every frame of the 64 x
+    96 pixel video), the middle outside both: equal to the joint sequence whose video queries see reference j only
+    in region j, and not the run without regions."""
+    from comfyui_standin.nodes.references import StandInReferences
+    from comfyui_standin.standin_core.regions import token_regions
+    latents, _ = several(env, 2)
+    left, right = torch.zeros(1, 64, 96), torch.zeros(1, 64, 96)
+    left[..., :32], right[..., 64:] = 1, 1
+    references = StandInReferences.execute(reference_1={"samples": latents[0]}, reference_2={"samples": latents[1]},
+                                           region_1=left, region_2=right, outside_regions=outside).args[0]
+    ours = env.sample(applied(env, env.base, references))
+    regions = token_regions(torch.stack([left, right]), (3, 4, 6))
+    joint = JointModel(env.base, latents, env.standin_sd, regions=regions,
+                       outside="all" if outside == "all references" else "none")
+    assert_matches(ours, env.sample(joint.model), f"regions, outside {outside}")
+    assert_differs(ours, env.sample(applied(env, env.base, several(env, 2)[1])), "the regions")
+
+
+@pytest.mark.comfyui
+def test_regions_that_do_not_fit_the_video_are_refused(env):
+    from comfyui_standin.nodes.references import StandInReferences
+    latents, _ = several(env, 2)
+    references = StandInReferences.execute(reference_1={"samples": latents[0]}, reference_2={"samples": latents[1]},
+                                           region_1=torch.ones(1, 32, 32)).args[0]
+    with pytest.raises(ValueError, match="regions do not fit this video"):
+        env.sample(applied(env, env.base, references))

@@ -20,14 +20,16 @@ def _grid(f, h, w, t0=0, h0=0, w0=0):
 
 @torch.no_grad()
 def joint_forward(dm, x, timestep, context, reference, standin_sd, vace_context=None, vace_strength=None,
-                  video_to_image_bias=0.0, position_scale=None, position_shift=None, time_dim_concat=None):
+                  video_to_image_bias=0.0, position_scale=None, position_shift=None, time_dim_concat=None,
+                  regions=None, outside="all"):
     """The official joint-sequence forward of Stand-In on ComfyUI WanModel ``dm`` (weights as currently loaded).
 
     ``reference`` is the reference latent already in the model's latent space, [1, 16, 1, h, w], or a list of them
     (several people, as WeChatCV/Stand-In dev/multi cc7c8c5 runs them: reference j at rows and cols moved by j*h_I,
     its queries seeing only its own keys, the video's seeing all).
     ``video_to_image_bias`` is added to the video queries' logits on the image keys (0 = the paper), one number or
-    one per reference.
+    one per reference. ``regions`` (bool [N, video tokens], this pack's own): video token i sees reference j's keys
+    only when it is in region j, or, outside every region, every reference's (``outside`` "all") or none ("none").
     ``position_scale``/``position_shift`` ((t, h, w) each): every token of the joint sequence, video and image, is
     placed at shift + scale * (its official position), as ComfyUI's ScaleROPE places the video's tokens.
     ``time_dim_concat`` (Phantom's subject frames, [B, 16, N, H, W]) are more frames after the video's, on the same
@@ -70,9 +72,13 @@ def joint_forward(dm, x, timestep, context, reference, standin_sd, vace_context=
         rot = rope_at(shift + scale * positions.double(), dim // heads)
     is_image = torch.cat([torch.zeros(s, dtype=torch.bool), torch.ones(r, dtype=torch.bool)])[None, :, None]
     sees = (owner[:, None] == -1) | (owner[:, None] == owner[None, :])  # video queries: every key; image j: its own
+    if regions is not None:
+        for i in range(s):
+            for j in range(len(images)):
+                sees[i, owner == j] = bool(regions[j, i]) or (not regions[:, i].any() and outside == "all")
     mask = torch.where(sees, 0.0, float("-inf"))
     for j, bias in enumerate(biases):
-        mask[:s, s:][:, owner[s:] == j] = bias
+        mask[:s, s:][:, owner[s:] == j] += bias  # -inf stays where a region shuts reference j out
 
     if vace_context is not None:
         comfy_freqs = dm.rope_encode(*x.shape[2:], device=x.device, dtype=x.dtype)
