@@ -1,4 +1,6 @@
-"""StandInReferences: two to four reference latents (several people) as the one reference input of Apply Stand-In."""
+"""Several people: StandInReferences gathers two to four reference latents (with strengths and regions) into the one
+reference input of Apply Stand-In; StandInRegion draws a still region of the frame."""
+import torch
 from comfy_api.latest import io
 
 from .install import FACTORS_KEY, OUTSIDE_KEY, REFERENCES_KEY, REGIONS_KEY
@@ -74,4 +76,51 @@ class StandInReferences(io.ComfyNode):
                               REGIONS_KEY: regions, OUTSIDE_KEY: outside})
 
 
-NODES = [StandInReferences]
+
+PRESETS = {  # (left, top, right, bottom) as fractions of the frame
+    "left half": (0.0, 0.0, 0.5, 1.0), "right half": (0.5, 0.0, 1.0, 1.0),
+    "left third": (0.0, 0.0, 1 / 3, 1.0), "middle third": (1 / 3, 0.0, 2 / 3, 1.0),
+    "right third": (2 / 3, 0.0, 1.0, 1.0),
+    "top half": (0.0, 0.0, 1.0, 0.5), "bottom half": (0.0, 0.5, 1.0, 1.0),
+}
+
+
+class StandInRegion(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="StandInRegion",
+            display_name="Stand-In Region (static)",
+            category="Stand-In",
+            description=(
+                "A still region of the frame for one person of Stand-In References: a preset part of the frame or a "
+                "box, as a MASK of the video's size that holds for every frame."),
+            inputs=[
+                io.Int.Input("width", default=832, min=16, max=8192, step=16, tooltip="The video's width in pixels."),
+                io.Int.Input("height", default=480, min=16, max=8192, step=16, tooltip="The video's height in pixels."),
+                io.Combo.Input("region", options=[*PRESETS, "box"], default="left half",
+                               tooltip="A preset part of the frame, or 'box' for the box below."),
+                io.Float.Input("box_left", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="box: its left edge, as a fraction of the width."),
+                io.Float.Input("box_top", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="box: its top edge, as a fraction of the height."),
+                io.Float.Input("box_right", default=0.5, min=0.0, max=1.0, step=0.01,
+                               tooltip="box: its right edge, as a fraction of the width."),
+                io.Float.Input("box_bottom", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="box: its bottom edge, as a fraction of the height."),
+            ],
+            outputs=[io.Mask.Output(display_name="region", tooltip="1 inside the region, 0 outside ([1, H, W]).")],
+        )
+
+    @classmethod
+    def execute(cls, width, height, region, box_left, box_top, box_right, box_bottom) -> io.NodeOutput:
+        left, top, right, bottom = PRESETS.get(region, (box_left, box_top, box_right, box_bottom))
+        if not (0 <= left < right <= 1 and 0 <= top < bottom <= 1):
+            raise ValueError(f"the box must have left < right and top < bottom within 0..1, got ({left}, {top}) to "
+                             f"({right}, {bottom})")
+        mask = torch.zeros(1, height, width)
+        mask[:, round(top * height):round(bottom * height), round(left * width):round(right * width)] = 1.0
+        return io.NodeOutput(mask)
+
+
+NODES = [StandInReferences, StandInRegion]

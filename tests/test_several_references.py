@@ -227,3 +227,20 @@ def test_regions_that_do_not_fit_the_video_are_refused(env):
                                            region_1=torch.ones(1, 32, 32)).args[0]
     with pytest.raises(ValueError, match="regions do not fit this video"):
         env.sample(applied(env, env.base, references))
+
+
+@pytest.mark.comfyui
+def test_the_static_region_node_by_hand():
+    """Presets and a box as masks of the video's size, counted by hand; a box with its edges crossed is refused."""
+    from comfyui_standin.nodes.references import StandInRegion
+    box = dict(box_left=0.25, box_top=0.5, box_right=0.75, box_bottom=1.0)
+    left = StandInRegion.execute(96, 64, "left third", **box).args[0]
+    assert left.shape == (1, 64, 96) and left[0, :, :32].eq(1).all() and left[0, :, 32:].eq(0).all()
+    bottom = StandInRegion.execute(96, 64, "bottom half", **box).args[0]
+    assert bottom[0, 32:].eq(1).all() and bottom[0, :32].eq(0).all()
+    drawn = StandInRegion.execute(96, 64, "box", **box).args[0]
+    expected = torch.zeros(1, 64, 96)
+    expected[:, 32:64, 24:72] = 1
+    assert torch.equal(drawn, expected)
+    with pytest.raises(ValueError, match="left < right"):
+        StandInRegion.execute(96, 64, "box", box_left=0.6, box_top=0.0, box_right=0.4, box_bottom=1.0)
