@@ -150,25 +150,15 @@ class NaiveWan(nn.Module):
         return torch.stack([t, y, x], -1).reshape(-1, 3)
 
     # -- the paper's joint sequence -------------------------------------------------------------------------------
-    def joint_forward(self, latent, t, context, ref_latent, loras, strength_mask_bias=0.0):
-        """[video; image] as ONE sequence per sample, restricted attention by an explicit mask."""
-        batch = latent.shape[0]
-        video, grid = self.patchify(latent)
-        image, (_, hi, wi) = self.patchify(ref_latent.expand(batch, -1, -1, -1, -1))
-        s, r = video.shape[1], image.shape[1]
-        e, mod_video = self.embed_time(t)
+    def joint_blocks(self, x, is_image, mask, rot, loras, t, context):
+        """The blocks over one joint sequence ``x`` [B, L, dim]: image tokens (``is_image`` [L]) get t = 0 and the
+        LoRA on q/k/v and skip the text; ``mask`` [L, L] is the additive attention mask."""
+        _, mod_video = self.embed_time(t)
         _, mod_image = self.embed_time(torch.zeros(1))
         context = self.text_embedding(context)
-        positions = torch.cat([self.grid_positions(*grid), self.grid_positions(1, hi, wi, -1, grid[1], grid[2])])
-        rot = rope_for(positions, self.tables)
-        is_image = torch.cat([torch.zeros(s, dtype=torch.bool), torch.ones(r, dtype=torch.bool)])
-        mask = torch.zeros(s + r, s + r)
-        mask[s:, :s] = float("-inf")  # image queries never see video keys
-        mask[:s, s:] = strength_mask_bias
-        x = torch.cat([video, image], dim=1)
         for block, lora in zip(self.blocks, loras):
             m = torch.where(is_image[None, :, None, None], (block.modulation + mod_image)[:, None],
-                            (block.modulation + mod_video)[:, None])  # [B, S+R, 6, dim]
+                            (block.modulation + mod_video)[:, None])  # [B, L, 6, dim]
             shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = m.unbind(2)
             h = block.norm1(x) * (1 + scale_msa) + shift_msa
             sa = block.self_attn
@@ -181,6 +171,22 @@ class NaiveWan(nn.Module):
             x = x + gate_msa * sa.o(naive_attention(q, k, v, self.heads, mask))
             x = x + torch.where(img, 0.0, self.cross(block, block.norm3(x), context))  # the code: no text for image
             x = x + gate_mlp * block.ffn(block.norm2(x) * (1 + scale_mlp) + shift_mlp)
+        return x
+
+    def joint_forward(self, latent, t, context, ref_latent, loras, strength_mask_bias=0.0):
+        """[video; image] as ONE sequence per sample, restricted attention by an explicit mask."""
+        batch = latent.shape[0]
+        video, grid = self.patchify(latent)
+        image, (_, hi, wi) = self.patchify(ref_latent.expand(batch, -1, -1, -1, -1))
+        s, r = video.shape[1], image.shape[1]
+        e, _ = self.embed_time(t)
+        positions = torch.cat([self.grid_positions(*grid), self.grid_positions(1, hi, wi, -1, grid[1], grid[2])])
+        rot = rope_for(positions, self.tables)
+        is_image = torch.cat([torch.zeros(s, dtype=torch.bool), torch.ones(r, dtype=torch.bool)])
+        mask = torch.zeros(s + r, s + r)
+        mask[s:, :s] = float("-inf")  # image queries never see video keys
+        mask[:s, s:] = strength_mask_bias
+        x = self.joint_blocks(torch.cat([video, image], dim=1), is_image, mask, rot, loras, t, context)
         return self.finish(x[:, :s], e, grid)
 
     def joint_forward_several(self, latent, t, context, ref_latents, loras, strengths=None, regions=None,
@@ -210,26 +216,9 @@ class NaiveWan(nn.Module):
         for j, (_, (_, hi, wi)) in enumerate(images):
             positions.append(self.grid_positions(1, hi, wi, -1, grid[1] + j * hi, grid[2] + j * hi))
         rot = rope_for(torch.cat(positions), self.tables)
-        is_image = owner >= 0
-        e, mod_video = self.embed_time(t)
-        _, mod_image = self.embed_time(torch.zeros(1))
-        context = self.text_embedding(context)
+        e, _ = self.embed_time(t)
         x = torch.cat([video] + [image for image, _ in images], dim=1)
-        for block, lora in zip(self.blocks, loras):
-            m = torch.where(is_image[None, :, None, None], (block.modulation + mod_image)[:, None],
-                            (block.modulation + mod_video)[:, None])
-            shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = m.unbind(2)
-            h = block.norm1(x) * (1 + scale_msa) + shift_msa
-            sa = block.self_attn
-            img = is_image[None, :, None]
-            q = sa.q(h) + torch.where(img, lora["q"](h), 0.0)
-            k = sa.k(h) + torch.where(img, lora["k"](h), 0.0)
-            v = sa.v(h) + torch.where(img, lora["v"](h), 0.0)
-            q = naive_apply_rope(sa.norm_q(q), rot, self.heads)
-            k = naive_apply_rope(sa.norm_k(k), rot, self.heads)
-            x = x + gate_msa * sa.o(naive_attention(q, k, v, self.heads, mask))
-            x = x + torch.where(img, 0.0, self.cross(block, block.norm3(x), context))
-            x = x + gate_mlp * block.ffn(block.norm2(x) * (1 + scale_mlp) + shift_mlp)
+        x = self.joint_blocks(x, owner >= 0, mask, rot, loras, t, context)
         return self.finish(x[:, :s], e, grid)
 
     # -- the model's own block-by-block forward, with a swappable self-attention --------------------------------------
