@@ -51,6 +51,9 @@ def _facexlib_patcher(name: str, allow_download: bool) -> comfy.model_patcher.Mo
 def _facexlib_models(names, allow_download: bool) -> list:
     """The facexlib models a node needs, loaded together and whole (facexlib's layers cannot run partly offloaded,
     and loading one must not evict the other) by ComfyUI's model management."""
+    folders = folder_paths.get_folder_paths(FACEXLIB_FOLDER)
+    names = [name if name in face_models.PARSERS else face_models.choose_detector(name, folders, allow_download)
+             for name in names]
     patchers = [_facexlib_patcher(name, allow_download) for name in names]
     comfy.model_management.load_models_gpu(patchers, force_full_load=True)
     return [patcher.model for patcher in patchers]
@@ -73,9 +76,10 @@ def _progress(total: int):
 
 def _detector_input():
     return io.Combo.Input(
-        "detector", options=list(face_models.DETECTORS), default=face_models.DETECTORS[0],
-        tooltip=("facexlib RetinaFace. resnet50: detection_Resnet50_Final.pth (best); mobile0.25: "
-                 "detection_mobilenet0.25_Final.pth (small, faster). Put the file in ComfyUI/models/facexlib/."))
+        "detector", options=[face_models.AUTO_DETECTOR, *face_models.DETECTORS], default=face_models.AUTO_DETECTOR,
+        tooltip=("facexlib RetinaFace, from ComfyUI/models/facexlib/. auto: whichever file is there, "
+                 "detection_Resnet50_Final.pth (best) first, then detection_mobilenet0.25_Final.pth (small, faster); "
+                 "resnet50 or mobile0.25: that file only."))
 
 
 def _download_input():
@@ -133,7 +137,7 @@ class EncodeReferenceFace(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, vae, face_index=-1, subject_mode=False, remove_neck_cloth_hat=False,
-                detector=face_models.DETECTORS[0], allow_download=False) -> io.NodeOutput:
+                detector=face_models.AUTO_DETECTOR, allow_download=False) -> io.NodeOutput:
         if image.ndim != 4 or image.shape[0] != 1:
             raise ValueError(f"EncodeReferenceFace takes one reference photo, got a batch of {image.shape[0]} images: "
                              "pick one with 'Get Image from Batch' (ImageFromBatch)")
@@ -181,7 +185,7 @@ class StandInFaceMask(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, dilation=face_masks.DILATION, feather=face_masks.FEATHER,
-                detector=face_models.DETECTORS[0], allow_download=False) -> io.NodeOutput:
+                detector=face_models.AUTO_DETECTOR, allow_download=False) -> io.NodeOutput:
         if images.ndim != 4 or images.shape[0] == 0:
             raise ValueError(f"StandInFaceMask needs an IMAGE batch [frames, H, W, C], got shape {tuple(images.shape)}")
         detect, parse = _detector_and_parser(detector, allow_download, face_models.IMAGENET_NORMALIZATION)
@@ -239,7 +243,7 @@ class StandInFaceSwapPaste(io.ComfyNode):
     @classmethod
     def execute(cls, images, reference_cutout, reference_alpha, match_angle_and_size=True,
                 confidence=face_swap.SWAP_CONFIDENCE, crop_scale=faces.CROP_SCALE, dilation=face_masks.DILATION,
-                feather=face_masks.FEATHER, crop_and_trim=True, detector=face_models.DETECTORS[0],
+                feather=face_masks.FEATHER, crop_and_trim=True, detector=face_models.AUTO_DETECTOR,
                 allow_download=False) -> io.NodeOutput:
         if images.ndim != 4 or images.shape[0] == 0:
             raise ValueError("Stand-In Face Swap Paste needs video frames [frames, H, W, C], got "

@@ -4,6 +4,7 @@ The work is in standin_core.faces.identity; this module picks the backend, finds
 """
 import logging
 import os
+from typing import Optional
 
 import folder_paths
 import torch
@@ -16,45 +17,57 @@ from .paths import INSIGHTFACE_FOLDER
 
 log = logging.getLogger("standin")
 
-ARCFACE_FILES = ("antelopev2/glintr100.onnx", "buffalo_l/w600k_r50.onnx")
+# The recognition models each ONNX backend looks for in models/insightface: the usual files first, then any .onnx
+# whose name says which kind it is.
+MODEL_FILES = {"arcface": ("antelopev2/glintr100.onnx", "buffalo_l/w600k_r50.onnx"),
+               "sface": ("face_recognition_sface_2021dec.onnx",)}
+MODEL_NAME_HINTS = {"arcface": ("glintr", "w600k", "arcface"), "sface": ("sface",)}
+MODEL_HELP = {
+    "arcface": "an insightface recognition model (antelopev2/glintr100.onnx or buffalo_l/w600k_r50.onnx; "
+               "non-commercial research licence)",
+    "sface": "OpenCV Zoo's SFace, face_recognition_sface_2021dec.onnx (Apache-2.0), from "
+             "https://github.com/opencv/opencv_zoo/tree/main/models/face_recognition_sface",
+}
 
 
-def arcface_files() -> list[str]:
-    """ArcFace recognition models found in models/insightface (where other face packs keep them)."""
+def recognition_files(backend: Optional[str] = None) -> list[str]:
+    """Recognition models found in models/insightface (where other face packs keep them), for one ONNX backend or
+    for all of them."""
     found = []
-    for folder in folder_paths.get_folder_paths(INSIGHTFACE_FOLDER):
-        for name in ARCFACE_FILES:
-            if os.path.isfile(os.path.join(folder, name)) and name not in found:
-                found.append(name)
-        for root, _, files in os.walk(folder):
-            for file in files:
-                relative = os.path.relpath(os.path.join(root, file), folder).replace(os.sep, "/")
-                if file.endswith(".onnx") and ("glintr" in file or "w600k" in file or "arcface" in file) \
-                        and relative not in found:
-                    found.append(relative)
+    for kind in ([backend] if backend else MODEL_FILES):
+        for folder in folder_paths.get_folder_paths(INSIGHTFACE_FOLDER):
+            for name in MODEL_FILES[kind]:
+                if os.path.isfile(os.path.join(folder, name)) and name not in found:
+                    found.append(name)
+            for root, _, files in os.walk(folder):
+                for file in files:
+                    relative = os.path.relpath(os.path.join(root, file), folder).replace(os.sep, "/")
+                    if file.endswith(".onnx") and any(hint in file for hint in MODEL_NAME_HINTS[kind]) \
+                            and relative not in found:
+                        found.append(relative)
     return found
 
 
-def _arcface_path(name: str) -> str:
+def _model_path(backend: str, name: str) -> str:
     for folder in folder_paths.get_folder_paths(INSIGHTFACE_FOLDER):
         path = os.path.join(folder, name)
         if os.path.isfile(path):
             return path
     folders = ", ".join(folder_paths.get_folder_paths(INSIGHTFACE_FOLDER))
     raise identity.MissingBackendError(
-        f"ArcFace model '{name}' not found. Put an insightface recognition model (antelopev2/glintr100.onnx or "
-        f"buffalo_l/w600k_r50.onnx; non-commercial research licence) in one of: {folders}")
+        f"{backend} model '{name}' not found. Put {MODEL_HELP[backend]} in one of: {folders}")
 
 
-def _embedder(backend: str, arcface_model: str, detector: str, allow_download: bool):
+def _embedder(backend: str, model: str, detector: str, allow_download: bool):
     if backend == "dlib":
         return identity.dlib_embedder()
-    if not arcface_model:
-        found = arcface_files()
-        arcface_model = found[0] if found else ARCFACE_FILES[0]  # a missing file raises, naming it and the folders
-    session = identity.load_onnx(_arcface_path(arcface_model))
+    if not model:
+        found = recognition_files(backend)
+        model = found[0] if found else MODEL_FILES[backend][0]  # a missing file raises, naming it and the folders
+    session = identity.load_onnx(_model_path(backend, model))
     (detector_model,) = _facexlib_models([detector], allow_download)
-    return identity.arcface_embedder(session, face_models.retinaface_detector(detector_model, landmarks=True))
+    return identity.arcface_embedder(session, face_models.retinaface_detector(detector_model, landmarks=True),
+                                     unit_range=backend == "arcface")
 
 
 class StandInIdentityScore(io.ComfyNode):
@@ -69,21 +82,26 @@ class StandInIdentityScore(io.ComfyNode):
                 "How well a video keeps the reference photo's identity, by the FaceSim protocol of OpenS2V-Eval: "
                 "evenly spaced frames, the largest face in each, aligned by its 5 keypoints, a face-recognition "
                 "embedding, the cosine to the reference's (clamped at 0), averaged over the frames with a face. "
-                "Frames without a face are reported, not counted. Compare seeds, strengths or reference photos with "
-                "it; scores of different backends are not comparable with each other."),
+                "Frames without a face are reported, not counted. Each backend also says 'same person' or not per "
+                "frame by its own published threshold (dlib: distance < 0.6; SFace: cosine >= 0.363; ArcFace: "
+                "cosine >= 0.28); the summary counts those frames and the plot draws the threshold. Compare seeds, "
+                "strengths or reference photos with it; scores of different backends are not comparable with each "
+                "other."),
             inputs=[
                 io.Image.Input("video", tooltip="The generated frames (an IMAGE batch)."),
                 io.Image.Input("reference", tooltip="The reference photo (the original, not the prepared 512x512)."),
                 io.Int.Input("frames", default=identity.DEFAULT_FRAMES, min=0, max=4096,
                              tooltip="How many evenly spaced frames to score (the protocol: 32); 0 = every frame."),
-                io.Combo.Input("backend", options=["dlib", "arcface"], default="dlib", tooltip=(
+                io.Combo.Input("backend", options=["dlib", "arcface", "sface"], default="dlib", tooltip=(
                     "dlib: its HOG detector, 5-point alignment and ResNet descriptor; needs "
-                    f"'{identity.DLIB_INSTALL}' (free for commercial use). arcface: an insightface ArcFace ONNX "
-                    "from models/insightface with onnxruntime, keypoints from RetinaFace (the benchmark's kind of "
-                    "model; its weights are for non-commercial research).")),
-                io.Combo.Input("arcface_model", options=[""] + arcface_files(), default="",
-                               tooltip="The ArcFace recognition model in models/insightface (arcface backend; empty = "
-                                       "the first one found)."),
+                    f"'{face_models.install_command(identity.DLIB_PACKAGES)}' (free for commercial use). arcface: an "
+                    "insightface ArcFace ONNX from models/insightface with onnxruntime, keypoints from RetinaFace "
+                    "(the benchmark's kind of model; its weights are for non-commercial research). sface: OpenCV "
+                    "Zoo's SFace ONNX (face_recognition_sface_2021dec.onnx, Apache-2.0) from models/insightface, "
+                    "the same way.")),
+                io.Combo.Input("arcface_model", options=[""] + recognition_files(), default="",
+                               tooltip="The recognition model in models/insightface for the arcface or sface backend "
+                                       "(empty = the first one of that kind found)."),
                 _detector_input(),
                 _download_input(),
             ],
@@ -99,7 +117,7 @@ class StandInIdentityScore(io.ComfyNode):
 
     @classmethod
     def execute(cls, video, reference, frames=identity.DEFAULT_FRAMES, backend="dlib", arcface_model="",
-                detector=face_models.DETECTORS[0], allow_download=False) -> io.NodeOutput:
+                detector=face_models.AUTO_DETECTOR, allow_download=False) -> io.NodeOutput:
         if video.ndim != 4 or video.shape[0] == 0:
             raise ValueError(f"Stand-In Identity Score needs video frames [frames, H, W, C], got {tuple(video.shape)}")
         if reference.ndim == 4 and reference.shape[0] != 1:
@@ -112,7 +130,8 @@ class StandInIdentityScore(io.ComfyNode):
         log.info("%s", summary)
         plot = torch.from_numpy(identity.plot_scores(result)).float().div(255.0)[None]
         score = -1.0 if result.mean is None else result.mean
-        return io.NodeOutput(score, result.per_frame(), plot, summary, ui=ui.PreviewText(summary))
+        shown = {**ui.PreviewImage(plot, cls=cls).as_dict(), **ui.PreviewText(summary).as_dict()}
+        return io.NodeOutput(score, result.per_frame(), plot, summary, ui=shown)
 
 
 class StandInPickReference(io.ComfyNode):
@@ -133,20 +152,21 @@ class StandInPickReference(io.ComfyNode):
             ],
             outputs=[io.Image.Output(display_name="best", tooltip="The chosen photo."),
                      io.Int.Output(display_name="index", tooltip="Its index in the batch."),
-                     io.String.Output(display_name="report", tooltip="Face found, face size, sharpness and how "
-                                                                     "frontal, per photo; the rule: " +
-                                                                     identity.PICKER_RULE)],
+                     io.String.Output(display_name="report", tooltip="Per photo: face found, face size and its real "
+                                                                     "pixels, detail, JPEG blockiness, how frontal, "
+                                                                     "the score; the rule: " + identity.PICKER_RULE)],
         )
 
     @classmethod
-    def execute(cls, photos, detector=face_models.DETECTORS[0], allow_download=False) -> io.NodeOutput:
+    def execute(cls, photos, detector=face_models.AUTO_DETECTOR, allow_download=False) -> io.NodeOutput:
         if photos.ndim != 4 or photos.shape[0] == 0:
             raise ValueError(f"Stand-In Pick Reference needs photos [N, H, W, C], got {tuple(photos.shape)}")
         (detector_model,) = _facexlib_models([detector], allow_download)
         detect = face_models.retinaface_detector(detector_model, landmarks=True)
         best, reports = identity.pick_reference(list(photos), detect)
         report = "\n".join(r.line() for r in reports) + f"\nbest: photo {best}"
-        return io.NodeOutput(photos[best:best + 1], best, report)
+        shown = {**ui.PreviewImage(photos[best:best + 1], cls=cls).as_dict(), **ui.PreviewText(report).as_dict()}
+        return io.NodeOutput(photos[best:best + 1], best, report, ui=shown)
 
 
 NODES = [StandInIdentityScore, StandInPickReference]

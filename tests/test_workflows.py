@@ -383,7 +383,7 @@ def test_face_swap_pastes_then_resamples_at_the_official_denoise():
     assert_official_sampler(g, sampler, denoise=0.85)
     paste = g.one("StandInFaceSwapPaste")
     assert g.widgets(paste) == {"match_angle_and_size": True, "confidence": 0.5, "crop_scale": 1.5, "dilation": 10,
-                                "feather": 21, "crop_and_trim": True, "detector": "retinaface_resnet50",
+                                "feather": 21, "crop_and_trim": True, "detector": "auto",
                                 "allow_download": False}, "official defaults"
     encode = g.one("EncodeReferenceFace")
     assert g.source(paste, "reference_cutout", slot=True) == (encode, 3)  # cutout

