@@ -89,7 +89,8 @@ class StandInIdentityScore(io.ComfyNode):
                 "other."),
             inputs=[
                 io.Image.Input("video", tooltip="The generated frames (an IMAGE batch)."),
-                io.Image.Input("reference", tooltip="The reference photo (the original, not the prepared 512x512)."),
+                io.Image.Input("reference", tooltip="The reference photo (the original, not the prepared 512x512). "
+                                                    "With several people: person 1's, the leftmost."),
                 io.Int.Input("frames", default=identity.DEFAULT_FRAMES, min=0, max=4096,
                              tooltip="How many evenly spaced frames to score (the protocol: 32); 0 = every frame."),
                 io.Combo.Input("backend", options=["dlib", "arcface", "sface"], default="dlib", tooltip=(
@@ -104,10 +105,17 @@ class StandInIdentityScore(io.ComfyNode):
                                        "(empty = the first one of that kind found)."),
                 _detector_input(),
                 _download_input(),
+                io.Image.Input("reference_2", optional=True, tooltip=(
+                    "Several people: person 2's reference photo. Person j is the j-th of the largest faces from the "
+                    "left; each is scored against their own reference and against the others' (identity mixing), on "
+                    "the frames that show them all.")),
+                io.Image.Input("reference_3", optional=True, tooltip="Several people: person 3's reference photo."),
+                io.Image.Input("reference_4", optional=True, tooltip="Several people: person 4's reference photo."),
             ],
             outputs=[
                 io.Float.Output(display_name="score", tooltip="Mean score over the frames with a face (0..1); "
-                                                              "-1 when no sampled frame has a face."),
+                                                              "-1 when no sampled frame has a face. Several "
+                                                              "people: their own-reference scores, averaged."),
                 io.String.Output(display_name="per_frame",
                                  tooltip="frame: score, or 'no face', for each sampled frame."),
                 io.Image.Output(display_name="plot", tooltip="Score against frame, the mean, frames without a face."),
@@ -117,19 +125,28 @@ class StandInIdentityScore(io.ComfyNode):
 
     @classmethod
     def execute(cls, video, reference, frames=identity.DEFAULT_FRAMES, backend="dlib", arcface_model="",
-                detector=face_models.AUTO_DETECTOR, allow_download=False) -> io.NodeOutput:
+                detector=face_models.AUTO_DETECTOR, allow_download=False, reference_2=None, reference_3=None,
+                reference_4=None) -> io.NodeOutput:
         if video.ndim != 4 or video.shape[0] == 0:
             raise ValueError(f"Stand-In Identity Score needs video frames [frames, H, W, C], got {tuple(video.shape)}")
-        if reference.ndim == 4 and reference.shape[0] != 1:
-            raise ValueError("the reference must be one photo (a batch of one): pick one with 'Get Image from Batch'")
+        references = [photo for photo in (reference, reference_2, reference_3, reference_4) if photo is not None]
+        for number, photo in enumerate(references, 1):
+            if photo.ndim == 4 and photo.shape[0] != 1:
+                raise ValueError(f"reference {number} must be one photo (a batch of one): pick one with 'Get Image "
+                                 "from Batch'")
+        references = [photo[0] if photo.ndim == 4 else photo for photo in references]
         embed = _embedder(backend, arcface_model, detector, allow_download)
         count = len(identity.sample_indices(video.shape[0], frames))
-        result = identity.score_video(video, reference[0] if reference.ndim == 4 else reference, embed, frames,
-                                      backend, progress=_progress(count))
+        if len(references) > 1:
+            result = identity.score_people(video, references, embed, frames, backend, progress=_progress(count))
+            picture, mean = identity.plot_people(result), result.mean()
+        else:
+            result = identity.score_video(video, references[0], embed, frames, backend, progress=_progress(count))
+            picture, mean = identity.plot_scores(result), result.mean
         summary = result.summary()
         log.info("%s", summary)
-        plot = torch.from_numpy(identity.plot_scores(result)).float().div(255.0)[None]
-        score = -1.0 if result.mean is None else result.mean
+        plot = torch.from_numpy(picture).float().div(255.0)[None]
+        score = -1.0 if mean is None else mean
         shown = {**ui.PreviewImage(plot, cls=cls).as_dict(), **ui.PreviewText(summary).as_dict()}
         return io.NodeOutput(score, result.per_frame(), plot, summary, ui=shown)
 

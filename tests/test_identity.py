@@ -158,6 +158,44 @@ def test_the_plot_draws_the_backends_threshold():
     assert dlib.same(0.599) and not dlib.same(0.6) and dlib.value(np.zeros(2), np.array([0.3, 0.4])) == 0.5
 
 
+def side_by_side(*names, height=480):
+    """Real photos of different people put side by side at one height: a frame with several people, left to right."""
+    return np.ascontiguousarray(np.hstack([cv2.resize(photo(name), (round(photo(name).shape[1] * height /
+                                                                          photo(name).shape[0]), height),
+                                                      interpolation=cv2.INTER_AREA) for name in names]))
+
+
+def test_several_people_each_against_their_own_reference_and_the_others(dlib_embed):
+    """References: Obama, then Biden (other photos of them). Frame 0 shows them left to right: each is the same person
+    as their own reference and not the other's. Frame 1 swaps them: both are mixed (each is the other reference's
+    person). Frame 2 shows only one face: not counted. Frame 3 shows two strangers: neither own nor mixed. The
+    numbers are dlib's, computed here on each face cut from the frame."""
+    frames = [side_by_side("obama.jpg", "biden.jpg"), side_by_side("biden.jpg", "obama.jpg"),
+              side_by_side("obama.jpg"), side_by_side("kit_harington1.jpg", "rose_leslie2.jpg")]
+    references = [photo("obama2.jpg"), photo("biden2.jpg")]
+    result = identity.score_people(frames, references, dlib_embed, 0, "dlib")
+    assert result.frames == [0, 1, 2, 3] and result.people == 2 and result.sims[2] is None
+    assert result.same(0, 0) == [True, False, None, False] and result.same(1, 1) == [True, False, None, False]
+    assert result.mixed(0) == [False, True, None, False] == result.mixed(1)
+    targets = [dlib_embed(reference) for reference in references]
+    width = photo("obama.jpg").shape[1] * 480 // photo("obama.jpg").shape[0]
+    left, right = dlib_embed(frames[0][:, :width]), dlib_embed(frames[0][:, width:])  # each face on its own
+    # cut from the frame, a face's landmarks move a little (measured: 1.3e-5 in the cosine); the pairs differ by 0.1
+    assert result.own(0)[0] == pytest.approx(identity.face_similarity(left, targets[0]), abs=1e-3)
+    assert result.others(1)[0] == pytest.approx(identity.face_similarity(right, targets[0]), abs=1e-3)
+    assert abs(result.own(0)[0] - identity.face_similarity(left, targets[1])) > 0.1
+    summary = result.summary()
+    assert "3 of 4 sampled frames show them all" in summary
+    assert "person 1 (from the left)" in summary and "same person on 1 of 3 frames, mixed with another reference on 1" \
+        in summary
+    plot = identity.plot_people(result)
+    assert plot.shape == (400, 960, 3)
+    for color in identity.PERSON_COLORS[:2]:  # each person's own line is drawn in their colour
+        assert (np.abs(plot.astype(int) - color).sum(axis=2) < 30).sum() > 200
+    with pytest.raises(ValueError, match="reference photo 2"):
+        identity.score_people(frames, [references[0], np.full((64, 64, 3), 255, np.uint8)], dlib_embed, 0, "dlib")
+
+
 def test_the_score_barely_moves_when_the_video_is_mirrored(dlib_embed, embeddings):
     """A horizontal flip of the frame changes a same-person score by less than 0.02 (measured: at most 0.013)."""
     for name in ("obama2.jpg", "biden2.jpg", "kit_harington2.jpg", "rose_leslie1.jpg"):

@@ -66,6 +66,28 @@ def test_the_score_node_is_the_protocol_on_the_frames(nodes_identity, core, clip
     assert_shows(output.ui, plot[0])
 
 
+def test_several_people_score_each_against_their_own_reference_and_the_others(nodes_identity, core, model_folders):
+    """Two frames of two real people side by side (Obama then Biden, then swapped) against a reference each: the node
+    gives the core's per-person result, own reference first, mixing in the swapped frame, and shows the plot."""
+    def rgb(name, height=480):
+        image = cv2.cvtColor(cv2.imread(str(DATA / name)), cv2.COLOR_BGR2RGB)
+        size = (round(image.shape[1] * height / image.shape[0]), height)
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    obama, biden = rgb("obama.jpg"), rgb("biden.jpg")
+    frames = np.stack([np.hstack([obama, biden]), np.hstack([biden, obama])])
+    references = [rgb("obama2.jpg"), rgb("biden2.jpg")]
+    output = nodes_identity.StandInIdentityScore.execute(comfy_images(frames), comfy_images(references[0])[None], 0,
+                                                         reference_2=comfy_images(references[1])[None])
+    score, per_frame, plot, summary = output.result
+    expected = core.score_people(list(frames), references, core.dlib_embedder(), 0, "dlib")
+    assert summary == expected.summary() and per_frame == expected.per_frame()
+    assert score == pytest.approx(expected.mean())
+    assert per_frame.startswith("0: person 1 ") and per_frame.count(" mixed") == 2  # both, in the swapped frame
+    assert "same person on 1 of 2 frames, mixed with another reference on 1" in summary
+    assert torch.equal(plot[0], torch.from_numpy(core.plot_people(expected)).float() / 255)
+    assert_shows(output.ui, plot[0])
+
+
 def test_a_missing_backend_says_what_to_install(nodes_identity, core, model_folders, monkeypatch):
     frames, reference = torch.rand(3, 64, 64, 3), torch.rand(1, 64, 64, 3)
     monkeypatch.setitem(sys.modules, "dlib", None)

@@ -164,6 +164,104 @@ def score_video(frames, reference, embed: Embedder, sample: int = DEFAULT_FRAMES
                          decisions if verdict is not None else [])
 
 
+@dataclass
+class PeopleScore:
+    """Several people, one reference each. Person j is the j-th of the N largest faces from the left (N = the number
+    of references); a frame counts only when it shows at least N faces (None otherwise). Per counted frame, ``sims``
+    holds the FaceSim of face j to reference k [N, N] and ``decisions`` the verdict's measure for the same pairs."""
+
+    frames: list[int]
+    sims: list[Optional[np.ndarray]]
+    backend: str
+    verdict: Optional[Verdict] = None
+    decisions: list[Optional[np.ndarray]] = field(default_factory=list)
+
+    @property
+    def people(self) -> int:
+        return next((len(m) for m in self.sims if m is not None), 0)
+
+    def own(self, person: int) -> list[Optional[float]]:
+        """Per frame: person j's face against reference j."""
+        return [None if m is None else float(m[person, person]) for m in self.sims]
+
+    def others(self, person: int) -> list[Optional[float]]:
+        """Per frame: person j's face against the most alike other reference (identity mixing)."""
+        return [None if m is None else float(np.delete(m[person], person).max()) for m in self.sims]
+
+    def same(self, person: int, reference: int) -> list[Optional[bool]]:
+        """Per frame: the backend says person j's face is reference k's person."""
+        return [None if d is None else self.verdict.same(float(d[person, reference])) for d in self.decisions]
+
+    def mixed(self, person: int) -> list[Optional[bool]]:
+        """Per frame: the backend says person j's face is another reference's person."""
+        return [None if d is None else any(self.verdict.same(float(d[person, k])) for k in range(len(d)) if k != person)
+                for d in self.decisions]
+
+    def mean(self) -> Optional[float]:
+        """The people's own-reference FaceSim, averaged over the counted frames and the people; None if none."""
+        values = [v for person in range(self.people) for v in self.own(person) if v is not None]
+        return float(np.mean(values)) if values else None
+
+    def per_frame(self) -> str:
+        def person(j, m, d):
+            words = f"person {j + 1} {m[j, j]:.3f} (others {np.delete(m[j], j).max():.3f})"
+            if d is None:
+                return words
+            own = self.verdict.same(float(d[j, j]))
+            mixed = any(self.verdict.same(float(d[j, k])) for k in range(len(d)) if k != j)
+            return words + (" same" if own else " different") + (" mixed" if mixed else "")
+        decisions = self.decisions or [None] * len(self.frames)
+        return "; ".join(f"{frame}: " + ("not everyone found" if m is None else
+                                          ", ".join(person(j, m, d) for j in range(len(m))))
+                         for frame, m, d in zip(self.frames, self.sims, decisions))
+
+    def summary(self) -> str:
+        counted = sum(m is not None for m in self.sims)
+        head = (f"Stand-In identity of {len(self.sims[0]) if counted else '?'} people ({self.backend}, FaceSim "
+                f"protocol): {counted} of {len(self.frames)} sampled frames show them all")
+        if not counted:
+            return head
+        lines = [head]
+        for person in range(self.people):
+            own = [v for v in self.own(person) if v is not None]
+            other = [v for v in self.others(person) if v is not None]
+            line = (f"person {person + 1} (from the left): own reference {np.mean(own):.3f}, the most alike other "
+                    f"{np.mean(other):.3f}")
+            if self.verdict is not None:
+                line += (f"; same person on {sum(map(bool, self.same(person, person)))} of {counted} frames, "
+                         f"mixed with another reference on {sum(map(bool, self.mixed(person)))}")
+            lines.append(line)
+        if self.verdict is not None:
+            lines.append(self.verdict.rule())
+        return "\n".join(lines)
+
+
+def score_people(frames, references: Sequence, embed: FaceEmbedder, sample: int = DEFAULT_FRAMES,
+                 backend: str = "", progress: Optional[Callable[[int, int], None]] = None) -> PeopleScore:
+    """Score each person in ``frames`` against their own reference and the others' (see :class:`PeopleScore`):
+    reference j is person j from the left. The references are embedded by their largest face."""
+    targets = []
+    for number, reference in enumerate(references, 1):
+        target = embed(to_rgb_uint8(reference))
+        if target is None:
+            raise ValueError(f"no face found in reference photo {number}: the score needs a visible face in each")
+        targets.append(target)
+    verdict = VERDICTS.get(backend)
+    indices = sample_indices(len(frames), sample)
+    sims, decisions = [], []
+    for done, index in enumerate(indices, 1):
+        faces = embed.people(to_rgb_uint8(frames[index]), len(targets))
+        whole = len(faces) == len(targets)
+        sims.append(np.array([[face_similarity(face, target) for target in targets] for face in faces])
+                    if whole else None)
+        if verdict is not None:
+            decisions.append(np.array([[verdict.value(face, target) for target in targets] for face in faces])
+                             if whole else None)
+        if progress is not None:
+            progress(done, len(indices))
+    return PeopleScore(indices, sims, backend, verdict, decisions)
+
+
 # ---------------------------------------------------------------------------------------------------- dlib
 
 def dlib_models_folder() -> str:
@@ -174,8 +272,28 @@ def dlib_models_folder() -> str:
     return os.path.join(list(spec.submodule_search_locations)[0], "models")
 
 
-def dlib_embedder(upsample: int = 1) -> Embedder:
-    """dlib's detector (largest face), 5-point landmarks and 128-d face descriptor."""
+class FaceEmbedder:
+    """An :data:`Embedder` (called on an RGB image: the embedding of its largest face, or None) that can also embed
+    several people: :meth:`people`. ``find``: RGB -> one (left edge, area, handle) per face; ``describe``:
+    (RGB, handle) -> embedding."""
+
+    def __init__(self, find: Callable, describe: Callable):
+        self.find, self.describe = find, describe
+
+    def __call__(self, rgb: np.ndarray) -> Optional[np.ndarray]:
+        faces = self.find(rgb)
+        if not faces:
+            return None
+        return self.describe(rgb, max(faces, key=lambda face: face[1])[2])  # the first of equal areas
+
+    def people(self, rgb: np.ndarray, count: int) -> list[np.ndarray]:
+        """The embeddings of the ``count`` largest faces, ordered left to right (fewer when fewer are found)."""
+        faces = sorted(self.find(rgb), key=lambda face: -face[1])[:count]
+        return [self.describe(rgb, handle) for _, _, handle in sorted(faces, key=lambda face: face[0])]
+
+
+def dlib_embedder(upsample: int = 1) -> FaceEmbedder:
+    """dlib's detector, 5-point landmarks and 128-d face descriptor."""
     try:
         import dlib
     except ImportError as error:
@@ -185,14 +303,13 @@ def dlib_embedder(upsample: int = 1) -> Embedder:
     shape = dlib.shape_predictor(os.path.join(folder, "shape_predictor_5_face_landmarks.dat"))
     describe = dlib.face_recognition_model_v1(os.path.join(folder, "dlib_face_recognition_resnet_model_v1.dat"))
 
-    def embed(rgb: np.ndarray) -> Optional[np.ndarray]:
+    def find(rgb):
+        return [(rect.left(), rect.area(), rect) for rect in detect(np.ascontiguousarray(rgb), upsample)]
+
+    def descriptor(rgb, rect):
         rgb = np.ascontiguousarray(rgb)
-        found = detect(rgb, upsample)
-        if not found:
-            return None
-        face = max(found, key=lambda rect: rect.area())
-        return np.array(describe.compute_face_descriptor(rgb, shape(rgb, face)))
-    return embed
+        return np.array(describe.compute_face_descriptor(rgb, shape(rgb, rect)))
+    return FaceEmbedder(find, descriptor)
 
 
 # ---------------------------------------------------------------------------------------------------- ArcFace
@@ -236,24 +353,92 @@ def load_onnx(path: str):
     return session
 
 
-def arcface_embedder(session, detector: Callable[[np.ndarray], np.ndarray], unit_range: bool = True) -> Embedder:
-    """A recognition model on the aligned largest face. ``detector``: RGB -> rows [N, 15] (box, score, 5
-    keypoints). ``unit_range``: feed RGB scaled to [-1, 1] (insightface's ArcFace models); off: RGB 0..255, for
-    models that scale inside their graph (OpenCV Zoo's SFace starts with (x - 127.5) * 0.0078125)."""
+def arcface_embedder(session, detector: Callable[[np.ndarray], np.ndarray], unit_range: bool = True) -> FaceEmbedder:
+    """A recognition model on the aligned faces. ``detector``: RGB -> rows [N, 15] (box, score, 5 keypoints), run on
+    a copy at most 1024 px. ``unit_range``: feed RGB scaled to [-1, 1] (insightface's ArcFace models); off: RGB
+    0..255, for models that scale inside their graph (OpenCV Zoo's SFace starts with (x - 127.5) * 0.0078125)."""
     input_name = session.get_inputs()[0].name
     offset, scale = (127.5, 1 / 127.5) if unit_range else (0.0, 1.0)
 
-    def embed(rgb: np.ndarray) -> Optional[np.ndarray]:
-        face = select_face(detect_with_landmarks(rgb, detector), -1)  # on a copy at most 1024 px, the largest
-        if face is None:
-            return None
-        crop = align_arcface(rgb, face[5:15].reshape(5, 2))
+    def find(rgb):
+        return [(row[0], (row[2] - row[0]) * (row[3] - row[1]), row) for row in detect_with_landmarks(rgb, detector)]
+
+    def describe(rgb, row):
+        crop = align_arcface(rgb, row[5:15].reshape(5, 2))
         blob = ((crop.astype(np.float32) - offset) * scale).transpose(2, 0, 1)[None]  # RGB, NCHW
         return np.asarray(session.run(None, {input_name: blob})[0], np.float64).reshape(-1)
-    return embed
+    return FaceEmbedder(find, describe)
 
 
 # ---------------------------------------------------------------------------------------------------- plot
+
+class _Canvas:
+    """The plots' frame: a white picture, score axis 0..1 on the left (with ``distance``, a distance axis on the
+    right running down from 0), frames along the bottom."""
+
+    def __init__(self, frames: Sequence[int], width: int, height: int, distance: bool = False):
+        self.image = np.full((height, width, 3), 255, np.uint8)
+        self.left, self.right, self.top, self.bottom = 60, width - 60, 40, height - 50
+        self.last = max(frames[-1], 1) if frames else 1
+        cv2.rectangle(self.image, (self.left, self.top), (self.right, self.bottom), (200, 200, 200), 1)
+        for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+            cv2.line(self.image, (self.left - 4, self.y_of(tick)), (self.right, self.y_of(tick)), (230, 230, 230), 1)
+            self.text(f"{tick:.2f}", (8, self.y_of(tick) + 4), 0.4)
+            if distance:
+                self.text(f"{1 - tick:.2f}", (self.right + 8, self.y_of(tick) + 4), 0.4, (120, 60, 160))
+
+    def x_of(self, frame) -> int:
+        return int(self.left + (self.right - self.left) * frame / self.last)
+
+    def y_of(self, score) -> int:
+        return int(self.bottom - (self.bottom - self.top) * score)
+
+    def dashed(self, y: int, color, thickness: int = 2) -> None:
+        for x in range(self.left, self.right, 16):
+            cv2.line(self.image, (x, y), (min(x + 8, self.right), y), color, thickness)
+
+    def text(self, words: str, at, scale: float = 0.45, color=(80, 80, 80)) -> None:
+        cv2.putText(self.image, words, at, cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1)
+
+    def series(self, frames, values, color, thickness: int = 2, dots: bool = True) -> None:
+        """A line through the values, broken where one is None."""
+        previous = None
+        for frame, value in zip(frames, values):
+            point = None if value is None else (self.x_of(frame), self.y_of(value))
+            if point is not None and previous is not None:
+                cv2.line(self.image, previous, point, color, thickness)
+            if point is not None and dots:
+                cv2.circle(self.image, point, 3, color, -1)
+            previous = point
+
+
+PERSON_COLORS = ((40, 90, 200), (30, 150, 60), (150, 60, 170), (170, 110, 40))  # RGB, person 1..4
+
+
+def plot_people(result: PeopleScore, width: int = 960, height: int = 400) -> np.ndarray:
+    """Per person (colour): the FaceSim of their face to their own reference (thick line) and to the most alike
+    other reference (thin line: identity mixing; the closer to the thick one, the more the faces mix); frames where
+    not every person was found are red ticks; a cosine verdict's threshold is the dashed orange line."""
+    canvas = _Canvas(result.frames, width, height)
+    for person in range(result.people):
+        color = PERSON_COLORS[person % len(PERSON_COLORS)]
+        canvas.series(result.frames, result.others(person), color, 1, dots=False)
+        canvas.series(result.frames, result.own(person), color, 3)
+        canvas.text(f"person {person + 1}", (canvas.right + 4, height - 60 + 14 * person - 14 * result.people), 0.4,
+                    color)
+    for frame, sims in zip(result.frames, result.sims):
+        if sims is None:
+            x = canvas.x_of(frame)
+            cv2.line(canvas.image, (x, canvas.bottom - 8), (x, canvas.bottom + 8), (220, 30, 30), 2)
+    if result.verdict is not None and result.verdict.measure == "cosine":
+        y = canvas.y_of(result.verdict.threshold)
+        canvas.dashed(y, (240, 130, 0))
+        canvas.text(result.verdict.rule(), (canvas.left + 6, y - 6), 0.42, (200, 100, 0))
+    canvas.text("thick: own reference; thin: most alike other reference (mixing); red ticks: not everyone found",
+                (canvas.left, 24), 0.5, (0, 0, 0))
+    canvas.text(f"frame (0..{canvas.last})  backend: {result.backend}", (canvas.left, height - 18))
+    return canvas.image
+
 
 def plot_scores(result: IdentityScore, width: int = 960, height: int = 360) -> np.ndarray:
     """Score against frame as an RGB uint8 picture, drawn with OpenCV: the FaceSim scores (blue; a frame's dot is
@@ -261,56 +446,27 @@ def plot_scores(result: IdentityScore, width: int = 960, height: int = 360) -> n
     on the axis) and the backend's same-person threshold (dashed orange). A cosine threshold is drawn on the score
     axis; a distance threshold (dlib) on a right-hand distance axis, along with the distances (purple), the axis
     running down from 0 so that up means "more alike" on both."""
-    image = np.full((height, width, 3), 255, np.uint8)
-    left, right, top, bottom = 60, width - 60, 40, height - 50
-    last = max(result.frames[-1], 1) if result.frames else 1
     verdict = result.verdict
     by_distance = verdict is not None and verdict.measure == "distance"
-
-    def x_of(frame):
-        return int(left + (right - left) * frame / last)
-
-    def y_of(score):
-        return int(bottom - (bottom - top) * score)
-
-    def dashed(y, color):
-        for x in range(left, right, 16):
-            cv2.line(image, (x, y), (min(x + 8, right), y), color, 2)
-
-    def text(words, at, scale=0.45, color=(80, 80, 80)):
-        cv2.putText(image, words, at, cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1)
-
-    cv2.rectangle(image, (left, top), (right, bottom), (200, 200, 200), 1)
-    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
-        cv2.line(image, (left - 4, y_of(tick)), (right, y_of(tick)), (230, 230, 230), 1)
-        text(f"{tick:.2f}", (8, y_of(tick) + 4), 0.4)
-        if by_distance:
-            text(f"{1 - tick:.2f}", (right + 8, y_of(tick) + 4), 0.4, (120, 60, 160))
+    canvas = _Canvas(result.frames, width, height, by_distance)
     if by_distance:  # the distances, on the right-hand axis (1 - distance up)
-        previous = None
-        for frame, value in zip(result.frames, result.decisions):
-            point = None if value is None else (x_of(frame), y_of(max(0.0, 1.0 - value)))
-            if point is not None and previous is not None:
-                cv2.line(image, previous, point, (150, 90, 200), 1)
-            previous = point
-    previous = None
+        canvas.series(result.frames, [None if d is None else max(0.0, 1.0 - d) for d in result.decisions],
+                      (150, 90, 200), 1, dots=False)
+    canvas.series(result.frames, result.scores, (40, 90, 200), dots=False)  # the line breaks where no face
     same = result.same if verdict is not None else [None] * len(result.frames)
-    for frame, score, alike in zip(result.frames, result.scores, same):  # the line breaks where a frame has no face
-        point = None if score is None else (x_of(frame), y_of(score))
-        if point is not None:
-            if previous is not None:
-                cv2.line(image, previous, point, (40, 90, 200), 2)
-            cv2.circle(image, point, 4, (40, 90, 200) if alike is not False else (240, 130, 0), -1)
-        previous = point
-    for frame, score in zip(result.frames, result.scores):
-        if score is None:
-            cv2.line(image, (x_of(frame), bottom - 8), (x_of(frame), bottom + 8), (220, 30, 30), 2)
+    for frame, score, alike in zip(result.frames, result.scores, same):
+        if score is not None:
+            cv2.circle(canvas.image, (canvas.x_of(frame), canvas.y_of(score)), 4,
+                       (40, 90, 200) if alike is not False else (240, 130, 0), -1)
+        else:
+            x = canvas.x_of(frame)
+            cv2.line(canvas.image, (x, canvas.bottom - 8), (x, canvas.bottom + 8), (220, 30, 30), 2)
     if result.mean is not None:
-        dashed(y_of(result.mean), (30, 150, 60))
+        canvas.dashed(canvas.y_of(result.mean), (30, 150, 60))
     if verdict is not None:
-        y = y_of(1.0 - verdict.threshold if by_distance else verdict.threshold)
-        dashed(y, (240, 130, 0))
-        text(verdict.rule(), (left + 6, y - 6), 0.42, (200, 100, 0))
+        y = canvas.y_of(1.0 - verdict.threshold if by_distance else verdict.threshold)
+        canvas.dashed(y, (240, 130, 0))
+        canvas.text(verdict.rule(), (canvas.left + 6, y - 6), 0.42, (200, 100, 0))
     if result.mean is None:
         title = "no face in any sampled frame"
     else:
@@ -318,12 +474,12 @@ def plot_scores(result: IdentityScore, width: int = 960, height: int = 360) -> n
                  "face; red ticks: no face")
         if verdict is not None:
             title += f"; same person on {sum(bool(flag) for flag in same)} of {result.with_face} (orange: not)"
-    text(title, (left, 24), 0.5, (0, 0, 0))
-    axis = f"frame (0..{last})  backend: {result.backend}"
+    canvas.text(title, (canvas.left, 24), 0.5, (0, 0, 0))
+    axis = f"frame (0..{canvas.last})  backend: {result.backend}"
     if by_distance:
         axis += "  (purple, right axis: distance)"
-    text(axis, (left, height - 18))
-    return image
+    canvas.text(axis, (canvas.left, height - 18))
+    return canvas.image
 
 
 # ---------------------------------------------------------------------------------------------------- picker
