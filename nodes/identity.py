@@ -117,8 +117,12 @@ class StandInIdentityScore(io.ComfyNode):
                                                               "-1 when no sampled frame has a face. Several "
                                                               "people: their own-reference scores, averaged."),
                 io.String.Output(display_name="per_frame",
-                                 tooltip="frame: score, or 'no face', for each sampled frame."),
-                io.Image.Output(display_name="plot", tooltip="Score against frame, the mean, frames without a face."),
+                                 tooltip="For each sampled frame: its score and the backend's verdict (same or "
+                                         "different person), or 'no face'; several people: per person, own and "
+                                         "most alike other reference."),
+                io.Image.Output(display_name="plot", tooltip="Score against frame, the mean, frames without a face, "
+                                                             "the same-person threshold; several people: a colour "
+                                                             "each."),
                 io.String.Output(display_name="summary", tooltip="One line to share with the result."),
             ],
         )
