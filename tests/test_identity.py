@@ -194,6 +194,12 @@ def test_several_people_each_against_their_own_reference_and_the_others(dlib_emb
     assert plot.shape == (400, 960, 3)
     for color in identity.PERSON_COLORS[:2]:  # each person's own line is drawn in their colour
         assert (np.abs(plot.astype(int) - color).sum(axis=2) < 30).sum() > 200
+    by_hand = identity.PeopleScore([0, 5], [None, np.array([[0.9, 0.2], [0.1, 0.8]])], "x")  # first frame not counted
+    assert by_hand.summary().splitlines()[1:] == ["person 1 (from the left): own reference 0.900, the most alike "
+                                                  "other 0.200", "person 2 (from the left): own reference 0.800, the "
+                                                  "most alike other 0.100"]
+    assert by_hand.per_frame() == ("0: not everyone found; 5: person 1 0.900 (others 0.200), person 2 0.800 "
+                                   "(others 0.100)") and by_hand.mean() == pytest.approx(0.85)
     with pytest.raises(ValueError, match="reference photo 2"):
         identity.score_people(frames, [references[0], np.full((64, 64, 3), 255, np.uint8)], dlib_embed, 0, "dlib")
 

@@ -217,7 +217,7 @@ class PeopleScore:
 
     def summary(self) -> str:
         counted = sum(m is not None for m in self.sims)
-        head = (f"Stand-In identity of {len(self.sims[0]) if counted else '?'} people ({self.backend}, FaceSim "
+        head = (f"Stand-In identity of {self.people if counted else 'several'} people ({self.backend}, FaceSim "
                 f"protocol): {counted} of {len(self.frames)} sampled frames show them all")
         if not counted:
             return head
