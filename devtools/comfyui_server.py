@@ -185,14 +185,44 @@ def templates_shim(comfy_root: Path, base: Path) -> dict:
 
 
 class TempDirs:
-    """What the harness needs of pytest's ``tmp_path_factory`` (``mktemp``), for the scripts that start a server
-    outside pytest."""
+    """What the harness needs of pytest's ``tmp_path_factory`` (``mktemp``, ``getbasetemp``), for the scripts that
+    start a server outside pytest: one temporary folder per instance, removed when the process exits."""
 
     def __init__(self):
         self.counter = itertools.count()
+        self.root = Path(tempfile.mkdtemp(prefix="standin_server_"))
+        atexit.register(shutil.rmtree, self.root, ignore_errors=True)  # after _stop: atexit runs last-in first-out
+
+    def getbasetemp(self) -> Path:
+        return self.root
 
     def mktemp(self, name: str) -> Path:
-        return Path(tempfile.mkdtemp(prefix=f"{name}{next(self.counter)}_"))
+        path = self.root / f"{name}{next(self.counter)}"
+        path.mkdir()
+        return path
+
+
+def shared_weights(tmp_path_factory, data: Path) -> Path:
+    """The model folders of every server started from ``tmp_path_factory``, written once (the tiny Wan VAE alone is
+    485 MB at the width ComfyUI v0.3.64 builds). A crashed writer leaves no marker, so the next start writes again."""
+    folder = tmp_path_factory.getbasetemp() / "comfyui_models"
+    marker = folder / ".complete"
+    if not marker.is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        write_weights(folder, data)
+        marker.write_text("")
+    return folder
+
+
+def link_tree(source: Path, target: Path) -> None:
+    """``target`` as a copy of the folder ``source`` whose files are hard links (no disk space; a file a test adds to
+    one server's folders stays in that server's), or plain copies where the file system has no links."""
+    def link(src, dst):
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+    shutil.copytree(source, target, copy_function=link, ignore=shutil.ignore_patterns(".complete"))
 
 
 def _start(tmp_path_factory, data: Path, extra_args=()) -> tuple:
@@ -210,7 +240,7 @@ def _start(tmp_path_factory, data: Path, extra_args=()) -> tuple:
     shutil.copy(TEST_NODES, custom_nodes / TEST_NODES_FILE)
     for folder in ("input", "output", "temp", "user"):
         (base / folder).mkdir()
-    write_weights(base / "models", data)
+    link_tree(shared_weights(tmp_path_factory, data), base / "models")
     write_inputs(base / "input", data)
 
     port = free_port()

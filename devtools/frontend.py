@@ -134,12 +134,14 @@ def files_named_in(workflow: dict) -> dict:
 def provide_files(base: Path, workflows: list, clip: Path) -> None:
     """Puts a file under every name the workflows use into a server's base directory: empty model files (the
     frontend only sees names), real pictures (the bundled astronaut photo; the cat for a subject) and the real video
-    file ``clip``."""
+    file ``clip``. A file already there stays as it is (the model files are hard links shared by every server)."""
     from skimage import data
     from PIL import Image
     for workflow in workflows:
         for name, kind in files_named_in(workflow).items():
             path = base / name
+            if path.exists():
+                continue
             path.parent.mkdir(parents=True, exist_ok=True)
             if kind == "model":
                 path.write_bytes(b"")
