@@ -163,6 +163,30 @@ def read_state_dict(path: str) -> dict:
         f"({', '.join(PICKLE_SUFFIXES)})")
 
 
+_NAME_IN_FILE = re.compile(rb"self_attn\.[qkv]_loras\.(?:down|up)\.weight")
+
+
+def looks_like_standin_file(path: str) -> bool:
+    """Whether ``path`` holds Stand-In tensors, judged by their names alone, without reading a tensor: a safetensors
+    header, or the pickle index (``data.pkl``) of a torch zip checkpoint, which lists the keys but is never
+    unpickled here. Any other file (an old-style pickle, an unreadable file) counts as not Stand-In."""
+    import zipfile
+    try:
+        with open(path, "rb") as handle:
+            prefix = handle.read(8)
+            if path.lower().endswith(SAFETENSORS_SUFFIXES) and len(prefix) == 8:
+                (length,) = struct.unpack("<Q", prefix)
+                return length <= _HEADER_MAX_BYTES and bool(_NAME_IN_FILE.search(handle.read(length)))
+        if path.lower().endswith(PICKLE_SUFFIXES) and zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                index = [info for info in archive.infolist() if info.filename.endswith("/data.pkl")]
+                if len(index) == 1 and index[0].file_size <= _HEADER_MAX_BYTES:
+                    return bool(_NAME_IN_FILE.search(archive.read(index[0])))
+    except (OSError, zipfile.BadZipFile):
+        pass
+    return False
+
+
 def check_safetensors_header(path: str) -> None:
     """Read and check a safetensors header without reading any tensor: its declared length, each tensor's dtype,
     shape and byte range against the file, and the total size. :class:`StandInWeightsError` when anything is off."""

@@ -209,28 +209,24 @@ def wait_for_error(server, prompt_id: str) -> dict:
 
 def test_weight_name_with_dotdot_is_refused_by_validation(server, comfy, monkeypatch, tmp_path):
     """A valid Stand-In file sits just outside the model folders; names that climb to it (relative, absolute, via the
-    loras/ prefix) never load it. ComfyUI v0.8.0 refuses them in /prompt's validation (400, nothing queued). v0.3.64
-    does not check a V3 combo's value against its options, so there the prompt runs and the loader node refuses the
-    name itself (were the outside file read, the graph would run to the end: it is valid weights)."""
+    loras/ prefix) never load it: the loader's own validation (which replaces ComfyUI's combo check, so a saved
+    workflow may name the same weights under another name) refuses them in /prompt (400, nothing queued), on every
+    ComfyUI version; and the node refuses them itself if called anyway (were the outside file read, the graph would
+    run to the end: it is valid weights)."""
     import requests
     from safetensors.torch import save_file
     outside = server.base / "outside_standin.safetensors"
     save_file(standin_state_dict_for(256, 3), str(outside))
-    validates_v3_combos = "io.Combo.io_type" in (Path(os.environ["COMFYUI_PATH"]) / "execution.py").read_text()
     for name in ("../../outside_standin.safetensors", str(outside), "loras/../../../outside_standin.safetensors",
                  f"../standin/{STANDIN_CKPT}"):
         graph = standin_only_graph(weights=name, prefix="dotdot")
-        if validates_v3_combos:
-            history_before = server.get("/history")
-            response = requests.post(server.url + "/prompt", json={"prompt": graph}, timeout=30)
-            assert response.status_code == 400, (name, response.text)
-            (error,) = response.json()["node_errors"]["weights"]["errors"]
-            assert error["type"] == "value_not_in_list" and name in error["details"], error
-            assert server.get("/history") == history_before and server.get("/queue")["queue_pending"] == []
-        else:
-            error = execution_error(server, graph)
-            assert error["node_type"] == "LoadStandInLoRA", error
-            assert f"Stand-In weight file '{name}' not found" in error["exception_message"], error
+        history_before = server.get("/history")
+        response = requests.post(server.url + "/prompt", json={"prompt": graph}, timeout=30)
+        assert response.status_code == 400, (name, response.text)
+        (error,) = response.json()["node_errors"]["weights"]["errors"]
+        assert error["type"] == "custom_validation_failed", error
+        assert f"Stand-In weight file '{name}' not found" in error["details"], error
+        assert server.get("/history") == history_before and server.get("/queue")["queue_pending"] == []
 
     import folder_paths
     from comfyui_standin.nodes import loaders
@@ -246,6 +242,45 @@ def test_weight_name_with_dotdot_is_refused_by_validation(server, comfy, monkeyp
             loaders.LoadStandInLoRA.execute(name)
     save_file(standin_state_dict_for(256, 3), str(models / "standin" / "inside.safetensors"))
     assert loaders.LoadStandInLoRA.execute("inside.safetensors").args[0].depth == 3  # a listed file loads
+
+
+def test_the_loader_lists_stand_in_files_first_and_finds_them_under_their_other_names(comfy, monkeypatch, tmp_path):
+    """models/standin is listed whole; from models/loras only the files whose tensor names are Stand-In's (a
+    safetensors repack with the diffusion_model. prefix, an official zip .ckpt), not a style LoRA or a file that is
+    not a checkpoint. A workflow naming the official file's other name, or the other folder, loads the file that is
+    there; ComfyUI's prompt validation accepts it through the node's own check."""
+    import folder_paths
+    import torch
+    from safetensors.torch import save_file
+    from comfyui_standin.devtools.tiny_models import style_lora, tiny_wan_state_dict
+    from comfyui_standin.nodes import loaders
+    models = tmp_path / "models"
+    (models / "standin").mkdir(parents=True)
+    (models / "loras").mkdir()
+    exts = {".safetensors", ".ckpt"}
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "standin", ([str(models / "standin")], exts))
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(models / "loras")], exts))
+    official = standin_state_dict_for(256, 3)
+    torch.save({"state_dict": official}, str(models / "standin" / "Stand-In_wan2.1_T2V_14B.ckpt"))
+    save_file({f"diffusion_model.{k}": v for k, v in standin_state_dict_for(256, 3, seed=7).items()},
+              str(models / "loras" / "repack_fp32.safetensors"))
+    torch.save(standin_state_dict_for(256, 3, seed=8), str(models / "loras" / "another_standin.ckpt"))
+    save_file(style_lora(tiny_wan_state_dict()), str(models / "loras" / "a_style_lora.safetensors"))
+    (models / "loras" / "not_a_checkpoint.ckpt").write_bytes(b"self_attn.q_loras.down.weight")  # no zip index
+    folder_paths.filename_list_cache.clear()
+    options = loaders.LoadStandInLoRA.define_schema().inputs[0].options
+    assert options == ["Stand-In_wan2.1_T2V_14B.ckpt", "loras/another_standin.ckpt", "loras/repack_fp32.safetensors"]
+
+    def depth_and_first(name):
+        loaded = loaders.LoadStandInLoRA.execute(name).args[0]
+        return loaded.depth, loaded.blocks[0].q.down.flatten()[:4]
+    _, first = depth_and_first("Stand-In_wan2.1_T2V_14B_ver1.0.ckpt")  # the official file's first name
+    assert torch.equal(first, official["blocks.0.self_attn.q_loras.down.weight"].flatten()[:4])
+    assert loaders.LoadStandInLoRA.validate_inputs("Stand-In_wan2.1_T2V_14B_ver1.0.ckpt") is True
+    assert loaders.LoadStandInLoRA.validate_inputs("repack_fp32.safetensors") is True  # saved without 'loras/'
+    assert "not found" in loaders.LoadStandInLoRA.validate_inputs("loras/a_style_lora.safetensors")
+    with pytest.raises(ValueError, match="'Stand-In_wan2.2_T2V_A14B_high.ckpt' not found"):
+        loaders.LoadStandInLoRA.execute("Stand-In_wan2.2_T2V_A14B_high.ckpt")
 
 
 def test_node_download_goes_through_the_checked_download(comfy, nodes_faces, facexlib_folder, weights_dir,
