@@ -254,3 +254,59 @@ def sequence_parallel_attention(queries: torch.Tensor, keys: torch.Tensor, value
                                scatter_heads(values, heads, ulysses_group), ref_keys, ref_values, local_heads,
                                strength, ring_group=ring_group, attention=attention, attention_lse=attention_lse)
     return gather_heads(out, heads, ulysses_group)
+
+
+
+
+def _key_runs(bias: torch.Tensor):
+    """(start, end, value) for each run of equal values in a per-key bias vector."""
+    values = bias.tolist()
+    start = 0
+    for index in range(1, len(values) + 1):
+        if index == len(values) or values[index] != values[start]:
+            yield start, index, values[start]
+            start = index
+
+
+def fused_attention_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
+                        mask: Optional[torch.Tensor] = None) -> tuple:
+    """:data:`AttentionWithLSE` through torch's fused flash kernels, which return the LSE
+    without materialising the logits (CUDA: ``_scaled_dot_product_flash_attention``; CPU: its ``_for_cpu`` twin).
+
+    ``mask`` is the per-key bias Stand-In gives a reference block ([1, Sk]: log of each reference's strength, the
+    same for all of a reference's keys). A bias that is constant over a run of keys leaves their softmax unchanged
+    and adds itself to the LSE, so each run is attended without a mask and merged by its LSE; runs at -inf are
+    skipped. Falls back to :func:`attention_with_lse` where no fused kernel fits (other
+    devices, head dims the kernel refuses)."""
+    if mask is not None:
+        bias = mask.reshape(-1, mask.shape[-1])
+        if bias.shape[0] != 1:
+            return attention_with_lse(q, k, v, heads, mask)
+        out = lse = None
+        for start, end, value in _key_runs(bias[0].float()):
+            if value == float("-inf"):
+                continue
+            run_out, run_lse = fused_attention_lse(q, k[:, start:end], v[:, start:end], heads)
+            out, lse = merge_attention(out, lse, run_out, run_lse + value)
+        if out is None:
+            raise ValueError("every reference key is masked out (all strengths 0): the reference must be skipped")
+        return out, lse
+    batch, q_len, width = q.shape
+    head_dim = width // heads
+
+    def split(t):
+        return t.reshape(t.shape[0], t.shape[1], heads, head_dim).transpose(1, 2)
+
+    try:
+        if q.device.type == "cuda":
+            result = torch.ops.aten._scaled_dot_product_flash_attention(split(q), split(k), split(v), 0.0, False,
+                                                                       False)
+        elif q.device.type == "cpu":
+            result = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(split(q), split(k), split(v), 0.0,
+                                                                               False)
+        else:
+            return attention_with_lse(q, k, v, heads)
+    except RuntimeError:
+        return attention_with_lse(q, k, v, heads)
+    out, lse = result[0], result[1]
+    return out.transpose(1, 2).reshape(batch, q_len, width), lse.float()

@@ -37,6 +37,10 @@ SLOW_FIXTURES = {"server", "frontend_page", "live_object_info"}
 
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 GGUF_PATH = os.environ.get("COMFYUI_GGUF_PATH")  # an unpacked city96/ComfyUI-GGUF tree: the gguf checks
+RAYLIGHT_PATH = os.environ.get("RAYLIGHT_PATH")  # an unpacked komikndr/raylight tree: the raylight checks
+# checks that need a third-party pack beside the run: deselected (not part of the comfyui tier's count) without it
+THIRD_PARTY = {"gguf": (GGUF_PATH, "COMFYUI_GGUF_PATH to an unpacked city96/ComfyUI-GGUF tree"),
+               "raylight": (RAYLIGHT_PATH, "RAYLIGHT_PATH to an unpacked komikndr/raylight tree")}
 
 
 def pytest_configure(config):
@@ -51,12 +55,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-    if not GGUF_PATH:  # the gguf checks need a third-party pack beside the run: not part of the comfyui tier's count
-        gguf = [item for item in items if "gguf" in item.keywords]
-        if gguf:
-            config.hook.pytest_deselected(items=gguf)
-            items[:] = [item for item in items if "gguf" not in item.keywords]
-            config._standin_gguf_deselected = len(gguf)
+    config._standin_deselected = {}
+    for marker, (path, _) in THIRD_PARTY.items():
+        chosen = [item for item in items if marker in item.keywords]
+        if not path and chosen:
+            config.hook.pytest_deselected(items=chosen)
+            items[:] = [item for item in items if marker not in item.keywords]
+            config._standin_deselected[marker] = len(chosen)
     if COMFYUI_PATH:
         return
     skip = pytest.mark.skip(reason="comfyui tier: COMFYUI_PATH is not set")
@@ -82,9 +87,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                                     "tests skipped); only the core tier ran")
         return
     root = config._standin_comfyui
-    if getattr(config, "_standin_gguf_deselected", 0):
-        terminalreporter.write_line(f"gguf checks: NOT RUN ({config._standin_gguf_deselected} deselected; set "
-                                    "COMFYUI_GGUF_PATH to an unpacked city96/ComfyUI-GGUF tree)")
+    for marker, count in getattr(config, "_standin_deselected", {}).items():
+        terminalreporter.write_line(f"{marker} checks: NOT RUN ({count} deselected; set {THIRD_PARTY[marker][1]})")
     terminalreporter.write_line(
         f"comfyui tier on ComfyUI {comfyui_version(root)} ({root}): {counts.get('passed', 0)} passed, "
         f"{counts.get('failed', 0) + counts.get('error', 0)} failed, {counts.get('skipped', 0)} skipped")

@@ -152,3 +152,19 @@ def test_attention_with_lse_and_the_merge_are_exact():
     merged, merged_lse = merge_attention(*first, *second)
     assert_matches(merged, out, "two blocks merged")
     assert_matches(merged_lse, lse, "the merged LSE")
+
+
+def test_fused_attention_lse_matches_the_materialised_one():
+    """The ring's fused attention with LSE (torch's CPU flash kernel here) and its per-reference strength bias, against
+    the core's materialised attention_with_lse: several references, one of them at strength 0."""
+    from comfyui_standin.standin_core.attention import reference_logit_bias
+    from comfyui_standin.standin_core.parallel import fused_attention_lse
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 10, 4 * 16, generator=gen) for _ in range(3))
+    for strength in (1.0, 0.5, (0.5, 2.0), (0.0, 1.5)):
+        bias = reference_logit_bias(0, 10, strength, torch.float32, "cpu")
+        keep = bias[0] > float("-inf")  # the materialised one with the masked reference's keys removed
+        expected = attention_with_lse(q, k[:, keep], v[:, keep], 4, mask=bias[:, keep])
+        actual = fused_attention_lse(q, k, v, 4, mask=None if strength == 1.0 else bias)
+        for got, want, what in zip(actual, expected, ("out", "lse")):
+            assert_matches(got, want, f"fused attention {what}, strength {strength}")
