@@ -1,8 +1,10 @@
 """Several people: StandInReferences gathers two to four reference latents (with strengths and regions) into the one
-reference input of Apply Stand-In; StandInRegion draws a still region of the frame."""
+reference input of Apply Stand-In; StandInRegion draws a still region of the frame; StandInRegionsFromPose finds one
+region per person in a pose (control) video."""
 import torch
 from comfy_api.latest import io
 
+from ..standin_core.regions import POSE_DILATION, POSE_THRESHOLD, people_regions
 from .install import FACTORS_KEY, OUTSIDE_KEY, REFERENCES_KEY, REGIONS_KEY
 
 MAX_REFERENCES = 4
@@ -123,4 +125,43 @@ class StandInRegion(io.ComfyNode):
         return io.NodeOutput(mask)
 
 
-NODES = [StandInReferences, StandInRegion]
+class StandInRegionsFromPose(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="StandInRegionsFromPose",
+            display_name="Stand-In Regions from Pose Video",
+            category="Stand-In",
+            description=(
+                "One region per person, found in a control video (the pose skeletons of VACE, or other control "
+                "frames drawn on one dark background), so no mask needs painting. Per frame: the drawn pixels, "
+                "grouped into the given number of people by their x position, person 1 the leftmost; each "
+                "person's region is the convex hull of their pixels grown by 'dilation' pixels. Where people touch "
+                "or one is missing, the people of the neighbouring frame carry on. Connect region_1, region_2 ... to "
+                "the same inputs of Stand-In References (this pack's own, not in the official code)."),
+            inputs=[
+                io.Image.Input("control_video", tooltip=(
+                    "The control frames, e.g. the pose video given to WanVaceToVideo: skeletons (or other drawings) "
+                    "on a black or other single dark background, the video's size and length.")),
+                io.Int.Input("people", default=2, min=1, max=MAX_REFERENCES, tooltip=(
+                    "How many people the video shows: the regions of the people 1 to this many, from the left.")),
+                io.Int.Input("dilation", default=POSE_DILATION, min=0, max=512, step=1, tooltip=(
+                    "Pixels each person's region reaches past their drawn skeleton. The default covers the head and "
+                    "shoulders of a full-body person at 832x480; give more for people nearer the camera.")),
+                io.Float.Input("threshold", default=POSE_THRESHOLD, min=0.01, max=0.99, step=0.01, tooltip=(
+                    "How far (0..1) a pixel's colour must be from the background colour to count as drawn. Lower "
+                    "it for faint drawings, raise it for a noisy video.")),
+            ],
+            outputs=[io.Mask.Output(f"region_{index}", display_name=f"region_{index}", tooltip=(
+                f"Person {index} from the left, one mask per frame; all 0 (a single frame) when 'people' is "
+                f"under {index}.")) for index in range(1, MAX_REFERENCES + 1)],
+        )
+
+    @classmethod
+    def execute(cls, control_video, people, dilation, threshold) -> io.NodeOutput:
+        regions = people_regions(control_video, int(people), dilation=float(dilation), threshold=float(threshold))
+        empty = torch.zeros(1, *regions.shape[-2:])
+        return io.NodeOutput(*regions.unbind(0), *[empty] * (MAX_REFERENCES - int(people)))
+
+
+NODES = [StandInReferences, StandInRegion, StandInRegionsFromPose]
