@@ -16,7 +16,7 @@ import comfy.utils
 import folder_paths
 import numpy as np
 import torch
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..standin_core.faces import masks as face_masks, models as face_models, prepare as faces, swap as face_swap
 from .paths import FACEXLIB_FOLDER
@@ -100,8 +100,9 @@ class EncodeReferenceFace(io.ComfyNode):
             description=(
                 "Prepares a reference photo exactly as Stand-In was trained (largest face, 1.5x square crop, 512x512, "
                 "background replaced by white using face parsing) and encodes it with the Wan VAE into the one-frame "
-                "reference latent for ApplyStandInToWanModel. Preview prepared_image to see what the model sees. "
-                "Needs detection and parsing weights in models/facexlib unless subject mode is on."),
+                "reference latent for ApplyStandInToWanModel. The node shows the prepared face (what the model sees) "
+                "and a one-line report: the face found, or why the whole image was used. Needs detection and parsing "
+                "weights in models/facexlib unless subject mode is on."),
             inputs=[
                 io.Image.Input("image", tooltip="One reference photo (a batch of one). The face should be visible; "
                                                 "larger and sharper faces keep the identity better."),
@@ -132,6 +133,10 @@ class EncodeReferenceFace(io.ComfyNode):
                 io.Mask.Output(display_name="cutout_alpha", tooltip=(
                     "For face swap: 1 where the face parser saw anything but background (hair, neck and clothes "
                     "included), the official face swap's cut-out.")),
+                io.String.Output(display_name="report", tooltip=(
+                    "What was found and used, in one line: the face's position and size, or why the whole image was "
+                    "used (no face, a face reaching the borders, subject mode), and any warning (a small face, no "
+                    "parser). The node shows it too, under the prepared face.")),
             ],
         )
 
@@ -146,14 +151,15 @@ class EncodeReferenceFace(io.ComfyNode):
             detect, parse = _detector_and_parser(detector, allow_download, face_models.REFERENCE_NORMALIZATION)
         result = faces.prepare_reference(image, detect, parse, face_index=face_index, subject_mode=subject_mode,
                                          remove_neck_cloth_hat=remove_neck_cloth_hat)
-        log.info("Stand-In reference: %s, face %s, window %s", result.path, result.face_box, result.crop_window)
+        log.info("Stand-In reference: %s", result.report)
         prepared = torch.from_numpy(result.image).float().div(255.0).unsqueeze(0)
         mask = torch.from_numpy(result.mask).unsqueeze(0)
         latent = vae.encode(prepared[..., :3])
         cutout = face_swap.face_cutout(result)
         cutout_rgb = torch.from_numpy(cutout[..., :3]).float().div(255.0)[None]
+        shown = {**ui.PreviewImage(prepared, cls=cls).as_dict(), **ui.PreviewText(result.report).as_dict()}
         return io.NodeOutput({"samples": latent}, prepared, mask, cutout_rgb,
-                             torch.from_numpy(cutout[..., 3] > 0).float()[None])
+                             torch.from_numpy(cutout[..., 3] > 0).float()[None], result.report, ui=shown)
 
 
 class StandInFaceMask(io.ComfyNode):
@@ -197,17 +203,20 @@ class StandInFaceMask(io.ComfyNode):
 class StandInFaceSwapPaste(io.ComfyNode):
     @classmethod
     def define_schema(cls):
+        from .swap import SwapGeometryType  # the composite node's module owns the type
         return io.Schema(
             node_id="StandInFaceSwapPaste",
             display_name="Stand-In Face Swap Paste",
             category="Stand-In",
             description=(
-                "Step one of the official Stand-In face swap: crops the video to multiples of 16 and 4n+1 frames, then "
-                "pastes the reference face onto the largest face of every frame: by default warped by the similarity "
-                "transform between the two faces' 5 keypoints (angle and size matched), else resized into the face "
-                "window through its face-parse mask. Frames without a face are left as they are. Then VAE Encode the "
-                "frames and KSampler at denoise 0.85 with the Stand-In model; to hold the background, put the masks "
-                "through Threshold Mask (0.5, the official hard mask) and Set Latent Noise Mask."),
+                "Step one of the official Stand-In face swap. Fits the video for Wan (scaled to the chosen size "
+                "keeping its aspect ratio, sides multiples of 16, at most max_frames frames, 4n+1), then pastes the "
+                "reference face onto the largest face of every frame: by default warped by the similarity transform "
+                "between the two faces' 5 keypoints (angle and size matched), else resized into the face window "
+                "through its face-parse mask. Frames without a face are left as they are. Then VAE Encode the frames "
+                "and KSampler at denoise 0.85 with the Stand-In model; to hold the background, put the masks through "
+                "Threshold Mask (0.5, the official hard mask) and Set Latent Noise Mask. Finally Stand-In Face Swap "
+                "Composite puts the result back into the original video, using the 'swap' output."),
             inputs=[
                 io.Image.Input("images", tooltip="The video's frames (an IMAGE batch, e.g. from Get Video "
                                                  "Components)."),
@@ -229,32 +238,57 @@ class StandInFaceSwapPaste(io.ComfyNode):
                 io.Int.Input("feather", default=face_masks.FEATHER, min=0, max=255,
                              tooltip="Window paste: soften the mask edge with a Gaussian of this size; official: 21."),
                 io.Boolean.Input("crop_and_trim", default=True, tooltip=(
-                    "On (official): centre-crop the frames to multiples of 16 and keep the first 4n+1 frames, as Wan "
-                    "needs. Off: keep the frames as they are (they must already fit).")),
+                    "On: fit the video for Wan as size, first_frame and max_frames say (sides multiples of 16, 4n+1 "
+                    "frames). Off: keep the frames exactly as they are, all of them (they must already fit Wan; "
+                    "size, first_frame and max_frames are then not used).")),
                 _detector_input(),
                 _download_input(),
+                io.Combo.Input("size", options=list(face_swap.FIT_SIZES), default=face_swap.FIT_DEFAULT,
+                               optional=True, tooltip=(
+                                   "The most pixels a frame may have for Wan; larger videos are scaled down keeping "
+                                   "their aspect ratio (only the remainder to a multiple of 16 is cropped), smaller "
+                                   "ones are never scaled up. 480p: 832x480 worth of pixels, the official Stand-In "
+                                   "size, the one for 24 GB cards. 720p: 1280x720 worth, about 2.3x the memory and "
+                                   "time. source: the video's own size (the official face swap; a 1080p video then "
+                                   "goes whole into the sampler).")),
+                io.Int.Input("first_frame", default=0, min=0, max=1_000_000, optional=True, tooltip=(
+                    "The first frame of the video to use (0 = the start); the audio is cut to match by Stand-In "
+                    "Face Swap Composite.")),
+                io.Int.Input("max_frames", default=face_swap.MAX_FRAMES, min=1, max=100_001, step=4, optional=True,
+                             tooltip=("At most this many frames from first_frame, then the most of the form 4n+1 "
+                                      "(Wan's). 81 (official) is about 2.7 s at 30 fps; memory and time grow with "
+                                      "it.")),
             ],
             outputs=[io.Image.Output(display_name="frames", tooltip="The frames with the reference face pasted in."),
                      io.Mask.Output(display_name="masks", tooltip=(
                          "Per frame: where the face was pasted (the warped alpha, or the face-parse mask); empty "
-                         "where no face was found. Feed to Set Latent Noise Mask to keep the rest of the video."))],
+                         "where no face was found. Feed to Set Latent Noise Mask to keep the rest of the video.")),
+                     SwapGeometryType.Output(display_name="swap", tooltip=(
+                         "Where these frames came from in the original video (frames used, crop rectangle, scale): "
+                         "for Stand-In Face Swap Composite, which puts the result back."))],
         )
 
     @classmethod
     def execute(cls, images, reference_cutout, reference_alpha, match_angle_and_size=True,
                 confidence=face_swap.SWAP_CONFIDENCE, crop_scale=faces.CROP_SCALE, dilation=face_masks.DILATION,
                 feather=face_masks.FEATHER, crop_and_trim=True, detector=face_models.AUTO_DETECTOR,
-                allow_download=False) -> io.NodeOutput:
+                allow_download=False, size=face_swap.FIT_DEFAULT, first_frame=0,
+                max_frames=face_swap.MAX_FRAMES) -> io.NodeOutput:
         if images.ndim != 4 or images.shape[0] == 0:
             raise ValueError("Stand-In Face Swap Paste needs video frames [frames, H, W, C], got "
                              f"{tuple(images.shape)}")
-        size = tuple(reference_cutout.shape[1:3])
-        if reference_cutout.ndim != 4 or reference_cutout.shape[0] != 1 or tuple(reference_alpha.shape[-2:]) != size \
-                or reference_alpha.numel() != size[0] * size[1]:
+        if size not in face_swap.FIT_SIZES:
+            raise ValueError(f"size must be one of {', '.join(face_swap.FIT_SIZES)}, got {size!r}")
+        geometry = face_swap.plan_fit(images.shape[0], images.shape[2], images.shape[1],
+                                      max_pixels=face_swap.FIT_SIZES[size], max_frames=max_frames,
+                                      first_frame=first_frame, fit=crop_and_trim)
+        cut_size = tuple(reference_cutout.shape[1:3])
+        if reference_cutout.ndim != 4 or reference_cutout.shape[0] != 1 or tuple(reference_alpha.shape[-2:]) \
+                != cut_size or reference_alpha.numel() != cut_size[0] * cut_size[1]:
             raise ValueError("reference_cutout and reference_alpha must be the 'cutout' and 'cutout_alpha' outputs of "
                              "Encode Stand-In Reference Face (one image and its mask of the same size)")
         rgb = faces.to_rgb_uint8(reference_cutout[0])
-        alpha = (reference_alpha.reshape(size).clamp(0, 1) * 255).round().to(torch.uint8)
+        alpha = (reference_alpha.reshape(cut_size).clamp(0, 1) * 255).round().to(torch.uint8)
         cutout = np.dstack([rgb, alpha.cpu().numpy()])
         threshold = min(confidence, face_models.DETECTION_CONFIDENCE)  # the node's own check is `confidence`
         (detector_model,) = _facexlib_models([detector], allow_download)
@@ -267,13 +301,14 @@ class StandInFaceSwapPaste(io.ComfyNode):
                 parser = face_models.bisenet_parser(_facexlib_models([detector, "bisenet"], allow_download)[1],
                                                     face_models.IMAGENET_NORMALIZATION)
             return parser(crop)
-        progress = _progress(images.shape[0])
+        progress = _progress(geometry.frame_count)
         frames, masks, how = face_swap.swap_faces(
-            images, cutout, detect, parse, match_angle_and_size=match_angle_and_size, confidence=confidence,
-            crop_scale=crop_scale, dilation=dilation, feather=feather, crop=crop_and_trim, progress=progress)
-        log.info("Stand-In face swap: %d frames, %d warped, %d window pastes, %d without a face", len(how),
+            face_swap.fit_frames(images, geometry), cutout, detect, parse, match_angle_and_size=match_angle_and_size,
+            confidence=confidence, crop_scale=crop_scale, dilation=dilation, feather=feather, crop=False,
+            progress=progress)
+        log.info("Stand-In face swap: %s; %d warped, %d window pastes, %d without a face", geometry,
                  how.count("warped"), how.count("window"), how.count("no_face"))
-        return io.NodeOutput(torch.from_numpy(frames).float().div(255.0), torch.from_numpy(masks))
+        return io.NodeOutput(torch.from_numpy(frames).float().div(255.0), torch.from_numpy(masks), geometry)
 
 
 NODES = [EncodeReferenceFace, StandInFaceMask, StandInFaceSwapPaste]

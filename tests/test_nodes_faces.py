@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from comfyui_standin.standin_core.faces.video import read_video
-from comfyui_standin.tests.support.faces import RecordingVAE, comfy_image
+from comfyui_standin.tests.support.faces import RecordingVAE, assert_shows, comfy_image
 
 pytestmark = pytest.mark.comfyui
 DATA = Path(__file__).resolve().parent / "data"
@@ -61,8 +61,8 @@ def test_subject_mode_needs_no_weights_and_encodes_the_prepared_image(nodes_face
     facexlib_folder(tmp_path)  # empty: subject mode must not touch it
     photo = skimage_data.astronaut()[:, 100:420]
     vae = RecordingVAE()
-    latent, prepared, mask, cutout, alpha = nodes_faces.EncodeReferenceFace.execute(comfy_image(photo), vae,
-                                                                                   subject_mode=True).result
+    latent, prepared, mask, cutout, alpha, report = nodes_faces.EncodeReferenceFace.execute(
+        comfy_image(photo), vae, subject_mode=True).result
     expected = faces.prepare_reference(photo, None, None, subject_mode=True)
     assert prepared.shape == (1, 512, 512, 3) and prepared.dtype == torch.float32
     torch.testing.assert_close(prepared, comfy_image(expected.image), rtol=0, atol=0)
@@ -72,6 +72,7 @@ def test_subject_mode_needs_no_weights_and_encodes_the_prepared_image(nodes_face
     assert mask.shape == (1, 512, 512)  # 320 px wide: 96 white columns on each side
     assert mask[0, :, :95].max() == 0 and mask[0, :, 97:415].min() == 1 and mask[0, :, 417:].max() == 0
     assert torch.equal(cutout, prepared) and torch.equal(alpha, (mask > 0.5).float())  # no parse: the photo's area
+    assert report == "subject mode: the whole 320x512 image, padded to a white square"
 
 
 def test_face_mode_crops_the_face_the_real_detector_finds(comfy, nodes_faces, core, facexlib_folder,
@@ -95,7 +96,7 @@ def test_face_mode_crops_the_face_the_real_detector_finds(comfy, nodes_faces, co
     prepared_per_face = []
     for index, box in enumerate(boxes):
         vae = RecordingVAE()
-        latent, prepared, mask, cutout, cutout_alpha = nodes_faces.EncodeReferenceFace.execute(
+        latent, prepared, mask, cutout, cutout_alpha, _ = nodes_faces.EncodeReferenceFace.execute(
             comfy_image(rgb), vae, face_index=index, detector="retinaface_mobile0.25").result
         left, top, right, bottom = official_window(box, rgb.shape[1], rgb.shape[0])
         expected = torch.from_numpy(area512(white_square(rgb[top:bottom, left:right]))).float() / 255
@@ -117,6 +118,57 @@ def test_face_mode_crops_the_face_the_real_detector_finds(comfy, nodes_faces, co
         assert torch.equal(vae.seen[0], prepared[..., :3]) and latent["samples"].shape == (1, 16, 1, 64, 64)
         prepared_per_face.append(prepared)
     assert not torch.equal(*prepared_per_face)
+
+
+def test_the_node_shows_the_prepared_face_and_says_what_it_used(comfy, nodes_faces, facexlib_folder,
+                                                                real_detector_folder):
+    """The node's own UI shows the prepared face and a one-line report, which is also its 'report' output, for a
+    face, a small face, a face that fills the photo (the border rule) and a photo without a face. The expected
+    facts come from facexlib's detector called directly on the same pixels and the official window rule."""
+    import cv2
+    from facexlib.detection import init_detection_model
+    from comfyui_standin.tests.support.official_reference import official_window
+    facexlib_folder(real_detector_folder)
+    detector = init_detection_model("retinaface_mobile0.25", half=False, device="cpu",
+                                    model_rootpath=str(real_detector_folder))
+
+    def boxes(rgb):
+        with torch.inference_mode():
+            found = detector.detect_faces(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), 0.97)
+        return [tuple(int(v) for v in face[:4]) for face in found]
+
+    def run(rgb):
+        output = nodes_faces.EncodeReferenceFace.execute(comfy_image(rgb), RecordingVAE())
+        prepared, report = output.result[1], output.result[5]
+        assert output.ui["text"] == (report,)
+        assert_shows(output.ui, prepared[0])
+        return report
+
+    obama = cv2.cvtColor(cv2.imread(str(DATA / "obama.jpg")), cv2.COLOR_BGR2RGB)
+    face = cv2.cvtColor(cv2.imread(str(DATA / "obama_small.jpg")), cv2.COLOR_BGR2RGB)  # 320x240, under 1024 px
+    ((x1, y1, x2, y2),) = boxes(face)
+    left, top, right, bottom = official_window((x1, y1, x2, y2), 320, 240)
+    assert run(face) == (f"1 face found in the 320x240 photo; using the face at ({x1}, {y1}), {x2 - x1}x{y2 - y1} "
+                         f"px, cropped to {right - left}x{bottom - top} and resized to 512x512")
+
+    small = cv2.resize(obama, (152, 190), interpolation=cv2.INTER_AREA)
+    ((x1, y1, x2, y2),) = boxes(small)
+    assert max(x2 - x1, y2 - y1) < 64
+    report = run(small)
+    assert report.startswith(f"1 face found in the 152x190 photo; using the face at ({x1}, {y1})"), report
+    assert f"the face is only {x2 - x1}x{y2 - y1} px: it is upscaled to 512x512" in report, report
+
+    filled = np.ascontiguousarray(obama[95:412, 386:598])  # the face fills the photo: the official border rule
+    ((x1, y1, x2, y2),) = boxes(filled)
+    assert x1 <= 10 and y1 <= 10 and x2 >= 212 - 10 and y2 >= 317 - 10, (x1, y1, x2, y2)
+    assert run(filled) == ("1 face found in the 212x317 photo; using the WHOLE image. the face reaches all four "
+                           "borders of the photo, so it is already a face crop (the official rule): the whole image "
+                           "is used")
+
+    coffee = skimage_data.coffee()
+    assert boxes(coffee) == []
+    report = run(coffee)
+    assert report.startswith("0 faces found in the 600x400 photo; using the WHOLE image. no face detected"), report
 
 
 def test_face_models_are_comfyui_models_that_unload(comfy, nodes_faces, facexlib_folder, real_detector_folder):
@@ -173,14 +225,16 @@ def test_a_first_run_with_only_the_mobilenet_detector_works_with_the_default_det
     photo = comfy_image(cv2.cvtColor(cv2.imread(str(DATA / "obama.jpg")), cv2.COLOR_BGR2RGB))
     by_default = nodes_faces.EncodeReferenceFace.execute(photo, RecordingVAE()).result
     named = nodes_faces.EncodeReferenceFace.execute(photo, RecordingVAE(), detector="retinaface_mobile0.25").result
-    for got, expected in zip(by_default[1:], named[1:]):
+    for got, expected in zip(by_default[1:5], named[1:5]):
         assert torch.equal(got, expected)
+    assert by_default[5] == named[5]
     assert by_default[2].min() == 0  # a face was found and parsed: not the whole photo
     frames = comfy_image(read_clip())[0][:5]
     pasted = nodes_faces.StandInFaceSwapPaste.execute(frames, by_default[3], by_default[4]).result
     pasted_named = nodes_faces.StandInFaceSwapPaste.execute(frames, named[3], named[4],
                                                             detector="retinaface_mobile0.25").result
-    assert all(torch.equal(a, b) for a, b in zip(pasted, pasted_named)) and pasted[1].amax() > 0
+    assert all(torch.equal(a, b) for a, b in zip(pasted[:2], pasted_named[:2])) and pasted[1].amax() > 0
+    assert pasted[2] == pasted_named[2]  # the same fit
     with pytest.raises(face_models.MissingFaceWeightsError, match="set the node's detector to 'auto'"):
         nodes_faces.EncodeReferenceFace.execute(photo, RecordingVAE(), detector="retinaface_resnet50")
 
@@ -248,10 +302,10 @@ def test_face_swap_paste_node_runs_the_official_paste_with_progress_and_cancel(c
     facexlib_folder(real_detector_folder)
     frames = comfy_image(read_clip())[0]  # 11 frames of 640x360
     photo = comfy_image(skimage_data.astronaut())
-    _, _, _, cutout, alpha = nodes_faces.EncodeReferenceFace.execute(photo, RecordingVAE(),
-                                                                    detector="retinaface_mobile0.25").result
+    _, _, _, cutout, alpha, _ = nodes_faces.EncodeReferenceFace.execute(photo, RecordingVAE(),
+                                                                       detector="retinaface_mobile0.25").result
     calls = progress_ticks(monkeypatch)
-    pasted, masks = nodes_faces.StandInFaceSwapPaste.execute(frames, cutout, alpha,
+    pasted, masks, _ = nodes_faces.StandInFaceSwapPaste.execute(frames, cutout, alpha,
                                                              detector="retinaface_mobile0.25").result
     assert pasted.shape == (9, 352, 640, 3) and masks.shape == (9, 352, 640)
     rgba = np.dstack([(cutout[0].numpy() * 255).round().astype(np.uint8), (alpha[0].numpy() * 255).astype(np.uint8)])

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from comfyui_standin.standin_core.faces.video import read_video
+from comfyui_standin.tests.support.faces import assert_shows
 
 pytestmark = pytest.mark.comfyui
 DATA = Path(__file__).resolve().parent / "data"
@@ -128,16 +129,6 @@ def test_the_sface_backend_scores_with_the_real_model_from_models_insightface(no
                                                                                backend="sface").result
     assert "same person on 10 of 10 frames" in summary and "cosine >= 0.363" in summary, summary
     assert per_frame.count(" same") == 10 and 0.363 < score <= 1.0
-
-
-def assert_shows(shown, image):
-    """The node's UI output previews ``image`` [H, W, 3] in 0..1: a PNG in ComfyUI's temp folder."""
-    import folder_paths
-    (saved,) = shown["images"]
-    assert saved["type"] == "temp"
-    png = cv2.imread(str(Path(folder_paths.get_temp_directory(), saved["subfolder"], saved["filename"])))
-    expected = (image.numpy() * 255).round().astype(np.uint8)
-    assert png is not None and np.abs(cv2.cvtColor(png, cv2.COLOR_BGR2RGB).astype(int) - expected).max() <= 1
 
 
 def test_the_picker_node_picks_the_sharp_photo_and_shows_it(nodes_identity, model_folders):

