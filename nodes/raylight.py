@@ -44,8 +44,8 @@ from ..standin_core.parallel import (check_ring_backend, fused_attention_lse, lo
                                      sequence_parallel_attention)
 from ..standin_core.reference import ReferenceKV, project_qkv, reference_branch
 from ..standin_core.weights import BlockLoRA, LowRank, StandInWeights
+from .apply import standin_inputs
 from .install import apply_standin
-from .loaders import StandInWeightsType
 from .model_call import CALL_KEY, ModelCall, ReferencePass, VideoSelfAttention
 from .run_state import KEY, RunState
 from .wan_adapter import comfy_attention, position_map, wan_parts
@@ -346,21 +346,8 @@ class StandInForRaylight(io.ComfyNode):
                 io.Custom("RAY_ACTORS").Input(
                     "ray_actors", tooltip="The Ray actors from raylight's Load Diffusion Model (Ray), holding a Wan "
                                           "T2V model (Wan2.1 T2V/VACE 14B or a Wan2.2 A14B expert)."),
-                StandInWeightsType.Input(
-                    "standin", tooltip="From Load Stand-In LoRA. For Wan2.2 A14B use the _high file on the "
-                                       "high-noise model and the _low file on the low-noise model."),
-                io.Latent.Input(
-                    "reference_latent", tooltip=(
-                        "The reference face as ONE latent frame: the 'reference_latent' output of Encode Reference "
-                        "Face (or Stand-In References for several people, without regions).")),
-                io.Float.Input("strength", default=1.0, min=0.0, max=3.0, step=0.05, tooltip=(
-                    "1.0 = Stand-In exactly as trained. 0 = the base model exactly. In between / above, each "
-                    "reference key counts that many times in the video's attention.")),
-                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01, tooltip=(
-                    "Fraction of the sampling schedule where identity starts to apply (0 = from the first step).")),
-                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01, tooltip=(
-                    "Fraction of the schedule where identity stops (1 = to the end). Outside the range every GPU "
-                    "runs raylight's own attention.")),
+                *standin_inputs("or Stand-In References for several people, without regions",
+                                "every GPU runs raylight's own attention"),
             ],
             outputs=[io.Custom("RAY_ACTORS").Output(
                 display_name="ray_actors", tooltip="The same Ray actors, their models now with Stand-In.")],

@@ -81,10 +81,16 @@ def _rank_main(rank: int, world: int, port: int, folder: str) -> None:
 
 def run_world(world: int, folder: Path, timeout: float = 120.0) -> list:
     """Run ``world`` ranks over the cases in ``folder``; returns each rank's {case: output shard}."""
+    return spawn_ranks(_rank_main, world, (str(folder),), folder, timeout)
+
+
+def spawn_ranks(main, world: int, args: tuple, folder: Path, timeout: float, what: str = "ranks") -> list:
+    """Start ``main(rank, world, port, *args)`` in ``world`` spawned processes (one thread each: tiny tensors, 2
+    shared cores), wait at most ``timeout`` seconds, and return what each rank saved as ``folder/rank<i>.pt``."""
     threads = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"  # the children inherit it: tiny tensors, 2 shared cores
+    os.environ["OMP_NUM_THREADS"] = "1"  # the children inherit it
     try:
-        context = mp.start_processes(_rank_main, args=(world, free_port(), str(folder)), nprocs=world, join=False,
+        context = mp.start_processes(main, args=(world, free_port(), *args), nprocs=world, join=False,
                                      start_method="spawn")
     finally:
         if threads is None:
@@ -95,9 +101,9 @@ def run_world(world: int, folder: Path, timeout: float = 120.0) -> list:
     try:
         while not context.join(timeout=1.0):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{world} ranks did not finish within {timeout:.0f} s")
+                raise TimeoutError(f"{world} {what} did not finish within {timeout:.0f} s")
     finally:
         for process in context.processes:
             if process.is_alive():
                 process.terminate()
-    return [torch.load(folder / f"rank{rank}.pt") for rank in range(world)]
+    return [torch.load(Path(folder) / f"rank{rank}.pt") for rank in range(world)]

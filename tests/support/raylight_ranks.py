@@ -24,16 +24,14 @@ they would pick cuda and nccl), and yunchang's flash kernel at torch's CPU flash
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 import traceback
 from pathlib import Path
 
 import torch
-import torch.multiprocessing as mp
 
-from comfyui_standin.tests.support.parallel_ranks import free_port
+from comfyui_standin.tests.support.parallel_ranks import spawn_ranks
 
 
 def raylight_source(raylight_path: str) -> Path:
@@ -171,27 +169,8 @@ def run_raylight_world(folder: Path, spawn: dict, comfyui_path: str, raylight_pa
     worlds = {layout["ulysses"] * layout["ring"] * layout["cfg"] for layout in spawn["layouts"].values()}
     assert len(worlds) == 1, f"one world size per spawn, not {sorted(worlds)}"
     world = worlds.pop()
-    threads = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"  # the children inherit it: tiny tensors, 2 shared cores
-    try:
-        context = mp.start_processes(_rank_main, args=(world, free_port(), str(folder), spawn, comfyui_path,
-                                                       raylight_path), nprocs=world, join=False,
-                                     start_method="spawn")
-    finally:
-        if threads is None:
-            del os.environ["OMP_NUM_THREADS"]
-        else:
-            os.environ["OMP_NUM_THREADS"] = threads
-    deadline = time.monotonic() + timeout
-    try:
-        while not context.join(timeout=1.0):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{world} raylight ranks did not finish within {timeout:.0f} s")
-    finally:
-        for process in context.processes:
-            if process.is_alive():
-                process.terminate()
-    return [torch.load(folder / f"rank{rank}.pt") for rank in range(world)]
+    return spawn_ranks(_rank_main, world, (str(folder), spawn, comfyui_path, raylight_path), folder, timeout,
+                       "raylight ranks")
 
 
 
