@@ -35,8 +35,8 @@ TEST_NODES = Path(__file__).with_name("server_test_nodes.py")
 TEST_NODES_FILE = "standin_test_helpers.py"  # its name in the server's custom_nodes folder
 PACK_FOLDER = "ComfyUI-StandIn"
 OUR_NODES = ("LoadStandInLoRA", "EncodeReferenceFace", "ApplyStandInToWanModel", "StandInKVCache", "StandInFaceMask",
-             "StandInFaceSwapPaste", "StandInIdentityScore", "StandInPickReference", "StandInReferences",
-             "StandInRegion")
+             "StandInFaceSwapPaste", "StandInFaceSwapComposite", "StandInIdentityScore", "StandInPickReference",
+             "StandInReferences", "StandInRegion", "StandInRegionsFromPose", "StandInForRaylight")
 VAE_FILE = "tiny_wan_vae.safetensors"
 SWAP_VIDEO = "standin_swap_input.mp4"  # 5 real frames (4n+1), 256x160, cut from <data>/short_hamilton_clip.mp4
 SWAP_PHOTO = "standin_swap_reference.jpg"  # <data>/obama.jpg

@@ -118,37 +118,41 @@ def load_workflow(page, workflow: dict) -> dict:
     return loaded
 
 
+LOADER_FOLDERS = {"UNETLoader": "diffusion_models", "CLIPLoader": "text_encoders", "VAELoader": "vae",
+                  "LoadStandInLoRA": "standin", "LoraLoaderModelOnly": "loras"}
+
+
 def files_named_in(workflow: dict) -> dict:
-    """Every file a workflow names: {path under the server's base directory: kind}, from the loaders'
-    ``properties.models`` and the widgets that pick a model or an input file."""
+    """Every file a workflow names: {path under the server's base directory: kind}, from the loaders' widgets (the
+    model files the README lists), their ``properties.models``, and the widgets that pick an input file."""
     files = {}
     for node in workflow["nodes"]:
         for item in node.get("properties", {}).get("models", []):
             files[f"models/{item['directory']}/{item['name']}"] = "model"
+        if node["type"] in LOADER_FOLDERS:
+            files[f"models/{LOADER_FOLDERS[node['type']]}/{node['widgets_values'][0]}"] = "model"
         kind = {"LoadImage": "image", "LoadVideo": "video"}.get(node["type"])
         if kind:
             files[f"input/{node['widgets_values'][0]}"] = kind
     return files
 
 
-def provide_files(base: Path, workflows: list, clip: Path) -> None:
-    """Puts a file under every name the workflows use into a server's base directory: empty model files (the
-    frontend only sees names), real pictures (the bundled astronaut photo; the cat for a subject) and the real video
-    file ``clip``. A file already there stays as it is (the model files are hard links shared by every server)."""
-    from skimage import data
-    from PIL import Image
+def provide_model_files(base: Path, workflows: list) -> list:
+    """Puts an empty file under every model name the workflows' loaders carry (the README's model files; the
+    frontend only sees names) into a server's base directory, as a user who followed the README has them. The
+    inputs are NOT provided: the pack copies its example inputs into the input folder when it loads
+    (nodes/examples.py), which is what a fresh ComfyUI gets. A file already there stays as it is (the model files
+    are hard links shared by every server). Returns the input files the workflows load, for the caller to check."""
+    inputs = []
     for workflow in workflows:
         for name, kind in files_named_in(workflow).items():
             path = base / name
-            if path.exists():
-                continue
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if kind == "model":
+            if kind != "model":
+                inputs.append(path)
+            elif not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(b"")
-            elif kind == "image":
-                Image.fromarray(data.chelsea() if "subject" in path.name else data.astronaut()).save(path, "PNG")
-            else:
-                shutil.copy(clip, path)
+    return inputs
 
 
 def missing_node_dialogs(loaded: dict) -> list:

@@ -49,8 +49,8 @@ def widget_inputs(spec: dict) -> list:
     for section in ("required", "optional"):
         for name in order.get(section, []):
             item = spec["input"][section][name]
-            if isinstance(item[0], list) or item[0] in WIDGET_TYPES:
-                widgets.append((name, item))
+            if (isinstance(item[0], list) or item[0] in WIDGET_TYPES) and not options_of(item).get("forceInput"):
+                widgets.append((name, item))  # (forceInput: a socket only, no widget value in the frontend)
     return widgets
 
 

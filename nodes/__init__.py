@@ -7,12 +7,15 @@ register_model_folders()
 
 
 def _node_list() -> list[type[io.ComfyNode]]:
-    from . import apply, cache, faces, identity, loaders, references
-    return [*loaders.NODES, *faces.NODES, *references.NODES, *apply.NODES, *cache.NODES, *identity.NODES]
+    from . import apply, cache, faces, identity, loaders, raylight, references, swap
+    return [*loaders.NODES, *faces.NODES, *swap.NODES, *references.NODES, *apply.NODES, *cache.NODES,
+            *identity.NODES, *raylight.NODES]
 
 
 class StandInExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        from .examples import add_example_inputs
+        add_example_inputs()
         return _node_list()
 
 

@@ -151,6 +151,11 @@ class StandInRegionsFromPose(io.ComfyNode):
                 io.Float.Input("threshold", default=POSE_THRESHOLD, min=0.01, max=0.99, step=0.01, tooltip=(
                     "How far (0..1) a pixel's colour must be from the background colour to count as drawn. Lower "
                     "it for faint drawings, raise it for a noisy video.")),
+                io.Int.Input("width", default=0, min=0, max=8192, step=8, optional=True, tooltip=(
+                    "The video's width: the regions are found at the control video's own size (dilation in its "
+                    "pixels) and then scaled to width x height. 0: the control video's width.")),
+                io.Int.Input("height", default=0, min=0, max=8192, step=8, optional=True, tooltip=(
+                    "The video's height (see width). 0: the control video's height.")),
             ],
             outputs=[io.Mask.Output(f"region_{index}", display_name=f"region_{index}", tooltip=(
                 f"Person {index} from the left, one mask per frame; all 0 (a single frame) when 'people' is "
@@ -158,8 +163,11 @@ class StandInRegionsFromPose(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, control_video, people, dilation, threshold) -> io.NodeOutput:
+    def execute(cls, control_video, people, dilation, threshold, width=0, height=0) -> io.NodeOutput:
         regions = people_regions(control_video, int(people), dilation=float(dilation), threshold=float(threshold))
+        size = (height or regions.shape[-2], width or regions.shape[-1])
+        if size != tuple(regions.shape[-2:]):
+            regions = torch.nn.functional.interpolate(regions, size=size, mode="bilinear").clamp(0, 1)
         empty = torch.zeros(1, *regions.shape[-2:])
         return io.NodeOutput(*regions.unbind(0), *[empty] * (MAX_REFERENCES - int(people)))
 

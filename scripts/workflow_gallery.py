@@ -46,8 +46,10 @@ def main(argv=None) -> None:
             sync_playwright() as playwright:
         paths = sorted((REPO / "workflows").glob("*.json"))
         workflows = [json.loads(path.read_text(encoding="utf-8")) for path in paths]
-        # so no node is red for a file this machine lacks
-        frontend.provide_files(server.base, workflows, args.data / "short_hamilton_clip.mp4")
+        # the README's model files (empty: the frontend sees names); the inputs are the pack's example inputs
+        missing = [path.name for path in frontend.provide_model_files(server.base, workflows) if not path.exists()]
+        if missing:
+            sys.exit(f"the pack did not put these example inputs into the input folder: {missing}")
         frontend.quiet_user_settings(server.base)
         browser = playwright.chromium.launch(executable_path=frontend.chromium_path(), args=["--no-sandbox"])
         page = frontend.open_page(browser, server.url, viewport=(1920, 1080))

@@ -252,7 +252,8 @@ def test_the_node_schema(comfy):
     assert (schema.node_id, schema.display_name, schema.category) == (
         "StandInRegionsFromPose", "Stand-In Regions from Pose Video", "Stand-In")
     assert len(schema.description) > 40
-    assert [item.id for item in schema.inputs] == ["control_video", "people", "dilation", "threshold"]
+    assert [item.id for item in schema.inputs] == ["control_video", "people", "dilation", "threshold",
+                                                      "width", "height"]
     assert all(item.tooltip for item in schema.inputs) and all(item.tooltip for item in schema.outputs)
     assert tuple(node.RETURN_TYPES) == ("MASK",) * 4
     assert [item.id for item in schema.outputs] == ["region_1", "region_2", "region_3", "region_4"]
@@ -288,3 +289,21 @@ def test_the_node_on_the_pose_clip_wires_into_stand_in_references(comfy, two):
     for person, points in enumerate(keypoints(2, 0)):
         x, y = points[0]
         assert tokens[person, 0, int(y) // 16, int(x) // 16] and not tokens[1 - person, 0, int(y) // 16, int(x) // 16]
+
+
+@pytest.mark.comfyui
+def test_the_node_scales_the_regions_to_the_videos_size(comfy, two):
+    """width and height: the regions are found at the control video's size and then scaled (bilinear) to the
+    video's, here half of it in each direction: each output pixel is the mean of the 2x2 block it covers."""
+    from comfyui_standin.nodes.references import StandInRegionsFromPose
+    frames, expected = two
+    image = torch.from_numpy(frames[:9]).float() / 255
+    out = StandInRegionsFromPose.execute(control_video=image, people=2, dilation=POSE_DILATION, threshold=0.25,
+                                         width=416, height=240).args
+    full = StandInRegionsFromPose.execute(control_video=image, people=2, dilation=POSE_DILATION,
+                                          threshold=0.25).args
+    for index in range(2):
+        halved = full[index].view(9, 240, 2, 416, 2).mean(dim=(2, 4))
+        assert out[index].shape == (9, 240, 416)
+        assert torch.allclose(out[index], halved, atol=1e-6)
+    assert out[2].shape == (1, 240, 416) and not out[2].any()

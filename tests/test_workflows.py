@@ -4,9 +4,9 @@ CI tier (no ComfyUI): every file parses; node types exist in the RECORDED node l
 version (devtools/comfyui_nodes/<version>.json, from that version's /object_info) or in this pack; every link
 agrees with both node entries and joins an output and an input of the same type, as the recorded specs declare them;
 widget values fit the inputs (count, combo choices, numeric ranges, value kinds); required sockets are connected;
-each loader names its files in ``properties.models``; each graph carries the official settings (or says where and why
-it departs) and a note; build_workflows.py regenerates the files byte for byte; the gallery pictures are
-current with the JSONs.
+each loader's file is in ``properties.models`` when every frontend downloads it, else in the note; each graph
+carries the official settings (or says where and why it departs) and a note; build_workflows.py regenerates the
+files byte for byte; the gallery pictures are current with the JSONs.
 ComfyUI tier: the recorded lists regenerate byte for byte from the live server; the Wan2.2 split and the 4-step
 schedule are computed with ComfyUI's own scheduler code. tests/test_workflows_run.py runs every graph through the
 executor and loads it in the real frontend.
@@ -26,7 +26,8 @@ DATA = REPO / "tests" / "data"  # the real files the server harness needs
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 EXPECTED_WORKFLOWS = {"standin_wan21_t2v.json", "standin_wan21_vace_pose.json", "standin_wan21_style_lora.json",
                       "standin_wan21_face_swap.json", "standin_wan22_a14b.json", "standin_wan21_subject.json",
-                      "standin_wan21_fast_lightx2v.json", "standin_wan21_two_clips.json"}
+                      "standin_wan21_fast_lightx2v.json", "standin_wan21_two_clips.json",
+                      "standin_wan21_two_people.json", "standin_wan21_vace_two_people.json"}
 SPECS = {version: wg.recorded(version) for version in wg.VERSIONS}
 LOADERS = {"UNETLoader": "unet_name", "CLIPLoader": "clip_name", "VAELoader": "vae_name",
            "LoadStandInLoRA": "weights", "LoraLoaderModelOnly": "lora_name"}
@@ -69,8 +70,25 @@ def _describe_input(expr: ast.expr, helpers: dict) -> dict:
         return _describe_input(returns[0], helpers)
     assert isinstance(expr, ast.Call) and _is_io_input(expr), f"cannot read schema input {ast.unparse(expr)}"
     keywords = {keyword.arg: keyword.value for keyword in expr.keywords}
-    return {"name": ast.literal_eval(expr.args[0]), "widget": _is_io_input(expr) != "socket",
+    forced = "force_input" in keywords and ast.literal_eval(keywords["force_input"])  # a socket, no widget
+    return {"name": ast.literal_eval(expr.args[0]), "widget": _is_io_input(expr) != "socket" and not forced,
             "optional": "optional" in keywords and ast.literal_eval(keywords["optional"])}
+
+
+def _schema_inputs(items: list, helpers: dict) -> list:
+    """The input descriptions of a Schema's inputs list; ``*helper(...)`` takes the list that helper returns."""
+    described = []
+    for item in items:
+        if isinstance(item, ast.Starred):
+            call = item.value
+            assert isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id in helpers, (
+                f"cannot read schema inputs {ast.unparse(item)}")
+            returns = [node.value for node in ast.walk(helpers[call.func.id]) if isinstance(node, ast.Return)]
+            assert len(returns) == 1 and isinstance(returns[0], ast.List), f"{call.func.id}() must return a list"
+            described += _schema_inputs(returns[0].elts, helpers)
+        else:
+            described.append(_describe_input(item, helpers))
+    return described
 
 
 def our_schemas() -> dict:
@@ -84,7 +102,7 @@ def our_schemas() -> dict:
                 continue
             keywords = {keyword.arg: keyword.value for keyword in call.keywords}
             node_id = ast.literal_eval(keywords["node_id"])
-            schemas[node_id] = [_describe_input(item, helpers) for item in keywords["inputs"].elts]
+            schemas[node_id] = _schema_inputs(keywords["inputs"].elts, helpers)
     return schemas
 
 
@@ -222,22 +240,46 @@ def test_required_sockets_are_connected(workflow, version):
         assert not missing, f"{node['type']} (node {node['id']}) has unconnected inputs {missing}"
 
 
-def test_loaders_name_their_files_for_the_missing_models_dialog(workflow):
+LOADER_FOLDERS = {"UNETLoader": "diffusion_models", "CLIPLoader": "text_encoders", "VAELoader": "vae",
+                  "LoadStandInLoRA": "standin", "LoraLoaderModelOnly": "loras"}
+FACE_FILES = ("detection_Resnet50_Final.pth", "parsing_bisenet.pth")
+
+
+def offered_for_download(item: dict, node: dict) -> bool:
+    """The rule of the missing-models dialog in every frontend the tests serve, restated from their source
+    (comfyui-frontend-package 1.27.10 and 1.35.9: MissingModelsWarning.vue, allowedSources / allowedSuffixes;
+    1.45.21 and 1.58.1: missingModelDownload.ts, ALLOWED_SOURCES / ALLOWED_SUFFIXES; all: only an entry whose name
+    is a widget value of its node): a Hugging Face or civitai url, a .safetensors or .sft name, the name among the
+    node's widget values. Plus: the url is the file (a Hugging Face /resolve/ link ending in the name), not a page."""
+    return (item["url"].startswith(("https://huggingface.co/", "https://civitai.com/"))
+            and item["name"].endswith((".safetensors", ".sft")) and item["name"] in node["widgets_values"]
+            and item["url"].startswith("https://huggingface.co/") and "/resolve/" in item["url"]
+            and item["url"].endswith("/" + item["name"]))
+
+
+def test_every_model_entry_is_a_download_every_frontend_offers(workflow):
+    """properties.models holds only what every frontend downloads; a loader whose file has no such link carries
+    none, and the note gives the link and the folder instead (the .ckpt Stand-In files, a civitai page)."""
+    (note,) = [node for node in workflow["nodes"] if node["type"] == "MarkdownNote"]
+    text = note["widgets_values"][0]
     for node in workflow["nodes"]:
-        if node["type"] not in LOADERS:
-            continue
-        models = node["properties"].get("models")
-        assert models, f"{node['type']} (node {node['id']}) has no properties.models"
-        (item,) = models
-        assert item["name"] == node["widgets_values"][0], (item, node["widgets_values"])
-        assert item["url"].startswith("https://") and item["directory"], item
-        if item["url"].startswith("https://huggingface.co/"):
-            assert item["url"].endswith("/" + item["name"]), item
-    encoders = [node for node in workflow["nodes"] if node["type"] == "EncodeReferenceFace"]
-    for node in encoders:
-        subject = node["widgets_values"][1]
-        names = {item["name"] for item in node["properties"].get("models", [])}
-        assert subject or names == {"detection_Resnet50_Final.pth", "parsing_bisenet.pth"}
+        for item in node.get("properties", {}).get("models", []):
+            assert offered_for_download(item, node), item
+        if node["type"] in LOADER_FOLDERS:
+            name = node["widgets_values"][0]
+            assert f"[{name}](https://" in text and f"models/{LOADER_FOLDERS[node['type']]}" in text, name
+            if not node["properties"].get("models"):
+                link = re.search(rf"\[{re.escape(name)}\]\((https://[^)]+)\)", text).group(1)
+                assert not offered_for_download({"name": name, "url": link, "directory": ""}, node), name
+                by_hand = re.search(r"downloads the others; get (.*?) from the links above", text, re.S)
+                assert by_hand and name in by_hand.group(1), f"the note says how to get {name}"
+    faces = [node for node in workflow["nodes"] if node["type"] in ("EncodeReferenceFace", "StandInFaceSwapPaste")
+             and not (node["type"] == "EncodeReferenceFace" and node["widgets_values"][1])]
+    for node in faces:  # their file names are never widget values: no frontend would offer them
+        assert not node["properties"].get("models"), node["type"]
+    if faces:
+        assert all(f"[{name}](https://github.com/xinntao/facexlib/releases/download/" in text for name in FACE_FILES)
+        assert "models/facexlib" in text
 
 
 def test_each_graph_has_a_note_naming_its_files_and_folders(workflow):
@@ -246,8 +288,6 @@ def test_each_graph_has_a_note_naming_its_files_and_folders(workflow):
     assert "**Change first:**" in text
     for node in workflow["nodes"]:
         for item in node.get("properties", {}).get("models", []):
-            if node["type"] == "EncodeReferenceFace" and node["widgets_values"][1]:
-                continue
             assert item["name"] in text and f"models/{item['directory']}" in text, item["name"]
 
 
@@ -384,7 +424,8 @@ def test_face_swap_pastes_then_resamples_at_the_official_denoise():
     paste = g.one("StandInFaceSwapPaste")
     assert g.widgets(paste) == {"match_angle_and_size": True, "confidence": 0.5, "crop_scale": 1.5, "dilation": 10,
                                 "feather": 21, "crop_and_trim": True, "detector": "auto",
-                                "allow_download": False}, "official defaults"
+                                "allow_download": False, "size": "480p", "first_frame": 0,
+                                "max_frames": 81}, "official defaults, and the fit for a 24 GB card"
     encode = g.one("EncodeReferenceFace")
     assert g.source(paste, "reference_cutout", slot=True) == (encode, 3)  # cutout
     assert g.source(paste, "reference_alpha", slot=True) == (encode, 4)  # cutout_alpha
@@ -397,7 +438,18 @@ def test_face_swap_pastes_then_resamples_at_the_official_denoise():
     threshold = g.source(noise_mask, "mask")
     assert threshold["type"] == "ThresholdMask" and threshold["mode"] == wg.BYPASS
     assert g.source(threshold, "mask", slot=True) == (paste, 1) and g.widgets(threshold) == {"value": 0.5}
-    assert_saves_video(g, 25.0)
+    # the re-sampled frames go back into the ORIGINAL frames through the paste masks, with the source's fps and sound
+    parts = g.source(paste, "images")
+    composite = g.source(g.source(g.one("SaveVideo"), "video"), "images")
+    assert composite["type"] == "StandInFaceSwapComposite"
+    assert g.source(composite, "original_images") is parts
+    assert g.source(g.source(composite, "generated_images"), "samples") is sampler
+    assert g.source(composite, "masks", slot=True) == (paste, 1)
+    assert g.source(composite, "swap", slot=True) == (paste, 2)
+    assert g.source(composite, "audio", slot=True) == (parts, 1)
+    assert g.source(composite, "fps", slot=True) == (parts, 2)
+    video = g.source(g.one("SaveVideo"), "video")
+    assert g.source(video, "fps", slot=True) == (parts, 2) and g.source(video, "audio", slot=True) == (composite, 1)
 
 
 WAN22_SPLIT = 9  # the first step whose shifted sigma is below 0.875 at 20 steps, shift 5 (computed in the comfyui tier)

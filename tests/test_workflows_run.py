@@ -44,6 +44,7 @@ SUBJECT_PHOTO = "standin_subject_cat.png"
 FRAMES = {81: 5, 65: 4, 16: 1}  # frame counts in the graphs -> in the test (length, length - overlap, overlap)
 SIZE = {832: 48, 480: 32}
 SMALL_VIDEO = "standin_swap_input_128x80.mp4"  # the harness's 5 real frames at half size
+TWO_FIGURES = "standin_pose_two_5.mp4"  # frames 8..12 of the example two-figure pose clip (832x480, arms down)
 STEPS = 2  # the graphs' 20 (4 for the fast one); the Wan2.2 split 9 of 20 becomes 1 of 2
 
 
@@ -61,19 +62,22 @@ def server(server):
     save_file(style_lora(low, seed=9), str(models / "loras" / LORA_FILE))
     Image.fromarray(data.chelsea()).save(server.base / "input" / SUBJECT_PHOTO)
     write_half_size_clip(server.base / "input" / SWAP_VIDEO, server.base / "input" / SMALL_VIDEO)
+    write_half_size_clip(REPO / "example_inputs" / "standin_example_pose_two.mp4", server.base / "input" / TWO_FIGURES,
+                         size=(832, 480), frames=slice(8, 13))
     return server
 
 
-def write_half_size_clip(source: Path, target: Path) -> None:
+def write_half_size_clip(source: Path, target: Path, size=(128, 80), frames=slice(None)) -> None:
+    """``source``'s frames (those ``frames`` selects) at ``size``."""
     import av
     import cv2
     from comfyui_standin.standin_core.faces.video import read_video
-    frames = read_video(source)
+    frames = read_video(source)[frames]
     with av.open(str(target), "w") as container:
         stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 128, 80, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = *size, "yuv420p"
         for frame in frames:
-            small = cv2.resize(frame, (128, 80), interpolation=cv2.INTER_AREA)
+            small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
             for packet in stream.encode(av.VideoFrame.from_ndarray(small, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
@@ -101,7 +105,7 @@ def tiny_prompt(workflow: dict, specs: dict) -> dict:
         elif kind == "LoadImage":
             inputs["image"] = SUBJECT_PHOTO if "subject" in inputs["image"] else SWAP_PHOTO
         elif kind == "LoadVideo":
-            inputs["file"] = SMALL_VIDEO
+            inputs["file"] = TWO_FIGURES if "pose_two" in inputs["file"] else SMALL_VIDEO
         if "detector" in inputs:
             inputs["detector"] = "retinaface_mobile0.25"
         for key in ("width", "height"):
@@ -142,8 +146,10 @@ def test_workflow_runs_through_the_executor(server, path):
     specs = server.get("/object_info", timeout=60)
     entry = server.run(tiny_prompt(json.loads(path.read_text(encoding="utf-8")), specs))
     status = entry["status"]
+    errors = [{key: data.get(key) for key in ("node_type", "exception_type", "exception_message", "traceback")}
+              for kind, data in status["messages"] if kind == "execution_error"]
     assert status["status_str"] == "success" and status["completed"], (
-        f"{json.dumps(status['messages'], indent=1)[-4000:]}\n{server.log_tail()}")
+        f"{json.dumps(errors, indent=1)[-6000:]}\n{server.log_tail()}")
     frames = saved_video(server, entry)
     assert frames.shape[:3] == EXPECTED.get(path.name, (5, 32, 48)), frames.shape
     assert frames.std() > 1.0, "a blank video"
@@ -202,8 +208,9 @@ def frontend_page(request, comfy, tmp_path_factory):
     chromium = frontend.chromium_path()
     with serving(tmp_path_factory, DATA, "--front-end-root", str(frontend.static_root(folder))) as server, \
             sync_api.sync_playwright() as playwright:
-        frontend.provide_files(server.base, [json.loads(path.read_text(encoding="utf-8")) for path in WORKFLOWS],
-                               DATA / "short_hamilton_clip.mp4")
+        inputs = frontend.provide_model_files(server.base, [json.loads(path.read_text(encoding="utf-8"))
+                                                            for path in WORKFLOWS])
+        assert inputs and all(path.is_file() for path in inputs), [p.name for p in inputs if not p.is_file()]
         frontend.quiet_user_settings(server.base)
         browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         page = frontend.open_page(browser, server.url, viewport=(1920, 1080))
