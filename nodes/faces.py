@@ -204,6 +204,15 @@ class StandInFaceSwapPaste(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         from .swap import SwapGeometryType  # the composite node's module owns the type
+
+        def cutout_tip(index):
+            return (f"Several people (this pack's own): person {index}'s 'cutout' from Encode Stand-In Reference "
+                    f"Face. With several cut-outs, cut-out j goes onto the j-th face from the left of each frame "
+                    f"(reference_cutout is person 1); connect them in order, from 2 up.")
+
+        def alpha_tip(index):
+            return (f"Person {index}'s 'cutout_alpha' from Encode Stand-In Reference Face (with "
+                    f"reference_cutout_{index}).")
         return io.Schema(
             node_id="StandInFaceSwapPaste",
             display_name="Stand-In Face Swap Paste",
@@ -216,7 +225,11 @@ class StandInFaceSwapPaste(io.ComfyNode):
                 "through its face-parse mask. Frames without a face are left as they are. Then VAE Encode the frames "
                 "and KSampler at denoise 0.85 with the Stand-In model; to hold the background, put the masks through "
                 "Threshold Mask (0.5, the official hard mask) and Set Latent Noise Mask. Finally Stand-In Face Swap "
-                "Composite puts the result back into the original video, using the 'swap' output."),
+                "Composite puts the result back into the original video, using the 'swap' output. Several people (this "
+                "pack's own): connect reference_cutout_2.._4 too; cut-out j then goes onto the j-th face from the "
+                "left of each frame (a frame missing someone: each face to the person nearest in the nearest frame "
+                "showing everyone), and region_j, with person j's reference latent, goes into Stand-In "
+                "References."),
             inputs=[
                 io.Image.Input("images", tooltip="The video's frames (an IMAGE batch, e.g. from Get Video "
                                                  "Components)."),
@@ -258,6 +271,12 @@ class StandInFaceSwapPaste(io.ComfyNode):
                              tooltip=("At most this many frames from first_frame, then the most of the form 4n+1 "
                                       "(Wan's). 81 (official) is about 2.7 s at 30 fps; memory and time grow with "
                                       "it.")),
+                io.Image.Input("reference_cutout_2", optional=True, tooltip=cutout_tip(2)),
+                io.Mask.Input("reference_alpha_2", optional=True, tooltip=alpha_tip(2)),
+                io.Image.Input("reference_cutout_3", optional=True, tooltip=cutout_tip(3)),
+                io.Mask.Input("reference_alpha_3", optional=True, tooltip=alpha_tip(3)),
+                io.Image.Input("reference_cutout_4", optional=True, tooltip=cutout_tip(4)),
+                io.Mask.Input("reference_alpha_4", optional=True, tooltip=alpha_tip(4)),
             ],
             outputs=[io.Image.Output(display_name="frames", tooltip="The frames with the reference face pasted in."),
                      io.Mask.Output(display_name="masks", tooltip=(
@@ -265,7 +284,14 @@ class StandInFaceSwapPaste(io.ComfyNode):
                          "where no face was found. Feed to Set Latent Noise Mask to keep the rest of the video.")),
                      SwapGeometryType.Output(display_name="swap", tooltip=(
                          "Where these frames came from in the original video (frames used, crop rectangle, scale): "
-                         "for Stand-In Face Swap Composite, which puts the result back."))],
+                         "for Stand-In Face Swap Composite, which puts the result back.")),
+                     *[io.Mask.Output(f"region_{index}", display_name=f"region_{index}", tooltip=(
+                         f"Person {index}'s region for Stand-In References' region_{index} (with the same person's "
+                         f"reference_latent): per frame, where their face was pasted, grown by "
+                         f"{face_swap.REGION_GROW} px (one Wan token) so every token of the face is in it; empty "
+                         f"where their face is missing."
+                         + (f" All 0 (one frame) when reference_cutout_{index} is not connected." if index > 1
+                            else ""))) for index in range(1, face_swap.MAX_PEOPLE + 1)]],
         )
 
     @classmethod
@@ -273,23 +299,39 @@ class StandInFaceSwapPaste(io.ComfyNode):
                 confidence=face_swap.SWAP_CONFIDENCE, crop_scale=faces.CROP_SCALE, dilation=face_masks.DILATION,
                 feather=face_masks.FEATHER, crop_and_trim=True, detector=face_models.AUTO_DETECTOR,
                 allow_download=False, size=face_swap.FIT_DEFAULT, first_frame=0,
-                max_frames=face_swap.MAX_FRAMES) -> io.NodeOutput:
+                max_frames=face_swap.MAX_FRAMES, **more) -> io.NodeOutput:
         if images.ndim != 4 or images.shape[0] == 0:
             raise ValueError("Stand-In Face Swap Paste needs video frames [frames, H, W, C], got "
                              f"{tuple(images.shape)}")
+        pairs = [(reference_cutout, reference_alpha, "")]
+        for index in range(2, face_swap.MAX_PEOPLE + 1):
+            pair = more.pop(f"reference_cutout_{index}", None), more.pop(f"reference_alpha_{index}", None)
+            if (pair[0] is None) != (pair[1] is None):
+                raise ValueError(f"connect both reference_cutout_{index} and reference_alpha_{index} (the 'cutout' "
+                                 "and 'cutout_alpha' outputs of the same Encode Stand-In Reference Face)")
+            if pair[0] is not None:
+                if len(pairs) != index - 1:
+                    raise ValueError(f"reference_cutout_{index} is connected but reference_cutout_{len(pairs) + 1} "
+                                     "is not: connect the people in order, from 2 up")
+                pairs.append((*pair, f"_{index}"))
+        if more:
+            raise TypeError(f"Stand-In Face Swap Paste got unknown inputs: {', '.join(sorted(more))}")
         if size not in face_swap.FIT_SIZES:
             raise ValueError(f"size must be one of {', '.join(face_swap.FIT_SIZES)}, got {size!r}")
         geometry = face_swap.plan_fit(images.shape[0], images.shape[2], images.shape[1],
                                       max_pixels=face_swap.FIT_SIZES[size], max_frames=max_frames,
                                       first_frame=first_frame, fit=crop_and_trim)
-        cut_size = tuple(reference_cutout.shape[1:3])
-        if reference_cutout.ndim != 4 or reference_cutout.shape[0] != 1 or tuple(reference_alpha.shape[-2:]) \
-                != cut_size or reference_alpha.numel() != cut_size[0] * cut_size[1]:
-            raise ValueError("reference_cutout and reference_alpha must be the 'cutout' and 'cutout_alpha' outputs of "
-                             "Encode Stand-In Reference Face (one image and its mask of the same size)")
-        rgb = faces.to_rgb_uint8(reference_cutout[0])
-        alpha = (reference_alpha.reshape(cut_size).clamp(0, 1) * 255).round().to(torch.uint8)
-        cutout = np.dstack([rgb, alpha.cpu().numpy()])
+        cutouts = []
+        for cut, cut_alpha, suffix in pairs:
+            cut_size = tuple(cut.shape[1:3])
+            if cut.ndim != 4 or cut.shape[0] != 1 or tuple(cut_alpha.shape[-2:]) != cut_size \
+                    or cut_alpha.numel() != cut_size[0] * cut_size[1]:
+                raise ValueError(f"reference_cutout{suffix} and reference_alpha{suffix} must be the 'cutout' and "
+                                 "'cutout_alpha' outputs of Encode Stand-In Reference Face (one image and its mask "
+                                 "of the same size)")
+            rgb = faces.to_rgb_uint8(cut[0])
+            alpha = (cut_alpha.reshape(cut_size).clamp(0, 1) * 255).round().to(torch.uint8)
+            cutouts.append(np.dstack([rgb, alpha.cpu().numpy()]))
         threshold = min(confidence, face_models.DETECTION_CONFIDENCE)  # the node's own check is `confidence`
         (detector_model,) = _facexlib_models([detector], allow_download)
         detect = face_models.retinaface_detector(detector_model, threshold, landmarks=True)
@@ -302,13 +344,23 @@ class StandInFaceSwapPaste(io.ComfyNode):
                                                     face_models.IMAGENET_NORMALIZATION)
             return parser(crop)
         progress = _progress(geometry.frame_count)
-        frames, masks, how = face_swap.swap_faces(
-            face_swap.fit_frames(images, geometry), cutout, detect, parse, match_angle_and_size=match_angle_and_size,
-            confidence=confidence, crop_scale=crop_scale, dilation=dilation, feather=feather, crop=False,
-            progress=progress)
-        log.info("Stand-In face swap: %s; %d warped, %d window pastes, %d without a face", geometry,
-                 how.count("warped"), how.count("window"), how.count("no_face"))
-        return io.NodeOutput(torch.from_numpy(frames).float().div(255.0), torch.from_numpy(masks), geometry)
+        fitted = face_swap.fit_frames(images, geometry)
+        options = dict(match_angle_and_size=match_angle_and_size, confidence=confidence, crop_scale=crop_scale,
+                       dilation=dilation, feather=feather, crop=False, progress=progress)
+        if len(cutouts) == 1:  # the official face swap: the largest face
+            frames, masks, how = face_swap.swap_faces(fitted, cutouts[0], detect, parse, **options)
+            people, how = masks[None], [[kind] for kind in how]
+        else:  # person j on the j-th face from the left
+            frames, masks, people, how = face_swap.swap_faces(fitted, cutouts, detect, parse, **options)
+        for person in range(len(cutouts)):
+            kinds = [frame[person] for frame in how]
+            log.info("Stand-In face swap%s: %s; %d warped, %d window pastes, %d without a face",
+                     f", person {person + 1}" if len(cutouts) > 1 else "", geometry, kinds.count("warped"),
+                     kinds.count("window"), kinds.count("no_face"))
+        regions = [torch.from_numpy(region) for region in face_swap.person_regions(people)]
+        empty = torch.zeros(1, *masks.shape[1:])
+        return io.NodeOutput(torch.from_numpy(frames).float().div(255.0), torch.from_numpy(masks), geometry,
+                             *regions, *[empty] * (face_swap.MAX_PEOPLE - len(regions)))
 
 
 NODES = [EncodeReferenceFace, StandInFaceMask, StandInFaceSwapPaste]

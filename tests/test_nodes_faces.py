@@ -305,8 +305,8 @@ def test_face_swap_paste_node_runs_the_official_paste_with_progress_and_cancel(c
     _, _, _, cutout, alpha, _ = nodes_faces.EncodeReferenceFace.execute(photo, RecordingVAE(),
                                                                        detector="retinaface_mobile0.25").result
     calls = progress_ticks(monkeypatch)
-    pasted, masks, _ = nodes_faces.StandInFaceSwapPaste.execute(frames, cutout, alpha,
-                                                             detector="retinaface_mobile0.25").result
+    pasted, masks, _, *regions = nodes_faces.StandInFaceSwapPaste.execute(frames, cutout, alpha,
+                                                                       detector="retinaface_mobile0.25").result
     assert pasted.shape == (9, 352, 640, 3) and masks.shape == (9, 352, 640)
     rgba = np.dstack([(cutout[0].numpy() * 255).round().astype(np.uint8), (alpha[0].numpy() * 255).astype(np.uint8)])
     (detector_model,) = nodes_faces._facexlib_models(["retinaface_mobile0.25"], False)
@@ -315,6 +315,10 @@ def test_face_swap_paste_node_runs_the_official_paste_with_progress_and_cancel(c
     assert how.count("warped") >= 8
     assert torch.equal(pasted, torch.from_numpy(expected).float().div(255))
     assert torch.equal(masks, torch.from_numpy(expected_masks))
+    # one cut-out: region_1 is its paste grown by one token, the other regions one empty frame of the Wan size
+    assert torch.equal(regions[0], torch.from_numpy(swap.person_regions(expected_masks[None])[0]))
+    assert regions[0].sum() > masks.gt(0).sum() and regions[0][masks > 0].min() == 1
+    assert all(torch.equal(region, torch.zeros(1, 352, 640)) for region in regions[1:])
     assert calls == [(done, 9) for done in range(1, 10)]  # one tick per kept frame
     comfy.model_management.interrupt_current_processing(True)
     try:

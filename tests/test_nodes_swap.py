@@ -61,7 +61,8 @@ def test_schemas_are_complete_and_the_swap_type_connects(comfy, nodes_swap, node
     assert tuple(composite.RETURN_TYPES) == ("IMAGE", "AUDIO")
     paste = nodes_faces.StandInFaceSwapPaste
     paste.GET_SCHEMA()
-    assert tuple(paste.RETURN_TYPES) == ("IMAGE", "MASK", GEOMETRY_TYPE)
+    assert tuple(paste.RETURN_TYPES) == ("IMAGE", "MASK", GEOMETRY_TYPE, "MASK", "MASK", "MASK", "MASK")
+    assert tuple(paste.RETURN_NAMES) == ("frames", "masks", "swap", "region_1", "region_2", "region_3", "region_4")
     optional = paste.INPUT_TYPES()["optional"]
     assert combo_options(optional["size"]) == ["480p", "720p", "source"] and optional["size"][1]["default"] == "480p"
     assert optional["first_frame"][1]["default"] == 0 and optional["max_frames"][1]["default"] == 81
@@ -83,16 +84,16 @@ def test_paste_fits_the_video_and_records_where_the_frames_came_from(nodes_faces
     expected = {"480p": ((0, 4, 1920, 1071), (832, 464)), "720p": ((0, 0, 1920, 1080), (1280, 720))}
     for size, (crop, fitted) in expected.items():
         frames, masks, geometry = nodes_faces.StandInFaceSwapPaste.execute(
-            gray, cutout, alpha, detector="retinaface_mobile0.25", size=size, first_frame=1).result
+            gray, cutout, alpha, detector="retinaface_mobile0.25", size=size, first_frame=1).result[:3]
         assert (geometry.crop, geometry.size, geometry.first_frame, geometry.frame_count) == (crop, fitted, 1, 5)
         assert frames.shape == (5, fitted[1], fitted[0], 3) and masks.shape == (5, fitted[1], fitted[0])
         assert torch.equal(frames, torch.full_like(frames, 128 / 255)) and masks.max() == 0  # no face: unchanged
     frames, _, geometry = nodes_faces.StandInFaceSwapPaste.execute(
-        gray[:, :100, :200], cutout, alpha, detector="retinaface_mobile0.25", crop_and_trim=False).result
+        gray[:, :100, :200], cutout, alpha, detector="retinaface_mobile0.25", crop_and_trim=False).result[:3]
     assert (geometry.crop, geometry.size, geometry.frame_count) == ((0, 0, 200, 100), (200, 100), 7)
     assert frames.shape == (7, 100, 200, 3)
     frames, masks, geometry = nodes_faces.StandInFaceSwapPaste.execute(
-        images, cutout, alpha, detector="retinaface_mobile0.25", first_frame=100, max_frames=6).result
+        images, cutout, alpha, detector="retinaface_mobile0.25", first_frame=100, max_frames=6).result[:3]
     assert (geometry.source_size, geometry.source_frames, geometry.crop, geometry.size) == (
         (640, 360), 275, (0, 4, 640, 352), (640, 352))
     assert list(geometry.frames) == [100, 101, 102, 103, 104] and frames.shape == (5, 352, 640, 3)
@@ -114,7 +115,7 @@ def pasted_clip(comfy, clip_components, real_detector_folder):
     folder_paths.folder_names_and_paths["facexlib"] = ([str(real_detector_folder)], {".pth"})
     try:
         return nodes_faces.StandInFaceSwapPaste.execute(images, *performer(images), detector="retinaface_mobile0.25",
-                                                        first_frame=100, max_frames=6).result
+                                                        first_frame=100, max_frames=6).result[:3]
     finally:
         folder_paths.folder_names_and_paths["facexlib"] = saved
         nodes_faces._PATCHERS.clear()
@@ -150,6 +151,80 @@ def test_composite_puts_the_face_back_into_the_original_frames_and_cuts_the_audi
         nodes_swap.StandInFaceSwapComposite.execute(images, generated, masks, geometry, audio=audio)
     with pytest.raises(ValueError, match="connect the same images that went into Stand-In Face Swap Paste"):
         nodes_swap.StandInFaceSwapComposite.execute(images[:100], generated, masks, geometry)
+
+
+def two_people_frames() -> torch.Tensor:
+    """two_people.jpg (two real faces side by side) as a 5-frame 960x480 IMAGE batch, the frame moving 40 px to
+    the right each frame; in frame 2 the left face is covered by a flat grey box."""
+    import cv2
+    photo = cv2.cvtColor(cv2.imread(str(DATA / "two_people.jpg")), cv2.COLOR_BGR2RGB)
+    frames = np.stack([photo[0:480, shift:shift + 960] for shift in (0, 40, 80, 120, 160)]).copy()
+    frames[2, 0:300, 130:340] = 128
+    return torch.from_numpy(frames).float().div(255)
+
+
+def photo_cutout(name: str, rows: slice, cols: slice) -> tuple[torch.Tensor, torch.Tensor]:
+    """A cut-out straight from a real photo: the rectangle around its face, all opaque."""
+    import cv2
+    photo = cv2.cvtColor(cv2.imread(str(DATA / name)), cv2.COLOR_BGR2RGB)[rows, cols]
+    return torch.from_numpy(np.ascontiguousarray(photo)).float().div(255)[None], torch.ones(1, *photo.shape[:2])
+
+
+def test_paste_with_two_cutouts_gives_each_person_a_region_for_stand_in_references(comfy, nodes_faces,
+                                                                                   facexlib_folder,
+                                                                                   real_detector_folder):
+    """Two real cut-outs (biden2.jpg, obama2.jpg) on the two-faces video: masks is the per-pixel max of the two
+    persons' pastes (the core's swap_faces with the same cut-outs); region_j is person j's paste grown by 16 px,
+    person 1 on the left face, person 2 on the right, person 1 empty in the frame without the left face; every
+    pasted pixel is in a region; region_3/4 are one empty frame of the Wan size. Stand-In References takes
+    region_1/region_2 with two latents, and its token rule gives each person tokens on their own side."""
+    from comfyui_standin.nodes import references
+    from comfyui_standin.nodes.install import REGIONS_KEY
+    from comfyui_standin.standin_core.faces import models as face_models, swap
+    from comfyui_standin.standin_core.regions import token_regions
+    facexlib_folder(real_detector_folder)
+    images = two_people_frames()
+    first = photo_cutout("biden2.jpg", slice(120, 800), slice(380, 910))
+    second = photo_cutout("obama2.jpg", slice(180, 680), slice(170, 520))
+    result = nodes_faces.StandInFaceSwapPaste.execute(
+        images, *first, detector="retinaface_mobile0.25", size="source", reference_cutout_2=second[0],
+        reference_alpha_2=second[1]).result
+    frames, masks, geometry, *regions = result
+    assert len(regions) == 4 and geometry.size == (960, 480) and frames.shape == (5, 480, 960, 3)
+    (detector_model,) = nodes_faces._facexlib_models(["retinaface_mobile0.25"], False)
+    detector = face_models.retinaface_detector(detector_model, landmarks=True)
+    rgba = [np.dstack([(cut[0].numpy() * 255).round().astype(np.uint8), (alpha[0].numpy() * 255).astype(np.uint8)])
+            for cut, alpha in (first, second)]
+    expected, union, people, how = swap.swap_faces((images.numpy() * 255).round().astype(np.uint8), rgba, detector,
+                                                   None, crop=False)
+    assert how == [["warped", "warped"]] * 2 + [["no_face", "warped"]] + [["warped", "warped"]] * 2
+    people = torch.from_numpy(people)
+    assert torch.equal(masks, torch.maximum(people[0], people[1])) and torch.equal(masks, torch.from_numpy(union))
+    assert torch.equal(frames, torch.from_numpy(expected).float().div(255))
+    for person in range(2):
+        assert regions[person].shape == (5, 480, 960)
+        assert torch.equal(regions[person], torch.from_numpy(swap.person_regions(people[person:person + 1].numpy())[0]))
+        assert regions[person][people[person] > 0].min() == 1  # the whole paste is in the region, grown past it
+    assert regions[0][2].max() == 0 and regions[0][[0, 1, 3, 4]].amax(dim=(1, 2)).min() == 1
+    for index in (0, 1, 3, 4):  # person 1 left of person 2 in every frame showing both
+        left, right = (torch.nonzero(regions[person][index])[:, 1].float().mean() for person in range(2))
+        assert left < 480 < right
+    assert torch.equal(torch.maximum(regions[0], regions[1])[masks > 0], torch.ones_like(masks[masks > 0]))
+    assert all(torch.equal(region, torch.zeros(1, 480, 960)) for region in regions[2:])
+    latents = [{"samples": torch.full((1, 16, 1, 64, 64), float(value))} for value in (1, 2)]
+    (combined,) = references.StandInReferences.execute(reference_1=latents[0], strength_1=1.0, region_1=regions[0],
+                                                       reference_2=latents[1], strength_2=1.0,
+                                                       region_2=regions[1]).result
+    assert combined[REGIONS_KEY][0] is regions[0] and combined[REGIONS_KEY][1] is regions[1]
+    tokens = token_regions(torch.stack(combined[REGIONS_KEY]), (2, 30, 60)).reshape(2, 2, 30, 60)
+    assert tokens[0].any() and tokens[1].any() and not (tokens[0] & tokens[1]).any()
+    assert tokens[0].nonzero()[:, 2].max() < 30 <= tokens[1].nonzero()[:, 2].min()
+    with pytest.raises(ValueError, match="connect both reference_cutout_2 and reference_alpha_2"):
+        nodes_faces.StandInFaceSwapPaste.execute(images, *first, detector="retinaface_mobile0.25",
+                                                 reference_cutout_2=second[0])
+    with pytest.raises(ValueError, match="reference_cutout_3 is connected but reference_cutout_2 is not"):
+        nodes_faces.StandInFaceSwapPaste.execute(images, *first, detector="retinaface_mobile0.25",
+                                                 reference_cutout_3=second[0], reference_alpha_3=second[1])
 
 
 def swap_graph(video_file: str, photo: str, first_frame: int, max_frames: int, prefix: str) -> dict:

@@ -218,6 +218,120 @@ def test_a_face_below_the_confidence_is_left_alone(clip, cutout, retinaface):
     np.testing.assert_array_equal(out[0], frame)
 
 
+
+# ---------------------------------------------------------------------------------------------------------------------
+# several people: one cut-out per face, person j the j-th face from the left (issue 19)
+
+def reference_photo_cutout(retinaface, landmark_parser, name):
+    photo = cv2.cvtColor(cv2.imread(str(DATA / name)), cv2.COLOR_BGR2RGB)
+    prepared = prepare.prepare_reference(photo, models.retinaface_detector(retinaface), landmark_parser)
+    assert prepared.path == "face_crop"
+    return swap.face_cutout(prepared)
+
+
+@pytest.fixture(scope="module")
+def people_cutouts(retinaface, landmark_parser):
+    """Two real people's cut-outs from photos of their own (biden2.jpg, obama2.jpg)."""
+    return [reference_photo_cutout(retinaface, landmark_parser, name) for name in ("biden2.jpg", "obama2.jpg")]
+
+
+GONE = 2  # the frame of the two-people video where the left person's face is painted over
+
+
+@pytest.fixture(scope="module")
+def two_people_video():
+    """two_people.jpg (1126x661, two real faces side by side) as a 5-frame 960x480 'video': the frame moving 40 px
+    to the right each frame; in frame 2 the left face is covered by a flat grey box (that person has no face)."""
+    photo = cv2.cvtColor(cv2.imread(str(DATA / "two_people.jpg")), cv2.COLOR_BGR2RGB)
+    frames = np.stack([photo[0:480, shift:shift + 960] for shift in (0, 40, 80, 120, 160)]).copy()
+    frames[GONE, 0:300, 130:340] = 128  # the left face (x 238..383 in the photo, 158..303 in this frame)
+    return frames
+
+
+def boxes_left_to_right(model, rgb):
+    """facexlib's own detections (score > 0.5), boxes [N, 4] sorted by the centre's x: the independent check."""
+    faces = facexlib_faces(model, rgb)
+    return faces[np.argsort((faces[:, 0] + faces[:, 2]) / 2), :4]
+
+
+def test_each_reference_lands_on_its_own_face_from_the_left(two_people_video, people_cutouts, retinaface):
+    """Two real cut-outs on the real two-faces video: person j's paste mask lies on the j-th face from the left of
+    facexlib's own detection, the other person's face untouched; the union mask is the pixelwise largest of the two;
+    the frame outside the union is unchanged. Where the left face is missing (frame 2) person 1 gets nothing (an
+    empty mask, 'no_face') and person 2 still gets the right face."""
+    frames = two_people_video
+    detector = models.retinaface_detector(retinaface, landmarks=True)
+    out, union, people, how = swap.swap_faces(frames, people_cutouts, detector, None, crop=False)
+    assert people.shape == (2, 5, 480, 960) and people.dtype == np.float32 and union.shape == (5, 480, 960)
+    np.testing.assert_array_equal(union, people.max(axis=0))
+    assert how == [["warped", "warped"]] * GONE + [["no_face", "warped"]] + [["warped", "warped"]] * 2
+    for index, frame in enumerate(frames):
+        boxes = boxes_left_to_right(retinaface, frame)
+        assert len(boxes) == (1 if index == GONE else 2)
+        owners = [0, 1] if len(boxes) == 2 else [1]  # the person each detected box must carry
+        for box, person in zip(boxes, owners):
+            x1, y1, x2, y2 = box
+            rows, cols = np.nonzero(people[person, index] > 0.5)
+            assert x1 <= cols.mean() <= x2 and y1 <= rows.mean() <= y2, (index, person)
+            other = people[1 - person, index]
+            x1, y1, x2, y2 = (int(v) for v in box)
+            assert other[y1:y2, x1:x2].max() == 0  # the other reference is not on this face
+        if index == GONE:
+            assert people[0, index].max() == 0
+        np.testing.assert_array_equal(out[index][union[index] == 0], frame[union[index] == 0])
+    swapped = swap.swap_faces(frames, people_cutouts[::-1], detector, None, crop=False)
+    assert swapped[3] == how  # the same faces found and assigned: the order of the cut-outs decides who is who
+    left_face = people[0, 0] == 1.0  # where person 1's face fully covers: the other cut-out now shows there
+    assert left_face.sum() > 1000 and np.abs(swapped[0][0][left_face].astype(int) - out[0][left_face]).mean() > 10
+
+
+def test_one_reference_in_a_list_is_the_single_reference_swap_exactly(two_people_video, people_cutouts, retinaface):
+    """The same cut-out given alone and as a one-element list: the same frames and mask, bit for bit (the largest
+    face), and the person's mask is the union."""
+    detector = models.retinaface_detector(retinaface, landmarks=True)
+    single = swap.swap_faces(two_people_video, people_cutouts[1], detector, None, crop=False)
+    listed = swap.swap_faces(two_people_video, [people_cutouts[1]], detector, None, crop=False)
+    np.testing.assert_array_equal(listed[0], single[0])
+    np.testing.assert_array_equal(listed[1], single[1])
+    np.testing.assert_array_equal(listed[2][0], single[1])
+    assert [kinds[0] for kinds in listed[3]] == single[2] == ["warped"] * 5
+
+
+def test_the_people_follow_their_places_when_someone_is_missing():
+    """assign_people by hand: a full frame orders left to right; a frame with one face gives it to the person who
+    was nearest in the nearest full frame (before or after); without any full frame, faces are persons from the
+    left; the faces past the number of people are the smaller ones."""
+    def face(x, size=10.0, score=0.9):
+        return np.array([x, 0, x + size, size, score] + [0.0] * 10)
+
+    left, right = face(0), face(100)
+    frames = [np.stack([left, right]), np.stack([right]), np.stack([face(5)]), np.zeros((0, 15)),
+              np.stack([face(95), face(2)])]
+    faces = [swap._people_faces(found, 2, 0.5) for found in frames]
+    plan = swap.assign_people(faces, 2)
+    assert [[None if f is None else f[0] for f in persons] for persons in plan] == [
+        [0, 100], [None, 100], [5, None], [None, None], [2, 95]]
+    assert [[None if f is None else f[0] for f in persons] for persons in swap.assign_people(faces[1:4], 2)] == [
+        [100, None], [5, None], [None, None]]
+    crowd = swap._people_faces(np.stack([face(0, 5), face(50, 20), face(30, 30), face(70, 40, score=0.4)]), 2, 0.5)
+    assert crowd[:, 0].tolist() == [30, 50]  # the two largest confident faces (not the larger unsure one), in order
+
+
+def test_regions_cover_every_token_the_paste_touches():
+    """person_regions: a single pasted pixel anywhere in a 16x16 token makes that token at least half covered, so
+    token_regions (the Stand-In References rule) puts it in the region; an empty mask gives an empty region."""
+    import torch
+    from comfyui_standin.standin_core.regions import token_regions
+    masks = np.zeros((2, 1, 64, 64), np.float32)
+    masks[0, 0, 16, 16] = 0.2  # the corner pixel of token (1, 1)
+    masks[0, 0, 47, 40] = 1.0  # inside token (2, 2)
+    regions = swap.person_regions(masks)
+    assert set(np.unique(regions)) == {0.0, 1.0} and regions[1].max() == 0
+    tokens = token_regions(torch.from_numpy(regions), (1, 4, 4)).reshape(2, 4, 4)
+    assert tokens[0, 1, 1] and tokens[0, 2, 2] and not tokens[1].any()
+    assert swap.person_regions(masks, grow=0)[0].sum() == 2  # grow 0: the pasted pixels only
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # fit for Wan, and the composite back into the original footage (standin_core.faces.swap plan_fit / fit_frames,
 # standin_core.faces.composite); the expectation is written out in tests/support/swap_oracle.py

@@ -23,6 +23,7 @@ at most ``max_frames`` frames) and record in a :class:`SwapGeometry` where the f
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -214,43 +215,137 @@ def paste_in_window(frame: np.ndarray, cutout: np.ndarray, box, parser, crop_sca
     return np.array(pasted), mask
 
 
-def swap_faces(frames, cutout: np.ndarray, detector: LandmarkDetector, parser, *, match_angle_and_size: bool = True,
+MAX_PEOPLE = 4  # the most references one paste takes (as Stand-In References)
+REGION_GROW = 16  # pixels a person's region reaches past their paste: one token (8x VAE, 2x2 patch)
+
+
+def _people_faces(found: np.ndarray, people: int, confidence: float) -> np.ndarray:
+    """A frame's faces for ``people`` references: the confident ones (score > ``confidence``), the ``people``
+    largest of them if there are more, ordered left to right by the centre of their box."""
+    faces = found[found[:, 4] > confidence] if len(found) else found
+    if len(faces) > people:
+        areas = (faces[:, 2] - faces[:, 0]) * (faces[:, 3] - faces[:, 1])
+        faces = faces[np.sort(np.argsort(-areas, kind="stable")[:people])]
+    return faces[np.argsort((faces[:, 0] + faces[:, 2]) / 2, kind="stable")]
+
+
+def _centres(faces: np.ndarray) -> np.ndarray:
+    return np.stack([(faces[:, 0] + faces[:, 2]) / 2, (faces[:, 1] + faces[:, 3]) / 2], axis=1)
+
+
+def assign_people(frame_faces: list[np.ndarray], people: int) -> list[list[Optional[np.ndarray]]]:
+    """Which face each of ``people`` references goes onto, per frame (None: that person has no face there).
+
+    ``frame_faces``: per frame the faces of :func:`_people_faces` (at most ``people``, left to right). A frame
+    showing ``people`` faces: face j from the left is person j. A frame showing fewer (one person left the frame or
+    was not detected): each face goes to the person whose face was nearest in the nearest frame in time that shows
+    everyone (the earlier one on a tie), the assignment with the least total distance between box centres; without
+    any such frame, the faces are persons 1, 2, ... from the left. Persons without a face are None."""
+    full = [index for index, faces in enumerate(frame_faces) if len(faces) == people]
+    plan = []
+    for index, faces in enumerate(frame_faces):
+        persons: list[Optional[np.ndarray]] = [None] * people
+        if len(faces) == people or not full:
+            for person, face in enumerate(faces):
+                persons[person] = face
+        elif len(faces):
+            anchor = _centres(frame_faces[min(full, key=lambda other: (abs(other - index), other))])
+            here = _centres(faces)
+            cost = np.linalg.norm(here[:, None] - anchor[None], axis=2)  # [faces, people]
+            best = min(itertools.permutations(range(people), len(faces)),
+                       key=lambda chosen: sum(cost[face, person] for face, person in enumerate(chosen)))
+            for face, person in enumerate(best):
+                persons[person] = faces[face]
+        plan.append(persons)
+    return plan
+
+
+def person_regions(person_masks: np.ndarray, grow: int = REGION_GROW) -> np.ndarray:
+    """Per-person paste masks [N, F, H, W] -> regions for Stand-In References, float32 0/1 of the same shape: 1 where
+    the paste reached (mask > 0), grown by an ellipse of radius ``grow`` pixels. With ``grow`` 16 every 16 x 16-pixel
+    token (Wan: 8x VAE, 2x2 patch) that holds a pasted pixel is at least 3/4 covered in that frame (a quarter of
+    the disc around its corner pixel, pi * 16^2 / 4 = 201 of 256 pixels), past the one-half rule of
+    :func:`standin_core.regions.token_regions`, so the region takes every token of the pasted face."""
+    person_masks = np.asarray(person_masks)
+    regions = (person_masks > 0).astype(np.uint8)
+    if grow > 0:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
+        for region in regions.reshape(-1, *regions.shape[-2:]):
+            region[...] = cv2.dilate(region, kernel)
+    return regions.astype(np.float32)
+
+
+def _paste_face(frame, cutout, source_points, face, parser, crop_scale, dilation, feather):
+    """One cut-out onto one frame face: the warp when the keypoints match, else the window paste."""
+    matrix = None
+    if source_points is not None:
+        matrix = similarity_matrix(source_points, face[5:15].reshape(5, 2))
+    if matrix is not None:
+        return (*paste_warped(frame, cutout, matrix), "warped")
+    if parser is not None:
+        return (*paste_in_window(frame, cutout, face[:4], parser, crop_scale, dilation, feather), "window")
+    raise ValueError("no keypoint match for this frame and no face parser for the window paste")
+
+
+def swap_faces(frames, cutout, detector: LandmarkDetector, parser, *, match_angle_and_size: bool = True,
                confidence: float = SWAP_CONFIDENCE, crop_scale: float = CROP_SCALE, dilation: int = DILATION,
                feather: int = FEATHER, crop: bool = True,
-               progress: Optional[Callable[[int, int], None]] = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Paste the reference cut-out onto every frame.
+               progress: Optional[Callable[[int, int], None]] = None):
+    """Paste the reference cut-out onto every frame; or several cut-outs, one per person.
 
     ``frames`` [F, H, W, C] (any layout :func:`to_rgb_uint8` accepts per frame); ``crop`` applies
-    :func:`crop_and_trim` first. Returns the frames (uint8 [F', H', W', 3]), the masks (float32 [F', H', W'] in
-    0..1) and one word per frame: "warped", "window", "no_face". ``parser`` is needed only for the window paste.
+    :func:`crop_and_trim` first. ``parser`` is needed only for the window paste.
+
+    One cut-out (an RGBA array): the official face swap, onto each frame's largest face if its score is above
+    ``confidence``. Returns the frames (uint8 [F', H', W', 3]), the masks (float32 [F', H', W'] in 0..1) and one
+    word per frame: "warped", "window", "no_face".
+
+    Several cut-outs (a list or tuple of 1 to 4 RGBA arrays, person j = cut-out j; this pack's own): per frame, the
+    confident faces (score above ``confidence``; the largest ones if there are more faces than cut-outs) are
+    ordered left to right by their box centre, and a frame showing as many faces as there are cut-outs gets
+    cut-out j on face j from the left (so with one cut-out: the largest confident face). The order is the order on
+    screen, not a tracked identity: where two people swap sides, their faces swap references. A frame showing fewer
+    faces: each face goes to the person whose face was nearest in the nearest frame showing everyone
+    (:func:`assign_people`); the others are "no_face" there, with an empty mask. Overlapping pastes: the later
+    person's face is on top. Returns the frames, the union of the masks (float32 [F', H', W'], the largest of the
+    persons' masks per pixel), the persons' masks (float32 [N, F', H', W']) and per frame one word per person.
+    To bind a reference to another person, put the cut-outs in that order.
     """
+    several = isinstance(cutout, (list, tuple))
+    cutouts = list(cutout) if several else [cutout]
+    if not 1 <= len(cutouts) <= MAX_PEOPLE:
+        raise ValueError(f"swap_faces takes 1 to {MAX_PEOPLE} cut-outs, got {len(cutouts)}")
     array = np.stack([to_rgb_uint8(frame) for frame in frames])
     if crop:
         array = crop_and_trim(array)
-    source_points = reference_keypoints(cutout, detector) if match_angle_and_size else None
+    sources = [reference_keypoints(one, detector) if match_angle_and_size else None for one in cutouts]
     out = np.empty_like(array)
-    masks = np.zeros(array.shape[:3], np.float32)
+    people = np.zeros((len(cutouts), *array.shape[:3]), np.float32)
     how = []
+    found = [] if several else None
+    if several:  # every frame's faces first: a frame missing someone is matched to a frame showing everyone
+        for frame in array:
+            found.append(_people_faces(detect_with_landmarks(frame, detector), len(cutouts), confidence))
+        plan = assign_people(found, len(cutouts))
     for index, frame in enumerate(array):
-        found = detect_with_landmarks(frame, detector)
-        pasted, mask, kind = frame, None, "no_face"
-        face = select_face(found, -1)
-        if face is not None:
-            if face[4] > confidence:
-                matrix = None
-                if source_points is not None:
-                    matrix = similarity_matrix(source_points, face[5:15].reshape(5, 2))
-                if matrix is not None:
-                    (pasted, mask), kind = paste_warped(frame, cutout, matrix), "warped"
-                elif parser is not None:
-                    (pasted, mask), kind = paste_in_window(frame, cutout, face[:4], parser, crop_scale, dilation,
-                                                          feather), "window"
-                else:
-                    raise ValueError("no keypoint match for this frame and no face parser for the window paste")
+        if several:
+            chosen = plan[index]
+        else:  # the official rule: the largest face, if confident
+            face = select_face(detect_with_landmarks(frame, detector), -1)
+            chosen = [face if face is not None and face[4] > confidence else None]
+        pasted, kinds = frame, []
+        for person, face in enumerate(chosen):
+            if face is None:
+                kinds.append("no_face")
+                continue
+            pasted, mask, kind = _paste_face(pasted, cutouts[person], sources[person], face, parser, crop_scale,
+                                             dilation, feather)
+            people[person, index] = mask.astype(np.float32) / 255.0
+            kinds.append(kind)
         out[index] = pasted
-        if mask is not None:
-            masks[index] = mask.astype(np.float32) / 255.0
-        how.append(kind)
+        how.append(kinds if several else kinds[0])
         if progress is not None:
             progress(index + 1, len(array))
-    return out, masks, how
+    if not several:
+        return out, people[0], how
+    return out, people.max(axis=0), people, how
