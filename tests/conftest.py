@@ -19,6 +19,7 @@ Helpers that are not fixtures are in tests/support/.
 import importlib
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,17 @@ RAYLIGHT_PATH = os.environ.get("RAYLIGHT_PATH")  # an unpacked komikndr/raylight
 # checks that need a third-party pack beside the run: deselected (not part of the comfyui tier's count) without it
 THIRD_PARTY = {"gguf": (GGUF_PATH, "COMFYUI_GGUF_PATH to an unpacked city96/ComfyUI-GGUF tree"),
                "raylight": (RAYLIGHT_PATH, "RAYLIGHT_PATH to an unpacked komikndr/raylight tree")}
+
+
+@pytest.fixture(autouse=True)
+def fresh_file_lists(monkeypatch):
+    """Each test gets its own copy of ComfyUI's file-list cache (folder_paths.filename_list_cache, once ComfyUI is
+    loaded). The cache keeps every folder it listed and stats it again at the next lookup, so a test that points a
+    model folder at its own temporary directory, which pytest deletes when the test passes, would leave a dead entry
+    that breaks the next test listing that folder (FileNotFoundError)."""
+    folder_paths = sys.modules.get("folder_paths")
+    if folder_paths is not None:
+        monkeypatch.setattr(folder_paths, "filename_list_cache", {})
 
 
 def pytest_configure(config):

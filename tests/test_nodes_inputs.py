@@ -267,9 +267,7 @@ def test_the_loader_lists_stand_in_files_first_and_finds_them_under_their_other_
     torch.save(standin_state_dict_for(256, 3, seed=8), str(models / "loras" / "another_standin.ckpt"))
     save_file(style_lora(tiny_wan_state_dict()), str(models / "loras" / "a_style_lora.safetensors"))
     (models / "loras" / "not_a_checkpoint.ckpt").write_bytes(b"self_attn.q_loras.down.weight")  # no zip index
-    # a fresh file-list cache for this test only: ComfyUI's keeps the folders it listed and stats them again later,
-    # and pytest deletes this test's folders when it passes
-    monkeypatch.setattr(folder_paths, "filename_list_cache", {})
+    # (ComfyUI's file-list cache is this test's own: conftest's fresh_file_lists)
     options = loaders.LoadStandInLoRA.define_schema().inputs[0].options
     assert options == ["Stand-In_wan2.1_T2V_14B.ckpt", "loras/another_standin.ckpt", "loras/repack_fp32.safetensors"]
 
