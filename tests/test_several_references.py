@@ -86,16 +86,26 @@ def test_references_of_different_sizes_are_refused():
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# ComfyUI tier: Stand-In References through the nodes, against the joint sequence with the references in order
+# ComfyUI tier: Stand-In References through the nodes, against the joint sequence with the references in order. Every
+# oracle here runs in float64 (support/joint_sequence.py: one explicit sequence [video; ref_0; ...] with an explicit
+# boolean mask per query, written without the pack's attention code); the pack runs in float32.
+
+F64 = torch.float64
 
 def several(env, count=2, factors=None, seed=31):
-    """Stand-In References' LATENT for ``count`` non-square references (6 x 10 latents, like env.reference)."""
-    from comfyui_standin.nodes.references import StandInReferences
+    """``count`` non-square references (6 x 10 latents, like env.reference) and Stand-In References' LATENT of them."""
     gen = torch.Generator().manual_seed(seed)
     latents = [torch.randn(1, 16, 1, 6, 10, generator=gen) for _ in range(count)]
+    return latents, gathered(latents, factors=factors)
+
+
+def gathered(latents, regions=None, outside="all references", factors=None):
+    """Stand-In References' LATENT for ``latents``, with a strength and a region (or none) per reference."""
+    from comfyui_standin.nodes.references import StandInReferences
     inputs = {f"reference_{j + 1}": {"samples": latent} for j, latent in enumerate(latents)}
-    inputs.update({f"strength_{j + 1}": value for j, value in enumerate(factors or [1.0] * count)})
-    return latents, StandInReferences.execute(**inputs).args[0]
+    inputs.update({f"strength_{j + 1}": value for j, value in enumerate(factors or [1.0] * len(latents))})
+    inputs.update({f"region_{j + 1}": region for j, region in enumerate(regions or []) if region is not None})
+    return StandInReferences.execute(outside_regions=outside, **inputs).args[0]
 
 
 def applied(env, model, latent, strength=1.0, mode="on"):
@@ -112,7 +122,7 @@ def processed_all(model, latents):
 def test_several_references_through_the_nodes_equal_the_joint_sequence(env, count, factors, strength):
     latents, references = several(env, count, factors)
     ours = env.sample(applied(env, env.base, references, strength))
-    joint = JointModel(env.base, latents, env.standin_sd, [strength * f for f in (factors or [1.0] * count)])
+    joint = JointModel(env.base, latents, env.standin_sd, [strength * f for f in (factors or [1.0] * count)], dtype=F64)
     assert_matches(ours, env.sample(joint.model), f"{count} references")
     assert_differs(ours, env.sample(applied(env, env.base, {"samples": latents[0]}, strength)), "the other people")
 
@@ -124,7 +134,7 @@ def test_several_references_on_vace_equal_the_joint_sequence(env):
                 vace_mask=[torch.rand(1, 64, 3, 8, 12, generator=gen)], vace_strength=[0.8])
     latents, references = several(env, 2)
     ours = env.sample(applied(env, env.vace, references), **vace)
-    joint = JointModel(env.vace, latents, env.standin_sd)
+    joint = JointModel(env.vace, latents, env.standin_sd, dtype=F64)
     assert_matches(ours, env.sample(joint.model, **vace))
 
 
@@ -183,8 +193,8 @@ def test_wan22_experts_each_build_their_own_references(env):
     low_standin = env.apply.ApplyStandInToWanModel.execute(low, low_weights, references, 1.0, 0.0, 1.0).args[0]
     ours = sample_two_stages(applied(env, env.base, references), low_standin, env.noise, [[env.cond, {}]],
                              [[env.uncond, {}]])
-    expected = sample_two_stages(JointModel(env.base, latents, env.standin_sd).model,
-                                 JointModel(low, latents, low_sd).model, env.noise, [[env.cond, {}]],
+    expected = sample_two_stages(JointModel(env.base, latents, env.standin_sd, dtype=F64).model,
+                                 JointModel(low, latents, low_sd, dtype=F64).model, env.noise, [[env.cond, {}]],
                                  [[env.uncond, {}]])
     assert_matches(ours, expected)
 
@@ -214,7 +224,7 @@ def test_each_face_in_its_region_through_the_nodes_equals_the_joint_sequence(env
     ours = env.sample(applied(env, env.base, references))
     regions = token_regions(torch.stack([left, right]), (3, 4, 6))
     joint = JointModel(env.base, latents, env.standin_sd, regions=regions,
-                       outside="all" if outside == "all references" else "none")
+                       outside="all" if outside == "all references" else "none", dtype=F64)
     assert_matches(ours, env.sample(joint.model), f"regions, outside {outside}")
     assert_differs(ours, env.sample(applied(env, env.base, several(env, 2)[1])), "the regions")
 
@@ -244,3 +254,114 @@ def test_the_static_region_node_by_hand():
     assert torch.equal(drawn, expected)
     with pytest.raises(ValueError, match="left < right"):
         StandInRegion.execute(96, 64, "box", box_left=0.6, box_top=0.0, box_right=0.4, box_bottom=1.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The judging list of several people, each through the nodes against the float64 joint sequence
+
+@pytest.mark.comfyui
+def test_regions_that_cover_the_whole_frame_are_the_official_mode(env):
+    """Every region 'everything' (one person's as one mask for every frame, the other's one per pixel frame): each
+    video token is in both regions, sees both faces (the union), and the run is the official all-references one."""
+    latents, _ = several(env, 2)
+    ours = env.sample(applied(env, env.base, gathered(latents, [torch.ones(1, 64, 96), torch.ones(9, 64, 96)])))
+    official = env.sample(JointModel(env.base, latents, env.standin_sd, dtype=F64).model)
+    assert_matches(ours, official, "regions covering everything")
+    assert_matches(ours, env.sample(applied(env, env.base, gathered(latents))), "the pack's official mode")
+    assert_differs(ours, env.sample(applied(env, env.base, {"samples": latents[0]})), "the second face")
+
+
+@pytest.mark.comfyui
+def test_one_reference_is_todays_standin(env):
+    """One reference in the several-references LATENT (as Stand-In References carries them, with and without a
+    region covering the frame) is today's single-reference Stand-In: bit for bit without a region, and both equal
+    the float64 joint sequence [video; image]."""
+    from comfyui_standin.nodes.install import FACTORS_KEY, OUTSIDE_KEY, REFERENCES_KEY, REGIONS_KEY
+    today = env.sample(applied(env, env.base, env.ref))
+    listed = {"samples": env.reference, REFERENCES_KEY: [env.reference], FACTORS_KEY: [1.0], REGIONS_KEY: None,
+              OUTSIDE_KEY: "all"}
+    assert torch.equal(env.sample(applied(env, env.base, listed)), today)
+    assert_matches(today, env.sample(env.joint(env.base, dtype=F64).model), "today's Stand-In")
+    regioned = dict(listed, **{REGIONS_KEY: [torch.ones(1, 64, 96)]})
+    assert_matches(env.sample(applied(env, env.base, regioned)), today, "one reference with a whole-frame region")
+    assert_differs(today, env.sample(env.base), "Stand-In")
+
+
+@pytest.fixture(scope="module")
+def one_block(comfy):
+    """A one-block tiny Wan and its Stand-In weights: after one block (and one Euler step, which acts per token), a
+    video token's output depends on the reference keys ITS query saw, so each token can be checked on its own."""
+    from comfyui_standin.devtools.tiny_models import standin_state_dict_for, tiny_wan_state_dict
+    from comfyui_standin.standin_core import standin_weights_from_state_dict
+    from comfyui_standin.tests.support.sampling import load_model
+    sd = standin_state_dict_for(256, 1, seed=6)
+    return load_model(tiny_wan_state_dict(layers=1, seed=5)), standin_weights_from_state_dict(sd, source="one"), sd
+
+
+def moving_regions():
+    """Two regions of the 64 x 96 pixel, 9-frame video as pixel masks, and by hand which tokens (3 latent frames x 4
+    rows x 6 cols, 16 x 16 pixels each) they hold: person 1 moves right (token cols 0-1 in latent frame 0, which is
+    pixel frame 0; cols 1-2 in latent frame 1, pixel frames 1-4; cols 2-3 in latent frame 2, pixel frames 5-8),
+    person 2 stays on cols 3-4, so they overlap at latent frame 2, col 3, and col 5 (and more) is nobody's."""
+    person_cols = ({0: (0, 1), 1: (1, 2), 2: (2, 3)}, {0: (3, 4), 1: (3, 4), 2: (3, 4)})
+    frames_of = {0: [0], 1: [1, 2, 3, 4], 2: [5, 6, 7, 8]}
+    masks, tokens = torch.zeros(2, 9, 64, 96), torch.zeros(2, 3, 4, 6, dtype=torch.bool)
+    for person, cols in enumerate(person_cols):
+        for latent_frame, (first, last) in cols.items():
+            masks[person, frames_of[latent_frame], :, 16 * first:16 * (last + 1)] = 1
+            tokens[person, latent_frame, :, first:last + 1] = True
+    masks[0, 1:4, :, 80:88] = 1  # half of token col 5 in 3 of latent frame 1's 4 pixel frames: 0.375 < 0.5, outside
+    return masks, tokens
+
+
+def on_latent(tokens):
+    """Token mask [F, H', W'] -> latent mask [F, 2H', 2W'] (each token is a 2 x 2 patch of latent pixels)."""
+    return tokens.repeat_interleave(2, -2).repeat_interleave(2, -1)
+
+
+@pytest.mark.comfyui
+@pytest.mark.parametrize("outside", ["all references", "none"])
+def test_each_regions_tokens_are_the_joint_sequence_restricted_to_its_reference(env, one_block, outside):
+    """One block, one step: inside person j's region only, the output is the joint sequence whose video queries see
+    reference j only; inside both (the overlap), the official sequence; outside both, the official sequence or the
+    base model (no Stand-In at all); every latent pixel falls in one of these four."""
+    model, weights, sd = one_block
+    latents, _ = several(env, 2)
+    masks, tokens = moving_regions()
+    references = gathered(latents, [masks[0], masks[1]], outside)
+    patched = env.apply.ApplyStandInToWanModel.execute(model, weights, references, 1.0, 0.0, 1.0).args[0]
+    ours = env.sample(env.cache.StandInKVCache.execute(patched, "on").args[0], steps=1)
+
+    def oracle(*seen):  # every video query sees the references marked in ``seen``: an explicit mask, no regions
+        regions = torch.tensor(seen)[:, None].expand(-1, tokens[0].numel())
+        return env.sample(JointModel(model, latents, sd, regions=regions, outside="none", dtype=F64).model, steps=1)
+
+    official, base = oracle(True, True), env.sample(model, steps=1)
+    inside = (on_latent(tokens[0] & ~tokens[1]), oracle(True, False), official, "person 1 alone"), \
+        (on_latent(tokens[1] & ~tokens[0]), oracle(False, True), official, "person 2 alone"), \
+        (on_latent(tokens[0] & tokens[1]), official, oracle(True, False), "the overlap")
+    neither = on_latent(~tokens[0] & ~tokens[1])
+    beyond = (neither, official, base, "outside, all") if outside == "all references" else \
+        (neither, base, official, "outside, none")
+    for where, expected, other, what in (*inside, beyond):
+        assert where.any()
+        assert_matches(ours[:, :, where], expected[:, :, where], what)
+        assert_differs(ours[:, :, where], other[:, :, where], what)
+
+
+@pytest.mark.comfyui
+def test_permuting_the_references_permutes_only_their_slots(env):
+    """[B, A] with regions [R_B, R_A] is the float64 joint sequence of A and B, each with its own region, where A
+    sits at staircase slot 1 and B at slot 0: the order moves the faces' positions and nothing else."""
+    latents, _ = several(env, 2)
+    left, right = torch.zeros(1, 64, 96), torch.zeros(1, 64, 96)
+    left[..., :48], right[..., 48:] = 1, 1
+    swapped = env.sample(applied(env, env.base, gathered(latents[::-1], [right, left])))
+    regions = torch.stack([torch.zeros(3, 4, 6, dtype=torch.bool), torch.zeros(3, 4, 6, dtype=torch.bool)])
+    regions[0, ..., :3], regions[1, ..., 3:] = True, True
+    moved = JointModel(env.base, latents, env.standin_sd, regions=regions.flatten(1), slots=(1, 0), dtype=F64)
+    assert_matches(swapped, env.sample(moved.model), "[B, A] = A and B at swapped slots")
+    in_order = env.sample(applied(env, env.base, gathered(latents, [left, right])))
+    assert_matches(in_order, env.sample(JointModel(env.base, latents, env.standin_sd, regions=regions.flatten(1),
+                                                   dtype=F64).model), "[A, B]")
+    assert_differs(swapped, in_order, "the slots")

@@ -7,6 +7,8 @@ attention, FFN, head, VACE blocks), with the Stand-In LoRA on image tokens only,
 complex rotations) and the restricted self-attention as an explicit mask. Image tokens skip the text
 cross-attention and get no VACE hints, as in the official code.
 """
+import copy
+
 import torch
 
 from comfyui_standin.tests.support.naive_wan import naive_apply_rope, naive_attention, rope_at, rope_for, rope_table
@@ -21,7 +23,7 @@ def _grid(f, h, w, t0=0, h0=0, w0=0):
 @torch.no_grad()
 def joint_forward(dm, x, timestep, context, reference, standin_sd, vace_context=None, vace_strength=None,
                   video_to_image_bias=0.0, position_scale=None, position_shift=None, time_dim_concat=None,
-                  regions=None, outside="all"):
+                  regions=None, outside="all", slots=None, dtype=torch.float32):
     """The official joint-sequence forward of Stand-In on ComfyUI WanModel ``dm`` (weights as currently loaded).
 
     ``reference`` is the reference latent already in the model's latent space, [1, 16, 1, h, w], or a list of them
@@ -35,13 +37,24 @@ def joint_forward(dm, x, timestep, context, reference, standin_sd, vace_context=
     ``time_dim_concat`` (Phantom's subject frames, [B, 16, N, H, W]) are more frames after the video's, on the same
     grid: they belong to the video part of the sequence (so they see the image keys too), and the output is the
     video's frames only.
+    ``dtype`` torch.float64 runs the whole oracle in float64 on a float64 copy of ``dm`` (time embedding, LoRA,
+    attention and all), so the pack's float32 result is compared with the exact value, not with another float32
+    order. Two parts keep ComfyUI's float32 rounding, as they are the base model's own and not Stand-In's: the time
+    step's sinusoid (ComfyUI computes its angles in float32, up to 1e-4 off the float64 ones at t near 1000) and the
+    VACE blocks (ComfyUI's own modules, whose RoPE kernel takes no float64) run in float32 on the original
+    ``dm``, and their hints join the float64 sequence.
     """
     from comfy.ldm.wan.model import sinusoidal_embedding_1d
+    out_dtype, vace_dm = x.dtype, dm
+    if dtype != torch.float32:
+        dm = copy.deepcopy(dm).to(dtype)
+        standin_sd = {name: tensor.to(dtype) for name, tensor in standin_sd.items()}
     batch, dim, heads = x.shape[0], dm.dim, dm.num_heads
     frames = x.shape[2]
     if time_dim_concat is not None:
         x = torch.cat([x, time_dim_concat], dim=2)
-    video = dm.patch_embedding(x.float())
+    x = x.to(dtype)
+    video = dm.patch_embedding(x)
     grid = tuple(video.shape[2:])
     video = video.flatten(2).transpose(1, 2)
     references = [reference] if isinstance(reference, torch.Tensor) else list(reference)
@@ -49,19 +62,20 @@ def joint_forward(dm, x, timestep, context, reference, standin_sd, vace_context=
               else list(video_to_image_bias))
     images, placed = [], []
     for j, ref in enumerate(references):  # reference j at the official staircase slot: rows AND cols + j * h_I
-        image = dm.patch_embedding(ref.float())
+        image = dm.patch_embedding(ref.to(dtype))
         _, hi, wi = image.shape[2:]
         images.append(image.flatten(2).transpose(1, 2).expand(batch, -1, -1))
-        placed.append(_grid(1, hi, wi, -1, grid[1] + j * hi, grid[2] + j * hi))
+        slot = j if slots is None else slots[j]
+        placed.append(_grid(1, hi, wi, -1, grid[1] + slot * hi, grid[2] + slot * hi))
     image = torch.cat(images, dim=1)
     s, r = video.shape[1], image.shape[1]
     owner = torch.cat([torch.full((s,), -1)] + [torch.full((im.shape[1],), j) for j, im in enumerate(images)])
 
-    e = dm.time_embedding(sinusoidal_embedding_1d(dm.freq_dim, timestep.flatten()))
+    e = dm.time_embedding(sinusoidal_embedding_1d(dm.freq_dim, timestep.flatten()).to(dtype))
     e0_video = dm.time_projection(e).unflatten(1, (6, dim))
-    e0_image = dm.time_projection(dm.time_embedding(sinusoidal_embedding_1d(dm.freq_dim, torch.zeros(1)))).unflatten(
-        1, (6, dim))
-    context = dm.text_embedding(context)
+    e0_image = dm.time_projection(dm.time_embedding(sinusoidal_embedding_1d(dm.freq_dim, torch.zeros(1)).to(dtype)))
+    e0_image = e0_image.unflatten(1, (6, dim))
+    context = dm.text_embedding(context.to(dtype))
 
     positions = torch.cat([_grid(*grid), *placed])
     if position_scale is None and position_shift is None:
@@ -81,13 +95,13 @@ def joint_forward(dm, x, timestep, context, reference, standin_sd, vace_context=
         mask[:s, s:][:, owner[s:] == j] += bias  # -inf stays where a region shuts reference j out
 
     if vace_context is not None:
-        comfy_freqs = dm.rope_encode(*x.shape[2:], device=x.device, dtype=x.dtype)
-        c = dm.vace_patch_embedding(vace_context[0].float()).flatten(2).transpose(1, 2)
-        video_orig = video
+        comfy_freqs = vace_dm.rope_encode(*x.shape[2:], device=x.device, dtype=torch.float32)
+        c = vace_dm.vace_patch_embedding(vace_context[0].float()).flatten(2).transpose(1, 2)
+        video_orig = video.float()
 
     tokens = torch.cat([video, image], dim=1)
     for index, block in enumerate(dm.blocks):
-        modulation = block.modulation.to(torch.float32)  # stored weights may be fp8/bf16
+        modulation = block.modulation.to(dtype)  # stored weights may be fp8/bf16
         mod = torch.where(is_image[..., None], (modulation + e0_image)[:, None], (modulation + e0_video)[:, None])
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.unbind(2)
         h = block.norm1(tokens) * (1 + scale_msa) + shift_msa
@@ -106,8 +120,8 @@ def joint_forward(dm, x, timestep, context, reference, standin_sd, vace_context=
         tokens = tokens + torch.cat([cross, torch.zeros_like(tokens[:, s:])], dim=1)
         tokens = tokens + gate_mlp * block.ffn(block.norm2(tokens) * (1 + scale_mlp) + shift_mlp)
         if vace_context is not None and index in dm.vace_layers_mapping:
-            hint, c = dm.vace_blocks[dm.vace_layers_mapping[index]](c, x=video_orig, e=e0_video, freqs=comfy_freqs,
-                                                                     context=context, context_img_len=None)
-            tokens = torch.cat([tokens[:, :s] + hint * vace_strength[0], tokens[:, s:]], dim=1)
+            hint, c = vace_dm.vace_blocks[dm.vace_layers_mapping[index]](
+                c, x=video_orig, e=e0_video.float(), freqs=comfy_freqs, context=context.float(), context_img_len=None)
+            tokens = torch.cat([tokens[:, :s] + hint.to(dtype) * vace_strength[0], tokens[:, s:]], dim=1)
     out = dm.head(tokens[:, :s], e.reshape(batch, -1, dim))
-    return dm.unpatchify(out, grid)[:, :, :frames]
+    return dm.unpatchify(out, grid)[:, :, :frames].to(out_dtype)
