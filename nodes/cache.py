@@ -21,7 +21,10 @@ def describe_cache(model, mode: str) -> str:
                         "there at once)",
              "off": "not kept (recomputed every model call)"}[mode]
     example = standin_memory(model, settings, (2, 16, 21, 60, 104))  # 832x480, 81 frames, cond + uncond
-    return (f"cache {mode}: reference K/V {format_bytes(expected_cache_bytes(model))} {where}. While sampling, "
+    count, cache = len(settings.references), expected_cache_bytes(model)
+    held = (f"{format_bytes(cache)} for {count} references ({format_bytes(cache // count)} each)" if count > 1
+            else format_bytes(cache))
+    return (f"cache {mode}: reference K/V {held} {where}. While sampling, "
             f"Stand-In also allocates [video; reference] K/V buffers ({format_bytes(example.buffers)} at 832x480x81, "
             f"cond+uncond) and the LoRA's device copy ({format_bytes(example.lora)}); ComfyUI's memory estimate "
             f"counts all three ({format_bytes(example.total)} at that size)")

@@ -173,6 +173,9 @@ def test_the_cache_holds_every_reference_once_per_run(env, mode, monkeypatch):
     patched = applied(env, env.base, references)
     one = applied(env, env.base, {"samples": env.reference})
     assert env.memory.expected_cache_bytes(patched) == 3 * env.memory.expected_cache_bytes(one)
+    each = 3 * 2 * 15 * 256 * 4  # 3 blocks x (K, V) x 15 tokens (6 x 10 latent -> 3 x 5) x width 256 x float32
+    report = env.cache.StandInKVCache.execute(patched, "on").args[1]
+    assert f"reference K/V {3 * each / 1024:.2f} KiB for 3 references ({each / 1024:.2f} KiB each)" in report
     settings = env.run_state.standin_settings(patched)
     shape = (2, 16, 3, 8, 12)
     assert (env.memory.standin_memory(patched, settings, shape).cache
