@@ -22,7 +22,7 @@ import numpy as np
 
 from comfyui_standin.devtools.landmark_parse import landmark_parser
 from comfyui_standin.standin_core.faces import composite, models, prepare, swap
-from comfyui_standin.standin_core.faces.video import read_video
+from comfyui_standin.standin_core.faces.video import FloatFrames, read_video
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data"  # the defaults: the tests' real files (licences in tests/data/README.md)
@@ -30,19 +30,6 @@ DATA = REPO / "tests" / "data"  # the defaults: the tests' real files (licences 
 # audience); the reference comes from another of his frames
 PICKED = (90, 120, 180, 210)
 TILE_W, TILE_H = 320, 180  # half the clip's 640x360
-
-
-class Frames:
-    """The clip as float frames in 0..1 (ComfyUI's IMAGE), converted only when the composite asks for one."""
-
-    def __init__(self, frames):
-        self.frames = frames
-
-    def __len__(self):
-        return len(self.frames)
-
-    def __getitem__(self, index):
-        return self.frames[index].astype(np.float32) / 255
 
 
 def main() -> int:
@@ -65,7 +52,7 @@ def main() -> int:
         fitted = swap.fit_frames(clip, geometry)
         pasted, masks, how = swap.swap_faces(fitted, cutout, models.retinaface_detector(detector, landmarks=True),
                                              None, crop=False)
-        back = composite.composite_frames(Frames(clip), pasted.astype(np.float32) / 255, masks, geometry)[0]
+        back = composite.composite_frames(FloatFrames(clip), pasted.astype(np.float32) / 255, masks, geometry)[0]
         back = np.clip(np.rint(back * 255), 0, 255).astype(np.uint8)
         changed = np.any(back != clip[index], axis=2)
         columns.append((clip[index], fitted_tile(pasted[0], geometry), fitted_tile(gray(masks[0]), geometry), back,

@@ -15,7 +15,7 @@ import pytest
 
 from comfyui_standin.devtools.landmark_parse import DLIB_MODELS, landmark_parser as make_landmark_parser
 from comfyui_standin.standin_core.faces import composite, masks, models, prepare, swap
-from comfyui_standin.standin_core.faces.video import read_video
+from comfyui_standin.standin_core.faces.video import FloatFrames, read_video
 from comfyui_standin.tests.support import swap_oracle
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -404,19 +404,6 @@ def test_a_larger_video_is_scaled_down_to_the_budget_keeping_its_pixels(clip):
     assert swap.fit_frames(big, geometry).shape == (9, 464, 832, 3)
 
 
-class LazyFrames:
-    """The clip as ComfyUI's IMAGE frames (float32 in 0..1), converted one by one when asked for."""
-
-    def __init__(self, frames):
-        self.frames = frames
-
-    def __len__(self):
-        return len(self.frames)
-
-    def __getitem__(self, index):
-        return self.frames[index].astype(np.float32) / 255
-
-
 @pytest.fixture(scope="module")
 def performer_cutout(clip, retinaface, landmark_parser):
     """The performer's own face, from frame 150 of the clip (as devtools/comfyui_server.py's PERFORMER_PHOTO)."""
@@ -442,7 +429,7 @@ def test_the_composite_changes_only_the_face_of_the_original_frames(clip, clip_s
     outside the feathered, mapped-back masks every pixel EQUALS the original's; everywhere it is the per-pixel
     blend original * (1 - m) + generated * m of the oracle (tests/support/swap_oracle.py)."""
     geometry, generated, masks = clip_swap
-    out = composite.composite_frames(LazyFrames(clip), generated, masks, geometry, feather=10)
+    out = composite.composite_frames(FloatFrames(clip), generated, masks, geometry, feather=10)
     assert out.shape == (9, 360, 640, 3) and out.dtype == np.float32
     for index, source in enumerate(range(100, 109)):
         original = clip[source].astype(np.float32) / 255
@@ -469,7 +456,7 @@ def test_the_composite_maps_scaled_frames_back_onto_the_crop(clip):
     masks[0][((xx - 300) / 60) ** 2 + ((yy - 150) / 80) ** 2 <= 1] = 1.0
     masks[1][0:40, 600:640] = 0.5  # at the crop's corner: the feather mirrors at the edge
     masks[2] = rng.random((352, 640)) * (rng.random((352, 640)) < 0.001)  # scattered specks
-    out = composite.composite_frames(LazyFrames(big), generated, masks, geometry, feather=6)
+    out = composite.composite_frames(FloatFrames(big), generated, masks, geometry, feather=6)
     assert out.shape == (5, 720, 1280, 3)
     for index in range(5):
         original = big[index].astype(np.float32) / 255
@@ -497,8 +484,8 @@ def test_the_composite_cuts_the_audio_to_the_frames_used(clip_swap):
 def test_the_composite_refuses_frames_of_another_swap(clip, clip_swap):
     geometry, generated, masks = clip_swap
     with pytest.raises(ValueError, match="connect the same images that went into Stand-In Face Swap Paste"):
-        composite.composite_frames(LazyFrames(clip[:200]), generated, masks, geometry)
+        composite.composite_frames(FloatFrames(clip[:200]), generated, masks, geometry)
     with pytest.raises(ValueError, match="there are 8 generated frames, but Stand-In Face Swap Paste made 9"):
-        composite.composite_frames(LazyFrames(clip), generated[:8], masks, geometry)
+        composite.composite_frames(FloatFrames(clip), generated[:8], masks, geometry)
     with pytest.raises(ValueError, match="the masks are 352x352"):
-        composite.composite_frames(LazyFrames(clip), generated, masks[:, :, :352], geometry)
+        composite.composite_frames(FloatFrames(clip), generated, masks[:, :, :352], geometry)

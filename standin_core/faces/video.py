@@ -22,3 +22,17 @@ def read_video(path: str, limit: Optional[int] = None) -> np.ndarray:
     if not frames:
         raise ValueError(f"no frames could be read from {path!r}")
     return np.stack(frames)
+
+
+class FloatFrames:
+    """uint8 frames [F, H, W, 3] seen as ComfyUI's IMAGE frames (float32 in 0..1), each converted only when indexed:
+    a long clip at full size is never held in float32 all at once (what the composite reads frame by frame)."""
+
+    def __init__(self, frames: np.ndarray):
+        self.frames = frames
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.frames[index].astype(np.float32) / 255
