@@ -72,6 +72,8 @@ GHIBLI = model("studio_ghibli_wan14b_t2v_v01.safetensors", "https://civitai.com/
 PHOTO = "standin_example_face.jpg"  # the example inputs (example_inputs/) the pack copies into ComfyUI/input
 SUBJECT_PHOTO = "standin_example_subject.jpg"
 SWAP_CLIP, SWAP_FACE = "standin_example_clip.mp4", "standin_example_performer.jpg"
+SWAP_TWO_CLIP = "standin_example_two_people.mp4"  # a still photo of two people, moved; their own faces below
+SWAP_TWO_FACES = ("standin_example_person_1.jpg", "standin_example_person_2.jpg")
 POSE_CLIP, POSE_TWO_CLIP = "standin_example_pose.mp4", "standin_example_pose_two.mp4"
 PURPLE = {"color": "#323", "bgcolor": "#535"}
 
@@ -182,12 +184,14 @@ def reference(g, x, y, vae, subject=False, photo=PHOTO):
     return image, encode
 
 
-def standin(g, x, y, model, encode, weights=SI21, shift=5.0):
+def standin(g, x, y, model, encode, weights=SI21, shift=5.0, output="reference_latent"):
+    """Load Stand-In, Apply (its reference: ``encode``'s ``output``, one face's latent or Stand-In References'
+    ``references``), the K/V cache and the shift; returns the last."""
     load = g.node("LoadStandInLoRA", (x, y), models=[weights], weights=weights["name"])
     apply = g.node("ApplyStandInToWanModel", (x, y + 100))
     g.link(model, "MODEL", apply, "model")
     g.link(load, "standin", apply, "standin")
-    g.link(encode, "reference_latent", apply, "reference_latent")
+    g.link(encode, output, apply, "reference_latent")
     cache = g.node("StandInKVCache", (x, y + 300))
     g.link(apply, "MODEL", cache, "model")
     sampling = g.node("ModelSamplingSD3", (x, y + 400), shift=shift)
@@ -399,22 +403,28 @@ is right but the style is weak, raise it.
     return g
 
 
-def wan21_face_swap():
-    g = Graph('standin_wan21_face_swap')
-    unet, clip, vae = loaders(g, 0, 0)
-    image, encode = reference(g, 0, 420, vae, photo=SWAP_FACE)
-    model = standin(g, 760, 0, unet, encode)
-    positive, negative = prompts(g, 1140, 0, clip, (
-        "A man sings on a stage in warm theatre light, his face clearly visible, realistic video."))
-    video = g.node("LoadVideo", (0, 820), title="Input video (the face to replace)", file=SWAP_CLIP)
-    parts = g.node("GetVideoComponents", (380, 1060))
+def swap_paste(g, y, encodes, clip_file=SWAP_CLIP):
+    """The input video (Load Video at (0, ``y``)) and Stand-In Face Swap Paste with one cut-out per encoded face
+    (person j: the j-th face from the left when there are several); returns (Get Video Components, the paste)."""
+    video = g.node("LoadVideo", (0, y), title="Input video (the face to replace)" if len(encodes) == 1
+                   else "Input video (the faces to replace)", file=clip_file)
+    parts = g.node("GetVideoComponents", (380, y + 240))
     g.link(video, "VIDEO", parts, "video")
     paste = g.node("StandInFaceSwapPaste", (760, 500), models=[DETECTOR, PARSER])
     g.link(parts, "images", paste, "images")
-    g.link(encode, "cutout", paste, "reference_cutout")
-    g.link(encode, "cutout_alpha", paste, "reference_alpha")
-    pasted = g.node("PreviewImage", (760, 940), title="Pasted frames")
+    for index, encode in enumerate(encodes, start=1):
+        suffix = "" if index == 1 else f"_{index}"
+        g.link(encode, "cutout", paste, f"reference_cutout{suffix}")
+        g.link(encode, "cutout_alpha", paste, f"reference_alpha{suffix}")
+    pasted = g.node("PreviewImage", (760, 1040), title="Pasted frames")
     g.link(paste, "frames", pasted, "images")
+    return parts, paste
+
+
+def swap_resample(g, model, positive, negative, vae, parts, paste, prefix):
+    """The official face swap's second step and this pack's finish: the pasted frames VAE-encoded (the bypassed
+    background-consistency pair on the way) and re-sampled at denoise 0.85 with the Stand-In model, decoded, and put
+    back into the original frames with the source's fps and sound."""
     encode_video = g.node("VAEEncode", (1140, 460))
     g.link(paste, "frames", encode_video, "pixels")
     g.link(vae, "VAE", encode_video, "vae")
@@ -440,8 +450,30 @@ def wan21_face_swap():
     g.link(composite, "images", video_out, "images")
     g.link(parts, "fps", video_out, "fps")
     g.link(composite, "audio", video_out, "audio")
-    save = g.node("SaveVideo", (1600, 820), size=[420, 420], filename_prefix="video/StandIn_face_swap")
+    save = g.node("SaveVideo", (1600, 820), size=[420, 420], filename_prefix=prefix)
     g.link(video_out, "VIDEO", save, "video")
+    return save
+
+
+BACKGROUND_CONSISTENCY = (
+    "**Background consistency** (official default: off): select the two purple nodes and press Ctrl+B to un-bypass "
+    "them.\nThe sampler then keeps everything outside the pasted face as the input video.")
+SWAP_DIFFERS = (
+    "Differs from the official script: facexlib RetinaFace instead of insightface antelopev2 (same 5 points), no "
+    "random\nflip of the window paste (official 0.05), ComfyUI's `euler`/`simple` at shift 5 for the official "
+    "flow-matching\nscheduler, the source's fps and sound kept (official: 25 fps, no sound) and the composite back "
+    "into the original\nframes (this pack's own). Official otherwise: 20 steps, cfg 5, denoise 0.85.")
+
+
+def wan21_face_swap():
+    g = Graph('standin_wan21_face_swap')
+    unet, clip, vae = loaders(g, 0, 0)
+    image, encode = reference(g, 0, 420, vae, photo=SWAP_FACE)
+    model = standin(g, 760, 0, unet, encode)
+    positive, negative = prompts(g, 1140, 0, clip, (
+        "A man sings on a stage in warm theatre light, his face clearly visible, realistic video."))
+    parts, paste = swap_paste(g, 820, [encode])
+    swap_resample(g, model, positive, negative, vae, parts, paste, "video/StandIn_face_swap")
     note(g, (2060, 0), f"""
 ## Stand-In face swap (Wan2.1 T2V 14B), the official way, finished to the original footage
 
@@ -457,8 +489,7 @@ def wan21_face_swap():
 
 The example gives the man in the clip his own face, cut from another frame of it: swap in your own photo and video.
 
-**Background consistency** (official default: off): select the two purple nodes and press Ctrl+B to un-bypass them.
-The sampler then keeps everything outside the pasted face as the input video.
+{BACKGROUND_CONSISTENCY}
 
 {files_table(WAN21_T2V, SI21, UMT5, VAE, *FACEXLIB_ROW)}
 
@@ -466,11 +497,61 @@ The sampler then keeps everything outside the pasted face as the input video.
 new person). For a long or large clip, `size` 720p or more frames need more memory (480p and 81 frames fit a 24 GB
 card with the fp8 model, computed).
 
-Differs from the official script: facexlib RetinaFace instead of insightface antelopev2 (same 5 points), no random
-flip of the window paste (official 0.05), ComfyUI's `euler`/`simple` at shift 5 for the official flow-matching
-scheduler, the source's fps and sound kept (official: 25 fps, no sound) and the composite back into the original
-frames (this pack's own). Official otherwise: 20 steps, cfg 5, denoise 0.85.
+{SWAP_DIFFERS}
 """, size=(620, 1000))
+    return g
+
+
+def wan21_face_swap_two_people():
+    g = Graph('standin_wan21_face_swap_two_people')
+    unet, clip, vae = loaders(g, 0, 0)
+    gather, encodes = two_references(g, 0, 460, vae, SWAP_TWO_FACES, ("Person 1 (the left face)",
+                                                                      "Person 2 (the right face)"), at=(370, 0))
+    model = standin(g, 760, 0, unet, gather, output="references")
+    positive, negative = prompts(g, 1140, 0, clip, (
+        "Two men in dark suits stand side by side with their arms crossed in an ornate room with blue and gold "
+        "curtains, their faces clearly visible, realistic video."))
+    parts, paste = swap_paste(g, 1300, encodes, SWAP_TWO_CLIP)
+    for index in (1, 2):
+        g.link(paste, f"region_{index}", gather, f"region_{index}")
+    swap_resample(g, model, positive, negative, vae, parts, paste, "video/StandIn_face_swap_two_people")
+    note(g, (2060, 0), f"""
+## Face swap for two people (Wan2.1 T2V 14B), each face bound to its person
+
+The one-person face swap with a photo per person: person 1's face goes onto the LEFT face of every frame, person 2's
+onto the right one, and in the re-sampling each face acts only where its person was pasted.
+
+1. **Encode Stand-In Reference Face**, once per person, prepares each new face and its cut-out.
+2. **Stand-In Face Swap Paste** fits the video for Wan (as in the one-person swap: `size` 480p, at most `max_frames`
+   81 frames from `first_frame`) and puts cut-out j on the j-th confident face from the left of each frame (a frame
+   missing someone: each face to the person nearest in the nearest frame showing both). Its `region_1` and
+   `region_2` are each person's paste area per frame, grown by 16 px (one Wan token).
+3. **Stand-In References** takes the two reference latents with those regions; its `references` go into Apply
+   Stand-In, and the pasted video is re-sampled at **denoise 0.85**.
+4. **Stand-In Face Swap Composite** puts the re-sampled faces back into the ORIGINAL frames (source fps and sound).
+
+The example is a still photo of two people, moved (a slow zoom), and gives each their own face from another photo of
+them: swap in your own photos and video.
+
+{files_table(WAN21_T2V, SI21, UMT5, VAE, *FACEXLIB_ROW)}
+
+**Change first:** the two photos (person 1 = the leftmost face in the video), the input video, and the positive
+prompt (describe the input video, not the new people). The order is the order on screen, not a tracked identity:
+two people who cross swap faces; split the video there.
+
+{TWO_PEOPLE_NOTE}
+Here the regions come from the paste, so each face is bound to its own person's face; the rest of the frame sees
+both faces (`all references`) or, with `none`, neither. `strength_1`/`strength_2` weigh each face.
+
+**Cost:** the K/V cache holds both faces (about 0.8 GB each on Wan 14B in bf16), and a video token attends to
+1,024 more keys for each face it sees: the one-person swap's memory (480p and 81 frames fit a 24 GB card with the
+fp8 model) plus that.
+
+{BACKGROUND_CONSISTENCY}
+
+{SWAP_DIFFERS}
+Several faces in one swap are this pack's own (the official face swap takes one face).
+""", size=(620, 1200))
     return g
 
 
@@ -682,8 +763,9 @@ identities can mix.
 `outside_regions` decides (`all references`: the official behaviour; `none`: the base model there)."""
 
 
-def two_references(g, x, y, vae, photos, titles):
-    """Two reference photos, each prepared and encoded, gathered by Stand-In References; returns the node."""
+def two_references(g, x, y, vae, photos, titles, at=None):
+    """Two reference photos, each prepared and encoded, gathered by Stand-In References (at ``at``, by default right
+    of the second encoder); returns that node and the encoders."""
     encodes = []
     for index, (photo, title) in enumerate(zip(photos, titles)):
         image = g.node("LoadImage", (x, y + 420 * index), size=[340, 360], title=title, image=photo)
@@ -691,10 +773,10 @@ def two_references(g, x, y, vae, photos, titles):
         g.link(image, "IMAGE", encode, "image")
         g.link(vae, "VAE", encode, "vae")
         encodes.append(encode)
-    gather = g.node("StandInReferences", (x + 760, y + 420), size=[380, 400])
+    gather = g.node("StandInReferences", at or (x + 760, y + 420), size=[380, 400])
     for index, encode in enumerate(encodes, start=1):
         g.link(encode, "reference_latent", gather, f"reference_{index}")
-    return gather
+    return gather, encodes
 
 
 def standin_on(g, x, y, model, references):
@@ -711,7 +793,7 @@ def standin_on(g, x, y, model, references):
 def wan21_two_people():
     g = Graph('standin_wan21_two_people')
     unet, clip, vae = loaders(g, 0, 0)
-    gather = two_references(g, 0, 420, vae, (PHOTO, SWAP_FACE), ("Person 1 (left)", "Person 2 (right)"))
+    gather, _ = two_references(g, 0, 420, vae, (PHOTO, SWAP_FACE), ("Person 1 (left)", "Person 2 (right)"))
     for index, half in enumerate(("left half", "right half"), start=1):
         region = g.node("StandInRegion", (1200, 460 + 280 * (index - 1)), title=f"Person {index}: {half}",
                         width=832, height=480, region=half)
@@ -746,7 +828,7 @@ must be the video's. For people who move, use a pose video (the VACE two-people 
 def wan21_vace_two_people():
     g = Graph('standin_wan21_vace_two_people')
     unet, clip, vae = loaders(g, 0, 0, WAN21_VACE)
-    gather = two_references(g, 0, 420, vae, (PHOTO, SWAP_FACE), ("Person 1 (left)", "Person 2 (right)"))
+    gather, _ = two_references(g, 0, 420, vae, (PHOTO, SWAP_FACE), ("Person 1 (left)", "Person 2 (right)"))
     video = g.node("LoadVideo", (760, 1300), title="Pose video (two skeletons)", file=POSE_TWO_CLIP)
     parts = g.node("GetVideoComponents", (1140, 1300))
     g.link(video, "VIDEO", parts, "video")
@@ -802,6 +884,7 @@ GRAPHS = {
     "standin_wan21_vace_pose": wan21_vace_pose,
     "standin_wan21_style_lora": wan21_style_lora,
     "standin_wan21_face_swap": wan21_face_swap,
+    "standin_wan21_face_swap_two_people": wan21_face_swap_two_people,
     "standin_wan22_a14b": wan22_a14b,
     "standin_wan21_subject": wan21_subject,
     "standin_wan21_fast_lightx2v": wan21_fast_lightx2v,

@@ -10,7 +10,11 @@ node of a shipped workflow opens red. Sources (see example_inputs/README.md for 
   * standin_example_performer.jpg: the face of the man in that clip, cut from a frame the face swap does not use
     (the face swap example gives him his own face back, so no real person's face lands on another's);
   * standin_example_pose.mp4: a drawn stick figure in the OpenPose colours (no person), 81 frames of 832 x 480 at
-    16 fps, the size and length the VACE pose workflow samples; standin_example_pose_two.mp4: two of them.
+    16 fps, the size and length the VACE pose workflow samples; standin_example_pose_two.mp4: two of them;
+  * standin_example_two_people.mp4: tests/data/two_people.jpg (two real faces side by side, MIT) as a short video, a
+    STILL PHOTO moved (a slow zoom towards the faces), 41 frames of 832 x 480 at 16 fps, for the several-people face
+    swap; standin_example_person_1.jpg, standin_example_person_2.jpg: the faces of the two people in it, cut from
+    other photos of each (tests/data/obama.jpg, biden.jpg; MIT): the example gives each their own face back.
 """
 import math
 import shutil
@@ -28,6 +32,10 @@ from comfyui_standin.standin_core.faces.video import read_video  # noqa: E402
 OUT = REPO / "example_inputs"
 CLIP = REPO / "tests" / "data" / "short_hamilton_clip.mp4"
 PERFORMER_FRAME, PERFORMER_BOX = 150, (150, 0, 350, 200)  # (left, top, right, bottom) in that frame
+TWO_PEOPLE = REPO / "tests" / "data" / "two_people.jpg"  # 1126 x 661, the left face at x 237..382, the right 788..939
+# the two people's own faces from photos of their own: (photo, face box (left, top, right, bottom) by RetinaFace)
+PEOPLE = (("obama.jpg", (376, 85, 608, 422)), ("biden.jpg", (425, 169, 712, 567)))
+TWO_PEOPLE_SIZE, TWO_PEOPLE_FRAMES, TWO_PEOPLE_FPS = (832, 480), 41, 16
 
 # OpenPose's 18 body keypoints, in its order, and the 17 limbs it draws, each in its own colour (its published format)
 KEYPOINTS = ("nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist", "r_hip",
@@ -98,6 +106,36 @@ def pose_clip(count: int) -> list[np.ndarray]:
                        for i, centre in enumerate(centres)]) for t in range(POSE_FRAMES)]
 
 
+def face_photo(photo: np.ndarray, box, scale: float = 1.7, side: int = 256) -> np.ndarray:
+    """A square ``side`` x ``side`` crop of ``photo`` around the face ``box``, ``scale`` times its longer side."""
+    left, top, right, bottom = box
+    centre_x, centre_y, half = (left + right) / 2, (top + bottom) / 2, max(right - left, bottom - top) * scale / 2
+    x0, y0 = int(max(0, centre_x - half)), int(max(0, centre_y - half))
+    x1, y1 = int(min(photo.shape[1], centre_x + half)), int(min(photo.shape[0], centre_y + half))
+    return cv2.resize(photo[y0:y1, x0:x1], (side, side), interpolation=cv2.INTER_AREA)
+
+
+def two_people_clip(photo: np.ndarray) -> list[np.ndarray]:
+    """The still photo as a video: a slow, eased zoom from the whole photo (cut to the video's aspect ratio) to 80 %
+    of it, centred on the two faces' row; both faces stay whole in every frame."""
+    width, height = TWO_PEOPLE_SIZE
+    photo_height, photo_width = photo.shape[:2]
+    full_width = min(photo_width, photo_height * width / height)
+    frames = []
+    for index in range(TWO_PEOPLE_FRAMES):
+        ease = 0.5 - 0.5 * math.cos(math.pi * index / (TWO_PEOPLE_FRAMES - 1))
+        crop_width = full_width * (1.0 - 0.2 * ease)
+        crop_height = crop_width * height / width
+        left = (photo_width - crop_width) / 2
+        top = (photo_height - crop_height) * 0.5 * (1 - ease)  # from the centre up to the top (the faces)
+        # the crop rectangle mapped onto the video frame: sub-pixel, so the motion is smooth
+        matrix = np.array([[width / crop_width, 0, -left * width / crop_width],
+                           [0, height / crop_height, -top * height / crop_height]])
+        frames.append(cv2.warpAffine(photo, matrix, (width, height), flags=cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_REFLECT))
+    return frames
+
+
 def main() -> None:
     from skimage import data
     OUT.mkdir(exist_ok=True)
@@ -111,6 +149,11 @@ def main() -> None:
                 cv2.cvtColor(np.ascontiguousarray(frame[top:bottom, left:right]), cv2.COLOR_RGB2BGR), jpeg)
     write_video(OUT / "standin_example_pose.mp4", pose_clip(1), POSE_FPS)
     write_video(OUT / "standin_example_pose_two.mp4", pose_clip(2), POSE_FPS)
+    two_people = cv2.cvtColor(cv2.imread(str(TWO_PEOPLE)), cv2.COLOR_BGR2RGB)
+    write_video(OUT / "standin_example_two_people.mp4", two_people_clip(two_people), TWO_PEOPLE_FPS)
+    for number, (name, box) in enumerate(PEOPLE, start=1):
+        cv2.imwrite(str(OUT / f"standin_example_person_{number}.jpg"),
+                    face_photo(cv2.imread(str(CLIP.parent / name)), box), jpeg)
     for path in sorted(OUT.glob("standin_example_*")):
         print(f"{path.relative_to(REPO)}: {path.stat().st_size // 1024} KiB")
 

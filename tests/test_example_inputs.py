@@ -36,7 +36,8 @@ def test_the_example_faces_are_faces_the_real_detector_finds():
     tests/data) finds large enough for Stand-In (at least 64 px, the pack's small-face limit)."""
     from facexlib.detection import init_detection_model
     detector = init_detection_model("retinaface_mobile0.25", half=False, device="cpu", model_rootpath=str(DATA))
-    for name in ("standin_example_face.jpg", "standin_example_performer.jpg"):
+    for name in ("standin_example_face.jpg", "standin_example_performer.jpg", "standin_example_person_1.jpg",
+                 "standin_example_person_2.jpg"):
         with torch.inference_mode():
             found = detector.detect_faces(cv2.imread(str(EXAMPLES / name)), 0.97)
         assert len(found) == 1, (name, found)
@@ -59,6 +60,46 @@ def test_the_example_videos_have_the_size_rate_and_sound_the_workflows_expect():
         columns = np.flatnonzero(drawn.any(axis=0))
         gaps = np.flatnonzero(np.diff(columns) > 20)  # separate figures leave empty columns between them
         assert len(gaps) + 1 == people, (name, columns.min(), columns.max(), gaps)
+
+
+def test_the_two_people_clip_shows_two_faces_the_real_detector_finds():
+    """The several-people face swap's clip (a still photo of two people, moved): 41 frames (4n+1, all of them used)
+    of 832x480 (the 480p budget, so the paste neither scales nor crops) at 16 fps, and in every 4th frame from the
+    first to the last the REAL RetinaFace (mobile0.25) finds the two faces, one in each half, large enough; the two
+    largest confident faces (the paste's rule) are those two. The reference photos are the two people's own faces
+    (standin_example_person_1/2.jpg, from other photos of them): the same person by dlib's face descriptor, person 1
+    the left face."""
+    from facexlib.detection import init_detection_model
+    with av.open(str(EXAMPLES / "standin_example_two_people.mp4")) as clip:
+        assert clip.streams.video[0].average_rate == 16
+        frames = [frame.to_ndarray(format="rgb24") for frame in clip.decode(video=0)]
+    assert len(frames) == 41 and frames[0].shape == (480, 832, 3)
+    assert (EXAMPLES / "standin_example_two_people.mp4").stat().st_size < 300_000
+    detector = init_detection_model("retinaface_mobile0.25", half=False, device="cpu", model_rootpath=str(DATA))
+    for index in range(0, len(frames), 4):  # every 4th frame, the first and the last (a smooth zoom; CPU time)
+        with torch.inference_mode():
+            found = detector.detect_faces(np.ascontiguousarray(frames[index][:, :, ::-1]), 0.5)
+        areas = (found[:, 2] - found[:, 0]) * (found[:, 3] - found[:, 1])
+        x1, y1, x2, y2 = found[np.argsort(-areas)[:2]][:, :4].T
+        centres = np.sort((x1 + x2) / 2)
+        assert centres[0] < 416 < centres[1], (index, found[:, :5])
+        assert min((x2 - x1).min(), (y2 - y1).min()) >= 64, (index, found[:, :5])
+    # whose faces: dlib's real face descriptor (an independent model), the photos against the faces left to right
+    import dlib
+    from comfyui_standin.devtools.landmark_parse import DLIB_MODELS
+    detect = dlib.get_frontal_face_detector()
+    shape = dlib.shape_predictor(str(DLIB_MODELS / "shape_predictor_5_face_landmarks.dat"))
+    describe = dlib.face_recognition_model_v1(str(DLIB_MODELS / "dlib_face_recognition_resnet_model_v1.dat"))
+
+    def descriptors(rgb):
+        boxes = sorted(detect(rgb, 0), key=lambda box: box.center().x)
+        return [np.array(describe.compute_face_descriptor(rgb, shape(rgb, box))) for box in boxes]
+    in_video = descriptors(frames[20])
+    photos = [descriptors(cv2.cvtColor(cv2.imread(str(EXAMPLES / f"standin_example_person_{n}.jpg")),
+                                       cv2.COLOR_BGR2RGB)) for n in (1, 2)]
+    assert len(in_video) == 2 and [len(found) for found in photos] == [1, 1]
+    distance = np.array([[np.linalg.norm(photo[0] - face) for face in in_video] for photo in photos])
+    assert distance[0, 0] < 0.6 and distance[1, 1] < 0.6 and distance[0, 1] > 0.6 and distance[1, 0] > 0.6, distance
 
 
 @pytest.mark.comfyui

@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data"  # the real files the server harness needs
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 EXPECTED_WORKFLOWS = {"standin_wan21_t2v.json", "standin_wan21_vace_pose.json", "standin_wan21_style_lora.json",
-                      "standin_wan21_face_swap.json", "standin_wan22_a14b.json", "standin_wan21_subject.json",
+                      "standin_wan21_face_swap.json", "standin_wan21_face_swap_two_people.json",
+                      "standin_wan22_a14b.json", "standin_wan21_subject.json",
                       "standin_wan21_fast_lightx2v.json", "standin_wan21_two_clips.json",
                       "standin_wan21_two_people.json", "standin_wan21_vace_two_people.json"}
 SPECS = {version: wg.recorded(version) for version in wg.VERSIONS}
@@ -450,6 +451,59 @@ def test_face_swap_pastes_then_resamples_at_the_official_denoise():
     assert g.source(composite, "fps", slot=True) == (parts, 2)
     video = g.source(g.one("SaveVideo"), "video")
     assert g.source(video, "fps", slot=True) == (parts, 2) and g.source(video, "audio", slot=True) == (composite, 1)
+
+
+def test_two_people_face_swap_binds_each_face_to_its_paste_region():
+    """Both people's cut-outs reach the one paste (person 1 = reference_cutout), its region_1 and region_2 reach
+    Stand-In References with the same person's reference latent, and References is Apply's reference; the rest is the
+    one-person swap: denoise 0.85, the composite into the original frames with the source's fps and sound."""
+    g = graph("standin_wan21_face_swap_two_people.json")
+    sampler = g.one("KSampler")
+    chain = g.model_chain(sampler)
+    assert [node["type"] for node in chain] == ["ModelSamplingSD3", "StandInKVCache", "ApplyStandInToWanModel",
+                                                "UNETLoader"]
+    assert g.widgets(chain[0]) == {"shift": 5.0} and g.widgets(chain[1]) == {"mode": "on"}
+    apply = chain[2]
+    assert g.widgets(apply) == {"strength": 1.0, "start_percent": 0.0, "end_percent": 1.0}
+    assert g.source(apply, "standin")["widgets_values"] == ["Stand-In_wan2.1_T2V_14B.ckpt"]
+    assert_official_sampler(g, sampler, denoise=0.85)
+    references = g.source(apply, "reference_latent")
+    assert references["type"] == "StandInReferences" and g.widgets(references) == {
+        "strength_1": 1.0, "strength_2": 1.0, "strength_3": 1.0, "strength_4": 1.0,
+        "outside_regions": "all references"}, "the official strengths and the official outside"
+    paste = g.one("StandInFaceSwapPaste")
+    assert g.widgets(paste)["size"] == "480p" and g.widgets(paste)["first_frame"] == 0
+    encodes = g.of_type("EncodeReferenceFace")
+    assert len(encodes) == 2
+    for index, suffix in ((1, ""), (2, "_2")):
+        encode = g.source(references, f"reference_{index}")
+        assert encode["type"] == "EncodeReferenceFace"
+        assert g.source(paste, f"reference_cutout{suffix}", slot=True) == (encode, 3)  # cutout
+        assert g.source(paste, f"reference_alpha{suffix}", slot=True) == (encode, 4)  # cutout_alpha
+        assert g.source(references, f"region_{index}", slot=True) == (paste, 2 + index)  # region_1, region_2
+        photo = g.source(encode, "image")
+        assert photo["type"] == "LoadImage" and f"Person {index}" in photo["title"]
+    assert g.source(references, "reference_1") is not g.source(references, "reference_2")
+    for name in ("reference_cutout_3", "reference_cutout_4"):
+        assert next(input_ for input_ in paste["inputs"] if input_["name"] == name)["link"] is None
+    # the pasted frames are re-sampled and composited back as in the one-person swap
+    noise_mask = g.one("SetLatentNoiseMask")
+    assert g.source(sampler, "latent_image") is noise_mask and noise_mask["mode"] == wg.BYPASS
+    assert g.source(g.source(noise_mask, "samples"), "pixels") is paste
+    assert g.source(g.source(noise_mask, "mask"), "mask", slot=True) == (paste, 1)
+    parts = g.source(paste, "images")
+    assert parts["type"] == "GetVideoComponents"
+    assert g.widgets(g.source(parts, "video")) == {"file": "standin_example_two_people.mp4"}
+    composite = g.source(g.source(g.one("SaveVideo"), "video"), "images")
+    assert composite["type"] == "StandInFaceSwapComposite" and g.source(composite, "original_images") is parts
+    assert g.source(g.source(composite, "generated_images"), "samples") is sampler
+    assert g.source(composite, "masks", slot=True) == (paste, 1)
+    assert g.source(composite, "swap", slot=True) == (paste, 2)
+    assert g.source(composite, "audio", slot=True) == (parts, 1) and g.source(composite, "fps", slot=True) == (parts, 2)
+    video = g.source(g.one("SaveVideo"), "video")
+    assert g.source(video, "fps", slot=True) == (parts, 2) and g.source(video, "audio", slot=True) == (composite, 1)
+    note = g.one("MarkdownNote")["widgets_values"][0]
+    assert "dev/multi" in note and "0.8 GB" in note and "denoise 0.85" in note
 
 
 WAN22_SPLIT = 9  # the first step whose shifted sigma is below 0.875 at 20 steps, shift 5 (computed in the comfyui tier)

@@ -4,7 +4,8 @@ Executor: each JSON becomes the API prompt the frontend would queue (devtools/wo
 file's widget values by name, its links, bypassed nodes passed through) and runs on the session's server to a saved
 video. Only this is replaced, to keep it small and offline:
 - files: tiny REAL Wan models (T2V, VACE, a second T2V for the Wan2.2 low-noise expert), the tiny Wan VAE, Stand-In
-  weights in the official .ckpt layout, tiny LoRAs, a real face photo, a real cat photo and 5 real video frames;
+  weights in the official .ckpt layout, tiny LoRAs, a real face photo, a real cat photo and 5 real video frames
+  (for the two-people face swap: the first 5 frames of its example clip, both faces found at 128x80);
 - the text encoder: ComfyUI cannot load a tiny umt5 (its loader builds the full 4096-wide, 24-layer encoder), so each
   CLIPTextEncode becomes the harness's seeded CONDITIONING node and CLIPLoader goes;
 - sizes: 48x32 and 5 frames instead of 832x480 and 81 (the two-clip graph's overlap 16 -> 1 with it), and the
@@ -45,6 +46,7 @@ FRAMES = {81: 5, 65: 4, 16: 1}  # frame counts in the graphs -> in the test (len
 SIZE = {832: 48, 480: 32}
 SMALL_VIDEO = "standin_swap_input_128x80.mp4"  # the harness's 5 real frames at half size
 TWO_FIGURES = "standin_pose_two_5.mp4"  # frames 8..12 of the example two-figure pose clip (832x480, arms down)
+TWO_FACES = "standin_two_faces_128x80.mp4"  # the first 5 frames of the example two-people clip (both faces found)
 STEPS = 2  # the graphs' 20 (4 for the fast one); the Wan2.2 split 9 of 20 becomes 1 of 2
 
 
@@ -64,6 +66,8 @@ def server(server):
     write_half_size_clip(server.base / "input" / SWAP_VIDEO, server.base / "input" / SMALL_VIDEO)
     write_half_size_clip(REPO / "example_inputs" / "standin_example_pose_two.mp4", server.base / "input" / TWO_FIGURES,
                          size=(832, 480), frames=slice(8, 13))
+    write_half_size_clip(REPO / "example_inputs" / "standin_example_two_people.mp4", server.base / "input" / TWO_FACES,
+                         frames=slice(0, 5))
     return server
 
 
@@ -105,7 +109,8 @@ def tiny_prompt(workflow: dict, specs: dict) -> dict:
         elif kind == "LoadImage":
             inputs["image"] = SUBJECT_PHOTO if "subject" in inputs["image"] else SWAP_PHOTO
         elif kind == "LoadVideo":
-            inputs["file"] = TWO_FIGURES if "pose_two" in inputs["file"] else SMALL_VIDEO
+            inputs["file"] = (TWO_FIGURES if "pose_two" in inputs["file"] else
+                              TWO_FACES if "two_people" in inputs["file"] else SMALL_VIDEO)
         if "detector" in inputs:
             inputs["detector"] = "retinaface_mobile0.25"
         for key in ("width", "height"):
@@ -137,8 +142,9 @@ def saved_video(server, entry: dict):
 
 
 # frames and size of the saved video: the graph's 81 frames are 5 here (VACE's reference frame trimmed away);
-# the face swap keeps the input's 5 frames at 128x80; the two clips are 5 + (5 - 1 overlap) frames
-EXPECTED = {"standin_wan21_face_swap.json": (5, 80, 128), "standin_wan21_two_clips.json": (9, 32, 48)}
+# the face swaps keep the input's 5 frames at 128x80; the two clips are 5 + (5 - 1 overlap) frames
+EXPECTED = {"standin_wan21_face_swap.json": (5, 80, 128), "standin_wan21_face_swap_two_people.json": (5, 80, 128),
+            "standin_wan21_two_clips.json": (9, 32, 48)}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[path.name for path in WORKFLOWS])
