@@ -1,5 +1,6 @@
 """Time the video self-attention with two references: all references (the official baseline), regions (this pack's
-own), and one reference, interleaved in one process, with ratios to the all-references attention.
+own), and one and four references, interleaved in one process, with ratios to the all-references attention and, for
+the references without regions, the ratio to one reference that their key count predicts.
 
     .venv/bin/python -m comfyui_standin.benchmarks.regions_bench                    # CPU proxy (1 thread)
     python -m comfyui_standin.benchmarks.regions_bench --device cuda --dtype bf16 --paper-shape
@@ -40,6 +41,7 @@ def main(argv=None) -> int:
 
     q, k, v = rand(2, seq, width), rand(2, seq, width), rand(2, seq, width)
     ref_k, ref_v = rand(1, 2 * per, width), rand(1, 2 * per, width)
+    four_k, four_v = ref_k.repeat(1, 2, 1), ref_v.repeat(1, 2, 1)  # four references' keys: the key count is what counts
     regions = torch.zeros(2, seq, dtype=torch.bool, device=device)
     regions[0, :seq // 3], regions[1, 2 * seq // 3:] = True, True
     variants = {
@@ -47,7 +49,11 @@ def main(argv=None) -> int:
         "regions, outside all": lambda: regional_attention(q, k, v, ref_k, ref_v, regions, heads),
         "regions, outside none": lambda: regional_attention(q, k, v, ref_k, ref_v, regions, heads, outside="none"),
         "one reference": lambda: restricted_attention(q, k, v, ref_k[:, :per], ref_v[:, :per], heads),
+        "four references": lambda: restricted_attention(q, k, v, four_k, four_v, heads),
     }
+    # on a CPU with one thread every operation runs on this thread: its CPU time leaves out the time other processes
+    # take the core (what made wall-clock ratios of a few percent unreadable on a shared machine); on a GPU, wall time
+    clock = time.thread_time if device.type == "cpu" and args.threads == 1 else time.perf_counter
     times = {name: [] for name in variants}
     with torch.inference_mode():
         for name in variants:  # warm-up
@@ -57,20 +63,25 @@ def main(argv=None) -> int:
             for name in order:
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
-                start = time.perf_counter()
+                start = clock()
                 variants[name]()
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
-                times[name].append(time.perf_counter() - start)
+                times[name].append(clock() - start)
     medians = {name: statistics.median(values) for name, values in times.items()}
     base = medians["all references"]
     print(f"video self-attention, 2 x {seq} video tokens, width {width}, {heads} heads, 2 references of {per} "
-          f"tokens, {args.dtype} on {device} ({args.threads} thread(s) on a CPU), median of {args.rounds} rounds:")
+          f"tokens, {args.dtype} on {device} ({args.threads} thread(s) on a CPU), "
+          f"{'CPU time of this thread' if clock is time.thread_time else 'wall time'}, median of {args.rounds} "
+          "rounds (and the middle half of the rounds, the noise to read the ratios against):")
     for name, value in medians.items():
-        print(f"  {name:24s} {value * 1e3:9.2f} ms  {value / base:.3f}x all references")
-    predicted = (seq + 2 * per) / (seq + per)
-    print(f"  all references / one reference {base / medians['one reference']:.3f}x (key count predicts "
-          f"{predicted:.3f}x)")
+        low, _, high = statistics.quantiles(times[name], n=4)
+        print(f"  {name:24s} {value * 1e3:9.2f} ms  {value / base:.3f}x all references  (middle half "
+              f"{low / value - 1:+.1%} .. {high / value - 1:+.1%})")
+    one = medians["one reference"]
+    for name, count in (("all references", 2), ("four references", 4)):
+        print(f"  {name} / one reference {medians[name] / one:.3f}x (key count predicts "
+              f"{(seq + count * per) / (seq + per):.3f}x)")
     return 0
 
 
