@@ -330,17 +330,8 @@ def wan21_vace_pose():
     video = g.node("LoadVideo", (760, 500), title="Pose video (skeletons)", file=POSE_CLIP)
     parts = g.node("GetVideoComponents", (760, 880))
     g.link(video, "VIDEO", parts, "video")
-    vace = g.node("WanVaceToVideo", (1140, 460), width=832, height=480, length=81, strength=0.5)
-    g.link(positive, "CONDITIONING", vace, "positive")
-    g.link(negative, "CONDITIONING", vace, "negative")
-    g.link(vae, "VAE", vace, "vae")
-    g.link(parts, "images", vace, "control_video")
-    g.link(image, "IMAGE", vace, "reference_image")
-    sample = g.node("KSampler", (1600, 0), seed=0, steps=20, cfg=5.0, sampler_name="euler", scheduler="simple")
-    g.link(model, "MODEL", sample, "model")
-    g.link(vace, "positive", sample, "positive")
-    g.link(vace, "negative", sample, "negative")
-    g.link(vace, "latent", sample, "latent_image")
+    vace, sample = vace_sample(g, (1140, 460), (1600, 0), model, positive, negative, vae, 0.5, (parts, "images"),
+                               reference_image=image)
     trim = g.node("TrimVideoLatent", (1600, 340))
     g.link(sample, "LATENT", trim, "samples")
     g.link(vace, "trim_latent", trim, "trim_amount")
@@ -669,23 +660,36 @@ Stand-In goes on after the LoRA (the order does not change the result). Identity
     return g
 
 
-def vace_clip(g, x, number, model, positive, negative, vae, control=None):
-    """One clip of the chained graph: WanVaceToVideo (with control frames and masks, if given), its KSampler at the
-    official settings, and the decoded frames (returned)."""
-    vace = g.node("WanVaceToVideo", (x, 0), title=f"Clip {number}", width=832, height=480, length=81, strength=1.0)
+def vace_sample(g, at, sample_at, model, positive, negative, vae, strength, control=None, masks=None,
+                reference_image=None, title=None):
+    """WanVaceToVideo at ``at`` (832x480, 81 frames; the ``control`` video, as (node, output), its ``masks`` and a
+    ``reference_image`` when given) and its KSampler at ``sample_at`` with the official settings (20 steps, cfg 5,
+    euler/simple); returns (the VACE node, the sampler)."""
+    vace = g.node("WanVaceToVideo", at, title=title, width=832, height=480, length=81, strength=strength)
     g.link(positive, "CONDITIONING", vace, "positive")
     g.link(negative, "CONDITIONING", vace, "negative")
     g.link(vae, "VAE", vace, "vae")
     if control is not None:
-        frames, masks = control
-        g.link(frames, "IMAGE", vace, "control_video")
+        g.link(*control, vace, "control_video")
+    if masks is not None:
         g.link(masks, "MASK", vace, "control_masks")
-    sample = g.node("KSampler", (x, 360), title=f"Clip {number} sampler", seed=0, steps=20, cfg=5.0,
+    if reference_image is not None:
+        g.link(reference_image, "IMAGE", vace, "reference_image")
+    sample = g.node("KSampler", sample_at, title=title and f"{title} sampler", seed=0, steps=20, cfg=5.0,
                     sampler_name="euler", scheduler="simple")
     g.link(model, "MODEL", sample, "model")
     g.link(vace, "positive", sample, "positive")
     g.link(vace, "negative", sample, "negative")
     g.link(vace, "latent", sample, "latent_image")
+    return vace, sample
+
+
+def vace_clip(g, x, number, model, positive, negative, vae, control=None):
+    """One clip of the chained graph: WanVaceToVideo (with control frames and masks, if given), its KSampler at the
+    official settings, and the decoded frames (returned)."""
+    frames, masks = control if control is not None else (None, None)
+    _, sample = vace_sample(g, (x, 0), (x, 360), model, positive, negative, vae, 1.0,
+                            None if frames is None else (frames, "IMAGE"), masks, title=f"Clip {number}")
     decode = g.node("VAEDecode", (x, 700), title=f"Clip {number} frames")
     g.link(sample, "LATENT", decode, "samples")
     g.link(vae, "VAE", decode, "vae")
@@ -843,16 +847,7 @@ def wan21_vace_two_people():
     positive, negative = prompts(g, 1580, 0, clip, (
         "A woman on the left and a man on the right dance side by side in a sunlit studio, raising their arms in "
         "time with the music, faces clearly visible. White walls, wooden floor, full-body shot."))
-    vace = g.node("WanVaceToVideo", (1580, 460), width=832, height=480, length=81, strength=0.5)
-    g.link(positive, "CONDITIONING", vace, "positive")
-    g.link(negative, "CONDITIONING", vace, "negative")
-    g.link(vae, "VAE", vace, "vae")
-    g.link(scaled, "IMAGE", vace, "control_video")
-    sample = g.node("KSampler", (2040, 0), seed=0, steps=20, cfg=5.0, sampler_name="euler", scheduler="simple")
-    g.link(model, "MODEL", sample, "model")
-    g.link(vace, "positive", sample, "positive")
-    g.link(vace, "negative", sample, "negative")
-    g.link(vace, "latent", sample, "latent_image")
+    _, sample = vace_sample(g, (1580, 460), (2040, 0), model, positive, negative, vae, 0.5, (scaled, "IMAGE"))
     decode_and_save(g, 2040, 340, sample, vae, "video/StandIn_vace_two_people")
     note(g, (2500, 0), f"""
 ## Two people driven by a two-skeleton pose video (Wan2.1 VACE 14B, regions from the pose)
