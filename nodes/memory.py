@@ -77,13 +77,17 @@ class MemoryEstimate:
     def __init__(self, settings: StandInSettings):
         self.settings = settings
 
+    def memory(self, model, input_shape) -> StandInMemory:
+        """What Stand-In adds for a latent batch of ``input_shape``."""
+        return standin_memory(model, self.settings, input_shape)
+
     def __call__(self, executor, model, *args, **kwargs):
         base_model = model.model
         had_own = "memory_required" in vars(base_model)
         original = base_model.memory_required
 
         def memory_required(input_shape, *rest, **options):
-            return original(input_shape, *rest, **options) + standin_memory(model, self.settings, input_shape).total
+            return original(input_shape, *rest, **options) + self.memory(model, input_shape).total
 
         base_model.memory_required = memory_required
         try:

@@ -25,7 +25,9 @@ Ray or xfuser at import time: the groups are read from ``sys.modules`` when a mo
 Limits: Stand-In References with regions are refused under a sequence split (each GPU holds part of the tokens).
 With ring degree 1 the attention is ComfyUI's (as on one GPU), not raylight's xfuser kernel; with ring degree > 1
 it is torch's flash kernel with its LSE (``standin_core.parallel.fused_attention_lse``; float16/bfloat16 on CUDA,
-otherwise the materialised fallback). ComfyUI's memory estimate still counts the whole reference cache, not 1/U of it.
+otherwise the materialised fallback). ComfyUI's memory estimate in each actor counts this rank's 1/U of the
+reference cache (:class:`ShardedMemoryEstimate`); the [video; reference] buffers are still counted as on one GPU,
+an overestimate.
 """
 import logging
 import sys
@@ -47,6 +49,7 @@ from ..standin_core.weights import BlockLoRA, LowRank, StandInWeights
 from .apply import standin_inputs
 from .install import apply_standin
 from .model_call import CALL_KEY, ModelCall, ReferencePass, VideoSelfAttention
+from .memory import MemoryEstimate, StandInMemory
 from .run_state import KEY, RunState
 from .wan_adapter import comfy_attention, position_map, wan_parts
 
@@ -264,6 +267,16 @@ class ShardedReferencePass(ReferencePass):
         return kv
 
 
+class ShardedMemoryEstimate(MemoryEstimate):
+    """The PREPARE_SAMPLING wrapper of :class:`~.memory.MemoryEstimate` for raylight: ComfyUI's estimate in each actor
+    counts the reference cache that :class:`ShardedReferencePass` keeps there, this rank's 1/U of the heads."""
+
+    def memory(self, model, input_shape) -> StandInMemory:
+        need = super().memory(model, input_shape)
+        layout = sequence_parallel_layout()
+        return need if layout is None else replace(need, cache=need.cache // layout.ulysses_degree)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # what runs in every actor, and the node
 
@@ -271,12 +284,16 @@ class ShardedReferencePass(ReferencePass):
 def standin_for_raylight(model, weights: StandInWeights, latent: dict, strength: float, start_percent: float,
                          end_percent: float):
     """``model`` (an actor's ModelPatcher, raylight's callbacks and wrappers on it) with Stand-In for raylight: Apply
-    Stand-In's clone, its reference pass replaced by :class:`ShardedReferencePass`, and the ON_LOAD step."""
+    Stand-In's clone, its reference pass and memory estimate replaced by :class:`ShardedReferencePass` and
+    :class:`ShardedMemoryEstimate`, and the ON_LOAD step."""
     patched = apply_standin(model, weights, latent, strength, start_percent, end_percent)
-    wrapper_type = comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL
-    ours = [w for w in patched.get_wrappers(wrapper_type, KEY) if isinstance(w, ReferencePass)]
-    patched.remove_wrappers_with_key(wrapper_type, KEY)
-    patched.add_wrapper_with_key(wrapper_type, KEY, ShardedReferencePass(ours[0].settings))
+    for wrapper_type, kind, sharded in ((comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, ReferencePass,
+                                         ShardedReferencePass),
+                                        (comfy.patcher_extension.WrappersMP.PREPARE_SAMPLING, MemoryEstimate,
+                                         ShardedMemoryEstimate)):
+        (ours,) = [w for w in patched.get_wrappers(wrapper_type, KEY) if isinstance(w, kind)]
+        patched.remove_wrappers_with_key(wrapper_type, KEY)
+        patched.add_wrapper_with_key(wrapper_type, KEY, sharded(ours.settings))
     on_load = comfy.patcher_extension.CallbacksMP.ON_LOAD
     patched.remove_callbacks_with_key(on_load, KEY)
     patched.add_callback_with_key(on_load, KEY, SequenceParallelLoad())

@@ -197,3 +197,28 @@ def test_node_and_single_gpu_import_nothing_of_raylight(comfy):
                                              "end_percent"]
     assert all(i.tooltip for i in schema.inputs), [i.id for i in schema.inputs if not i.tooltip]
     assert not {"ray", "raylight", "xfuser", "yunchang"} & set(sys.modules), "the test process imported one"
+
+
+@pytest.mark.parametrize("degree", [2, 4])
+def test_the_memory_estimate_counts_this_ranks_share_of_the_cache(comfy, wan_base, standin_weights, monkeypatch,
+                                                                  degree):
+    """In an actor whose Ulysses degree is U, ComfyUI's memory estimate (asked while sampling is prepared) counts the
+    1/U of the reference cache the rank keeps, and without a sequence split exactly what Apply counts: the cache by
+    hand is 3 blocks x (K, V) x 15 reference tokens (6 x 10 latent -> 3 x 5) x width 256 x 4 bytes."""
+    import comfy.patcher_extension
+
+    from comfyui_standin.nodes import install, raylight
+    from comfyui_standin.nodes.run_state import KEY
+    cache = 3 * 2 * 15 * 256 * 4
+    reference, shape = {"samples": torch.randn(1, 16, 1, 6, 10)}, (2, 16, 3, 8, 12)
+
+    def estimate(model):
+        (wrapper,) = model.get_wrappers(comfy.patcher_extension.WrappersMP.PREPARE_SAMPLING, KEY)
+        return wrapper(lambda patched: patched.model.memory_required(shape), model)
+
+    plain = estimate(install.apply_standin(wan_base, standin_weights, reference, 1.0, 0.0, 1.0))
+    for_raylight = raylight.standin_for_raylight(wan_base, standin_weights, reference, 1.0, 0.0, 1.0)
+    assert estimate(for_raylight) == plain  # no sequence split here (xfuser not initialised)
+    monkeypatch.setattr(raylight, "sequence_parallel_layout",
+                        lambda: raylight.SequenceParallelLayout(None, None, 0, degree, 1))
+    assert plain - estimate(for_raylight) == cache - cache // degree
