@@ -108,15 +108,21 @@ def latents(ranks, case: str) -> list:
     return out
 
 
+def assert_every_rank_is_single_device_standin(ranks, single, layout: str, strength: float) -> None:
+    """Every rank's latent of Stand-In at ``strength`` under ``layout`` equals the single-device Stand-In sample and
+    is far from the single-device base model."""
+    name = "s1" if strength == 1.0 else "s0.5"
+    for rank, latent in enumerate(latents(ranks, f"{layout}/{name}")):
+        assert_matches(latent, single[strength], f"{layout} Stand-In s={strength}, rank {rank}", steps=STEPS)
+        assert_differs(latent, single["base"], f"Stand-In under {layout}", steps=STEPS)
+
+
 if FOUR_RANKS:  # collected only when asked for: the comfyui tier counts a skip as a fault
     @pytest.mark.parametrize("layout", ["u2r2", "cfg2u2"])
     @pytest.mark.parametrize("strength", [1.0, 0.5])
     def test_four_ranks_match_single_device(ranks, single, layout, strength):
         """Ulysses 2 x ring 2 (4 ranks), and raylight's CFG split over Ulysses 2 (4 ranks)."""
-        name = "s1" if strength == 1.0 else "s0.5"
-        for rank, latent in enumerate(latents(ranks, f"{layout}/{name}")):
-            assert_matches(latent, single[strength], f"{layout} Stand-In s={strength}, rank {rank}", steps=STEPS)
-            assert_differs(latent, single["base"], f"Stand-In under {layout}", steps=STEPS)
+        assert_every_rank_is_single_device_standin(ranks, single, layout, strength)
 
 
 def test_raylight_base_matches_single_device(ranks, single):
@@ -128,10 +134,7 @@ def test_raylight_base_matches_single_device(ranks, single):
 @pytest.mark.parametrize("layout", ["ulysses2", "ring2"])
 @pytest.mark.parametrize("strength", [1.0, 0.5])
 def test_standin_under_sequence_parallelism_matches_single_device(ranks, single, layout, strength):
-    name = "s1" if strength == 1.0 else "s0.5"
-    for rank, latent in enumerate(latents(ranks, f"{layout}/{name}")):
-        assert_matches(latent, single[strength], f"{layout} Stand-In s={strength}, rank {rank}", steps=STEPS)
-        assert_differs(latent, single["base"], f"Stand-In under {layout}", steps=STEPS)
+    assert_every_rank_is_single_device_standin(ranks, single, layout, strength)
 
 
 def test_strength_zero_is_raylight_base(ranks, single):
