@@ -51,7 +51,7 @@ from .install import apply_standin
 from .model_call import CALL_KEY, ModelCall, ReferencePass, VideoSelfAttention
 from .memory import MemoryEstimate, StandInMemory
 from .run_state import KEY, RunState
-from .wan_adapter import comfy_attention, position_map, wan_parts
+from .wan_adapter import comfy_attention, position_map, run_attn1_patches, wan_parts
 
 log = logging.getLogger("standin")
 
@@ -123,10 +123,7 @@ def sequence_parallel_video_attention(self_attn, x: torch.Tensor, freqs: torch.T
                                       attention_lse=fused_attention_lse)
     patches = transformer_options.get("patches", {}).get("attn1_patch")
     if patches:
-        batch, seq = queries.shape[:2]
-        q, k = queries.view(batch, seq, heads, -1), keys.view(batch, seq, heads, -1)
-        for patch in patches:
-            out = patch({"x": out, "q": q, "k": k, "transformer_options": transformer_options})
+        out = run_attn1_patches(patches, out, queries, keys, heads, transformer_options)
     return self_attn.o(out)
 
 

@@ -60,12 +60,18 @@ def attn1_patches(transformer_options: dict, heads: int):
         return None
 
     def after_attention(out, queries, keys):
-        batch, seq = queries.shape[:2]
-        q, k = queries.view(batch, seq, heads, -1), keys.view(batch, seq, heads, -1)
-        for patch in patches:
-            out = patch({"x": out, "q": q, "k": k, "transformer_options": transformer_options})
-        return out
+        return run_attn1_patches(patches, out, queries, keys, heads, transformer_options)
     return after_attention
+
+
+def run_attn1_patches(patches, out, queries, keys, heads: int, transformer_options: dict):
+    """Each ``attn1_patch`` hook in turn on the attention output ``out`` [B, S, width], given this call's rotated
+    queries and keys as [B, S, heads, head_dim], as Wan's own forward calls them; returns the output."""
+    batch, seq = queries.shape[:2]
+    q, k = queries.view(batch, seq, heads, -1), keys.view(batch, seq, heads, -1)
+    for patch in patches:
+        out = patch({"x": out, "q": q, "k": k, "transformer_options": transformer_options})
+    return out
 
 
 def video_attention(self_attn, x, freqs, transformer_options: dict, kv, strength, buffers, regions=None):
