@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from comfyui_standin.devtools.workflow_graph import LOADER_FOLDERS
+
 REPO = Path(__file__).resolve().parents[1]
 FRONTENDS = REPO / ".venv" / "frontends"
 
@@ -118,8 +120,6 @@ def load_workflow(page, workflow: dict) -> dict:
     return loaded
 
 
-LOADER_FOLDERS = {"UNETLoader": "diffusion_models", "CLIPLoader": "text_encoders", "VAELoader": "vae",
-                  "LoadStandInLoRA": "standin", "LoraLoaderModelOnly": "loras"}
 
 
 def files_named_in(workflow: dict) -> dict:

@@ -21,6 +21,9 @@ FRONTEND_ONLY = {"Note", "MarkdownNote"}  # drawn by the frontend, never sent to
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 SEED_CONTROLS = {"fixed", "increment", "decrement", "randomize"}
 BYPASS, MUTED = 4, 2
+# the model folder each loader of the shipped workflows reads its file from (under ComfyUI's models/)
+LOADER_FOLDERS = {"UNETLoader": "diffusion_models", "CLIPLoader": "text_encoders", "VAELoader": "vae",
+                  "LoadStandInLoRA": "standin", "LoraLoaderModelOnly": "loras"}
 
 
 def newer_than_target(version: str) -> bool:

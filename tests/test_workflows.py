@@ -241,8 +241,6 @@ def test_required_sockets_are_connected(workflow, version):
         assert not missing, f"{node['type']} (node {node['id']}) has unconnected inputs {missing}"
 
 
-LOADER_FOLDERS = {"UNETLoader": "diffusion_models", "CLIPLoader": "text_encoders", "VAELoader": "vae",
-                  "LoadStandInLoRA": "standin", "LoraLoaderModelOnly": "loras"}
 FACE_FILES = ("detection_Resnet50_Final.pth", "parsing_bisenet.pth")
 
 
@@ -266,9 +264,9 @@ def test_every_model_entry_is_a_download_every_frontend_offers(workflow):
     for node in workflow["nodes"]:
         for item in node.get("properties", {}).get("models", []):
             assert offered_for_download(item, node), item
-        if node["type"] in LOADER_FOLDERS:
+        if node["type"] in wg.LOADER_FOLDERS:
             name = node["widgets_values"][0]
-            assert f"[{name}](https://" in text and f"models/{LOADER_FOLDERS[node['type']]}" in text, name
+            assert f"[{name}](https://" in text and f"models/{wg.LOADER_FOLDERS[node['type']]}" in text, name
             if not node["properties"].get("models"):
                 link = re.search(rf"\[{re.escape(name)}\]\((https://[^)]+)\)", text).group(1)
                 assert not offered_for_download({"name": name, "url": link, "directory": ""}, node), name
